@@ -1,0 +1,5 @@
+import sys
+
+from tesson.cli import main
+
+sys.exit(main())

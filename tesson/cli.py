@@ -1,0 +1,247 @@
+"""The command line: argparse only, one module per verb under ``tesson.commands``.
+
+Parsing imports nothing heavy; each verb's module is imported only when that verb runs, so
+``tesson --help`` and ``tesson run --dry-run`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tesson import __version__
+
+UNITS = ("pu", "core", "l3", "numa", "node", "package", "socket")
+LB_KINDS = ("nginx", "none")
+
+VERBS = {
+    # verb: (module under tesson.commands, one-line help)
+    "run": ("run", "start a sharded group: one pinned container per core, L3, NUMA node or package"),
+    "ps": ("ps", "list groups and their shards, rebuilt from container labels"),
+    "stop": ("stop", "stop a group (and with --purge remove it)"),
+    "topology": ("topology", "show the CPUs, caches and NUMA nodes tesson sees"),
+    "repair": ("repair", "recreate the shards of a group that exited, died or vanished"),
+    "demo-server": ("demo_server", "serve a small JSON page that tells which shard and CPUs answered"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _port_number(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value}")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options every verb understands, before the verb or after it.
+
+    On the verb's own parser the defaults are suppressed, so a value given before the verb is not
+    overwritten by the default of the same option after it.
+    """
+
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("global options")
+    g.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=default("warning"),
+        help="how much to log on stderr (default: warning)",
+    )
+    g.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default=default("console"),
+        help="log lines for people or for machines (default: console)",
+    )
+    g.add_argument(
+        "--fsroot",
+        metavar="DIR",
+        default=default(os.environ.get("TESSON_FSROOT", "/")),
+        help="read the topology from DIR/sys and DIR/proc (env TESSON_FSROOT; default: /)",
+    )
+    g.add_argument(
+        "--no-isolated",
+        action="store_true",
+        default=default(False),
+        help="leave out the CPUs the kernel isolates (isolcpus)",
+    )
+    g.add_argument(
+        "--gorb",
+        metavar="URI",
+        default=default(os.environ.get("GORB_URI")),
+        help="register groups with Gorb at DEVICE://HOST:PORT, e.g. eth0://10.0.0.1:4672 (env GORB_URI)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="tesson",
+        description="Shard a containerised app across this machine's hardware: one pinned instance "
+        "per core (or L3 cache, NUMA node, package), all behind one local load balancer.",
+        epilog="Run 'tesson VERB --help' for a verb's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"tesson {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+
+    def verb(name: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1].capitalize() + ".", **kw)
+        _global_options(p, suppress=True)
+        return p
+
+    run = verb("run", usage="tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]")
+    run.add_argument("-g", "--group", help="group name (default: made from the image name)")
+    run.add_argument(
+        "-p",
+        "--port",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        dest="ports",
+        help="publish a port as 'docker run -p' does: 80, 8080:80, 127.0.0.1:8080:80, 53/udp, "
+        "8000-8001:80-81 (repeatable); with the balancer this is the group's front door",
+    )
+    run.add_argument(
+        "-n", "--size", type=_positive_int, metavar="N", help="number of shards (default: one per unit)"
+    )
+    run.add_argument(
+        "-u",
+        "--unit",
+        type=str.lower,
+        choices=UNITS,
+        default="core",
+        help="what one shard gets: pu, core, l3, numa (node) or package (socket) (default: core)",
+    )
+    run.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG.json",
+        help="a Docker Engine API container-create body to start from (Env, Labels, HostConfig, ...)",
+    )
+    run.add_argument(
+        "--lb",
+        choices=LB_KINDS,
+        help="the group's front door: an embedded nginx balancer, or none (each shard publishes "
+        "its ports) (default: nginx, or Gorb when --gorb is given)",
+    )
+    run.add_argument(
+        "--lb-method",
+        metavar="METHOD",
+        help="nginx balancing method: least_conn (TCP default), round_robin (UDP default), "
+        "random, hash, ...",
+    )
+    run.add_argument(
+        "--lb-image",
+        metavar="IMAGE",
+        help="image that runs the balancer (default: env TESSON_IMAGE, else tesson:latest)",
+    )
+    run.add_argument("--lb-cpus", metavar="LIST", help="pin the balancer to these CPUs (default: unpinned)")
+    run.add_argument(
+        "--gorb-method", metavar="METHOD", help="IPVS scheduler for Gorb services (rr, wrr, lc, ...)"
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan and call no daemon")
+    run.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output of --dry-run (default: table)"
+    )
+    run.add_argument("image", metavar="IMAGE", help="the image every shard runs")
+    run.add_argument(
+        "command", metavar="COMMAND", nargs=argparse.REMAINDER, help="command and arguments for every shard"
+    )
+
+    ps = verb("ps")
+    ps.add_argument("-g", "--group", help="only this group")
+    ps.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    ps.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+
+    stop = verb("stop")
+    stop.add_argument("-g", "--group", required=True, help="the group to stop")
+    stop.add_argument(
+        "--purge", action="store_true", help="also remove its containers, anonymous volumes and networks"
+    )
+    stop.add_argument(
+        "-t",
+        "--time",
+        type=_non_negative_int,
+        default=10,
+        metavar="SECONDS",
+        help="seconds to wait for a graceful stop before killing (default: 10)",
+    )
+
+    topo = verb("topology")
+    topo.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
+
+    repair = verb("repair")
+    repair.add_argument("-g", "--group", required=True, help="the group to repair")
+
+    demo = verb("demo-server")
+    demo.add_argument("--port", type=_port_number, default=8080, help="port to listen on (default: 8080)")
+    demo.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help(sys.stderr)
+        return 2
+
+    from tesson import log
+    from tesson.errors import TessonError
+
+    log.setup(args.log_level, args.log_format)
+    import importlib
+
+    module = importlib.import_module(f"tesson.commands.{VERBS[args.verb][0]}")
+    try:
+        return module.main(args) or 0
+    except TessonError as e:
+        print(f"tesson: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tesson: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug: still one line, the traceback only when asked for
+        if log.enabled("debug"):
+            import traceback
+
+            traceback.print_exc()
+        print(f"tesson: internal error: {type(e).__name__}: {e} (rerun with --log-level debug)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
