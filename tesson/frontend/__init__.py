@@ -1,0 +1,238 @@
+"""Frontends: what stands in front of a group's shards, plugged into the runtime.
+
+A frontend is one of:
+
+- ``none``  (``--lb none``): each shard publishes its ``-p`` ports itself, on ephemeral host ports
+  or the given binding (the original tool's behaviour without Gorb). See ``none.py``.
+- ``nginx`` (``--lb nginx``, the default): an embedded balancer container ``GROUP-lb`` on a network
+  ``tesson-GROUP``; the shards publish nothing. See ``nginx.py``.
+- ``gorb``  (global ``--gorb URI`` / env ``GORB_URI``): shards publish like ``none``, and the group's
+  services and backends are registered with Gorb. See ``gorb.py``.
+
+Each kind lives in ``tesson/frontend/KIND.py``, which defines a subclass of :class:`Frontend` and
+names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at each step:
+
+``run``::
+
+    fe = frontend.select(args)              # from_args: check the options, no daemon call (UsageError)
+    labels = ... | fe.labels()              # on every container of the group
+    fe.before_shards(ctx)                   # e.g. make the network; ctx.undo.add(...) what it made
+    for each shard: fe.shape_shard(ctx, shard, body)   # then create (shard 0 first: it claims the name)
+    ...start every shard, inspect it into ctx.started[index]...
+    fe.after_shards(ctx)                    # e.g. make + start the lb, or register with Gorb
+    # any exception above -> ctx.undo.rollback(): everything recorded is undone, newest first
+
+``stop``:   ``fe.before_stop(ctx)``; every container of the group (shards and frontend containers
+            labelled with the group) is stopped, or removed with ``--purge``; ``fe.after_stop(ctx)``.
+``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started, then
+            ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it).
+``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
+
+In ``stop``, ``repair`` and ``ps`` the frontend is rebuilt from the group's labels alone
+(:func:`from_labels`), so everything it needs later (Gorb URI, lb settings) must be in the labels
+its :meth:`Frontend.labels` returns at ``run``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tesson.errors import TessonError, UsageError
+
+KINDS = ("nginx", "none", "gorb")
+
+# Label keys. Every container tesson makes carries the group's labels (see Context.base_labels).
+GROUP = "io.tesson.group"
+ROLE = "io.tesson.role"  # "shard", or the frontend's own roles ("lb")
+FRONTEND_KIND = "io.tesson.frontend"
+
+
+class Undo:
+    """What a ``run`` (or ``repair``) has made so far, to be undone if it fails.
+
+    ``add(what, fn)`` records one thing right after it is made; ``rollback()`` calls every ``fn``,
+    newest first, best effort (a failing undo is logged and the rest still run) and returns the
+    descriptions of those that failed. Consecutive steps given the same ``batch`` name (the
+    runtime's shard containers) are undone concurrently.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], Any], str | None]] = []
+        import threading
+
+        self._lock = threading.Lock()
+
+    def add(self, what: str, fn: Callable[[], Any], batch: str | None = None) -> None:
+        with self._lock:
+            self.steps.append((what, fn, batch))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def rollback(self, workers: int = 8) -> list[str]:
+        from tesson import log
+
+        with self._lock:
+            steps, self.steps = list(reversed(self.steps)), []
+        failed: list[str] = []
+
+        def one(what: str, fn: Callable[[], Any]) -> None:
+            try:
+                fn()
+                log.info("undone", what=what)
+            except Exception as e:  # best effort: keep undoing the rest
+                log.warning("undo failed", what=what, error=str(e))
+                failed.append(what)
+
+        i = 0
+        while i < len(steps):
+            batch = steps[i][2]
+            j = i + 1
+            while batch is not None and j < len(steps) and steps[j][2] == batch:
+                j += 1
+            if j - i == 1:
+                one(steps[i][0], steps[i][1])
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=min(workers, j - i)) as pool:
+                    list(pool.map(lambda s: one(s[0], s[1]), steps[i:j]))
+            i = j
+        return failed
+
+
+@dataclass
+class Context:
+    """What the runtime hands to every frontend hook.
+
+    ``docker`` is docker-py's low-level ``APIClient`` (raw Engine API bodies, dict answers).
+    ``ports`` are the parsed ``-p`` specs (:class:`tesson.ports.Port`, one per container port).
+    ``shards`` is the plan: every shard of the group (``placement.Shard``: index, cpus, mems), also
+    in ``repair``. ``started`` maps a shard index to its container's inspect (after start: its
+    ``NetworkSettings.Ports`` has the published host ports) for the shards made by this run or
+    repair. ``state`` is the group as found on the daemon (:class:`tesson.group.Group`) in
+    ``stop``/``repair``/``ps``, ``None`` in ``run``. ``args`` is the command line of ``run``
+    (``None`` elsewhere). ``labels`` are the labels every container of the group carries.
+    """
+
+    group: str
+    docker: Any
+    image: str = ""
+    command: list[str] = field(default_factory=list)
+    ports: list = field(default_factory=list)
+    shards: list = field(default_factory=list)
+    unit: str = ""
+    config: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    args: Any = None
+    state: Any = None
+    undo: Undo = field(default_factory=Undo)
+    started: dict = field(default_factory=dict)
+    purge: bool = False  # stop --purge
+    timeout: int = 10  # stop -t
+
+    def base_labels(self, role: str) -> dict:
+        """The group's labels with ``io.tesson.role`` = role: for containers a frontend makes."""
+        return {**self.labels, ROLE: role}
+
+    def shard_name(self, index: int) -> str:
+        return f"{self.group}-{index}"
+
+    def shard_names(self) -> list[str]:
+        return [self.shard_name(s.index) for s in self.shards]
+
+
+class Frontend:
+    """The protocol, with do-nothing defaults; subclasses override what they need.
+
+    Hooks raise :class:`tesson.errors.TessonError` (exit 1) with one clear line when they fail;
+    during ``run`` the runtime then rolls back everything in ``ctx.undo``.
+    """
+
+    kind = "none"
+
+    @classmethod
+    def from_args(cls, args) -> "Frontend":
+        """Build from ``run``'s command line; check its options here (UsageError), call no daemon."""
+        return cls()
+
+    @classmethod
+    def from_labels(cls, labels: dict) -> "Frontend":
+        """Rebuild from a group's labels (``stop``/``ps``/``repair``), the inverse of :meth:`labels`."""
+        return cls()
+
+    def labels(self) -> dict:
+        """Extra labels on every container of the group (settings needed after ``run``).
+
+        ``io.tesson.frontend`` = :attr:`kind` is added by the runtime. Values are strings.
+        """
+        return {}
+
+    def shape_shard(self, ctx: Context, shard, body: dict) -> None:
+        """Edit one shard's create body in place (``ExposedPorts``, ``HostConfig.PortBindings``,
+        ``HostConfig.NetworkMode``, ``NetworkingConfig``...). Called in ``run`` and ``repair``.
+        Must not call the daemon (it runs once per shard, concurrently)."""
+
+    def before_shards(self, ctx: Context) -> None:
+        """Before any shard is created (e.g. make the network); ``ctx.undo.add`` what it makes.
+
+        Runs before the group name is claimed (the claim is creating shard 0's container), so a
+        concurrent ``run`` of the same group may be doing the same: refer to what you make by id.
+        """
+
+    def after_shards(self, ctx: Context) -> None:
+        """After every shard is started and inspected (``ctx.started``): e.g. make and start the
+        balancer, or register backends with their published ports; ``ctx.undo.add`` each thing."""
+
+    def before_stop(self, ctx: Context) -> None:
+        """Before the group's containers stop (e.g. withdraw Gorb services). ``ctx.state`` is the
+        group; ``ctx.purge`` and ``ctx.timeout`` are stop's options."""
+
+    def after_stop(self, ctx: Context) -> None:
+        """After the containers stopped, or were removed with ``--purge`` (e.g. remove the network)."""
+
+    def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
+        """After ``repair`` recreated (or restarted) the shards ``recreated`` (inspects in
+        ``ctx.started``; ``ctx.state`` is the group as found before). Bring the frontend back in
+        line (recreate a dead balancer, reload it, re-register backends, drop stale ones) and
+        return one line per thing done, for the user."""
+        return []
+
+    def describe(self, ctx: Context) -> dict:
+        """For ``ps``: ``{"kind": ..., "status": ..., "ports": ["host:port/proto", ...], ...}``.
+
+        It is the JSON ``"frontend"`` object; the table shows kind, status and ports. Never raise
+        for a frontend that cannot be reached: say so in ``status``."""
+        return {"kind": self.kind, "status": "-", "ports": []}
+
+
+def load(kind: str) -> type[Frontend]:
+    """The Frontend class of a kind, from ``tesson/frontend/KIND.py``."""
+    if kind not in KINDS:
+        raise TessonError(f"unknown frontend {kind!r} (known: {', '.join(KINDS)})")
+    try:
+        module = importlib.import_module(f"tesson.frontend.{kind}")
+    except ModuleNotFoundError as e:
+        if e.name != f"tesson.frontend.{kind}":
+            raise
+        what = {"nginx": "the embedded nginx balancer (--lb nginx)", "gorb": "Gorb (--gorb)"}.get(kind, kind)
+        raise TessonError(f"{what} is not available in this version of tesson yet; use --lb none") from None
+    return module.FRONTEND
+
+
+def select(args) -> Frontend:
+    """The frontend ``run`` asked for: ``--gorb``/``GORB_URI`` -> gorb, else ``--lb`` (default nginx)."""
+    if getattr(args, "gorb", None):
+        if getattr(args, "lb", None) == "nginx":
+            raise UsageError("--lb nginx and --gorb exclude each other: Gorb is the group's balancer")
+        kind = "gorb"
+    else:
+        kind = getattr(args, "lb", None) or "nginx"
+    return load(kind).from_args(args)
+
+
+def from_labels(labels: dict) -> Frontend:
+    """The frontend a group was run with, rebuilt from its labels."""
+    return load(labels.get(FRONTEND_KIND) or "none").from_labels(labels)
