@@ -1,0 +1,207 @@
+"""The balancer's nginx config: port specs, methods, injection attempts, and the real nginx's verdict.
+
+Configs are checked with the host's nginx (``nginx -t``, Debian's nginx + libnginx-mod-stream). nginx
+resolves upstream server names when it loads a config, so the check runs in a private mount namespace
+where a temporary /etc/hosts names the test shards, as Docker's DNS does on the group network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tesson.errors import UsageError
+from tesson.frontend import nginx_conf as nc
+from tests.conftest import require
+
+GROUP = "t4x"
+SHARDS = [f"{GROUP}-{i}" for i in range(3)]
+
+
+def _nginx_usable() -> tuple[bool, str]:
+    if shutil.which("nginx") is None:
+        return False, "nginx is not installed (apt-get install nginx libnginx-mod-stream)"
+    if not Path(nc.DEBIAN_STREAM_MODULE).exists():
+        return False, "the nginx stream module is not installed (apt-get install libnginx-mod-stream)"
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False, "checking configs needs root and unshare (a private /etc/hosts for upstream names)"
+    return True, ""
+
+
+def nginx_check(conf: str, tmp_path: Path, hosts=SHARDS) -> subprocess.CompletedProcess:
+    """``nginx -t`` on ``conf``, with ``hosts`` resolving to loopback addresses."""
+    ok, why = _nginx_usable()
+    require(ok, why)
+    (tmp_path / "nginx.conf").write_text(conf)
+    (tmp_path / "hosts").write_text("".join(f"127.0.0.{i + 2} {h}\n" for i, h in enumerate(hosts)))
+    script = 'mount --bind "$1/hosts" /etc/hosts && exec nginx -t -q -e stderr -p "$1" -c "$1/nginx.conf"'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def assert_nginx_ok(conf: str, tmp_path: Path) -> None:
+    r = nginx_check(conf, tmp_path)
+    assert r.returncode == 0, f"nginx rejected the config: {r.stderr}\n{conf}"
+
+
+# -- port specs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("80", [(80, "tcp", None, None)]),
+        ("8080:80", [(80, "tcp", None, "8080")]),
+        ("127.0.0.1:8080:80", [(80, "tcp", "127.0.0.1", "8080")]),
+        ("127.0.0.1::80", [(80, "tcp", "127.0.0.1", None)]),
+        ("53/udp", [(53, "udp", None, None)]),
+        ("5353:53/udp", [(53, "udp", None, "5353")]),
+        ("8000-8001:80-81", [(80, "tcp", None, "8000"), (81, "tcp", None, "8001")]),
+        ("80-82", [(80, "tcp", None, None), (81, "tcp", None, None), (82, "tcp", None, None)]),
+        ("9000-9009:90", [(90, "tcp", None, "9000-9009")]),
+    ],
+)
+def test_port_specs_read_as_docker_run_does(spec, expected):
+    got = [(e.container_port, e.proto, e.host_ip, e.host_port) for e in nc.parse_port_spec(spec)]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["99999", "0", "abc", "80/sctp", "80/UDP", "8080:99999", "70000:80", "x:80:80", "80;", "80 ", "80-79",
+     "80\nlisten 81", "8000-8002:80-81", "", "9010-9000:90"],
+)
+def test_bad_port_specs_are_usage_errors(spec):
+    with pytest.raises(UsageError) as e:
+        nc.parse_port_spec(spec)
+    assert "port spec" in str(e.value)
+
+
+def test_the_same_host_port_twice_is_refused():
+    with pytest.raises(UsageError, match="8080"):
+        nc.parse_port_specs(["8080:80", "8080:81"])
+    # the same container port on two host ports is fine: one listener
+    entries = nc.parse_port_specs(["8080:80", "127.0.0.1:9090:80", "80/udp"])
+    assert nc.listeners(entries) == [(80, "tcp"), (80, "udp")]
+
+
+# -- methods -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, directive",
+    [
+        ("least_conn", "least_conn;"),
+        ("round_robin", None),
+        ("default", None),
+        ("rr", None),
+        ("random", "random;"),
+        ("random two", "random two;"),
+        ("random-two-least-conn", "random two least_conn;"),
+        ("hash", "hash $remote_addr consistent;"),
+    ],
+)
+def test_every_method_is_accepted_by_nginx(method, directive, tmp_path):
+    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80", "53/udp"]), method=method)
+    blocks = re.findall(r"upstream (\w+) \{\n(.*?)\n    \}", conf, re.S)
+    assert [b[0] for b in blocks] == ["tcp_80", "udp_53"]
+    for _, body in blocks:
+        first = body.splitlines()[0].strip()
+        if directive is None:
+            assert first.startswith("server "), body
+        else:
+            assert first == directive
+    assert_nginx_ok(conf, tmp_path)
+
+
+def test_default_methods_are_least_conn_for_tcp_and_round_robin_for_udp():
+    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80", "53/udp"]))
+    tcp = conf.split("upstream tcp_80 {")[1].split("}")[0]
+    udp = conf.split("upstream udp_53 {")[1].split("}")[0]
+    assert "least_conn;" in tcp
+    assert "least_conn" not in udp and "random" not in udp and "hash" not in udp
+
+
+@pytest.mark.parametrize("method", ["bogus", "least_conn; include /etc/passwd", "hash $request_uri", "ip_hash", ""])
+def test_unknown_methods_are_refused(method):
+    with pytest.raises(UsageError, match="unknown balancing method"):
+        nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), method=method)
+
+
+# -- the whole file --------------------------------------------------------------------------------
+
+
+def test_config_has_one_upstream_and_listener_per_port_with_every_shard(tmp_path):
+    entries = nc.parse_port_specs(["8080:80", "127.0.0.1:9000-9001:90-91", "5353:53/udp"])
+    conf = nc.render(GROUP, SHARDS, entries, workers=2)
+    assert re.findall(r"^\s+listen (.*);$", conf, re.M) == ["80", "90", "91", "53 udp"]
+    for port, proto in [(80, "tcp"), (90, "tcp"), (91, "tcp"), (53, "udp")]:
+        body = conf.split(f"upstream {proto}_{port} {{")[1].split("}")[0]
+        servers = re.findall(r"server (\S+) max_fails=(\d+) fail_timeout=(\w+);", body)
+        assert [s[0] for s in servers] == [f"{s}:{port}" for s in SHARDS]
+        assert all(int(s[1]) >= 1 for s in servers)
+    # runs as a container's only process
+    assert re.search(r"^daemon off;$", conf, re.M)
+    assert re.search(r"^error_log stderr", conf, re.M)
+    assert re.search(r"^worker_processes 2;$", conf, re.M)
+    assert f"load_module {nc.DEBIAN_STREAM_MODULE};" in conf
+    assert "proxy_next_upstream on;" in conf and "proxy_connect_timeout" in conf
+    assert_nginx_ok(conf, tmp_path)
+
+
+def test_the_checker_does_reject_a_broken_config(tmp_path):
+    """The nginx check above is a real check: a config nginx cannot load fails it."""
+    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]))
+    bad = conf.replace("proxy_next_upstream on;", "proxy_next_upstream on; bogus_directive 1;")
+    r = nginx_check(bad, tmp_path)
+    assert r.returncode != 0 and "bogus_directive" in r.stderr
+    # and a shard name that does not resolve fails it too (nginx resolves upstreams at load)
+    r = nginx_check(conf, tmp_path, hosts=SHARDS[:1])
+    assert r.returncode != 0 and "host not found" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "group, shards",
+    [
+        ("web; include /etc/passwd", ["web-0"]),
+        ("web}", ["web}-0"]),
+        ("web\nstream{", ["web-0"]),
+        ("web", ["web-0;server evil:80"]),
+        ("web", ["web-0 backup"]),
+        ("web", ["other-0"]),
+        ("web", []),
+    ],
+)
+def test_names_cannot_inject_directives(group, shards):
+    with pytest.raises(UsageError):
+        nc.render(group, shards, nc.parse_port_specs(["80"]))
+
+
+@pytest.mark.parametrize("workers", [0, -1, "auto; user root", True, 2.5])
+def test_workers_must_be_a_small_positive_int(workers):
+    with pytest.raises(UsageError):
+        nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), workers=workers)
+
+
+def test_entries_built_by_hand_cannot_inject_either():
+    evil = [nc.PortEntry("80; include /etc/passwd", "tcp")]  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        nc.render(GROUP, SHARDS, evil)
+    with pytest.raises(UsageError):
+        nc.render(GROUP, SHARDS, [nc.PortEntry(80, "tcp; x")])
+    with pytest.raises(UsageError):
+        nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), stream_module="/x.so; include /etc/passwd")
+
+
+def test_no_module_line_when_the_image_has_stream_built_in():
+    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), stream_module=None)
+    assert "load_module" not in conf
