@@ -15,12 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from tesson import ports as tports
 from tesson.errors import UsageError
 from tesson.frontend import nginx_conf as nc
 from tests.conftest import require
 
 GROUP = "t4x"
 SHARDS = [f"{GROUP}-{i}" for i in range(3)]
+
+
+def P(*specs):
+    return tports.parse(list(specs))
 
 
 def _nginx_usable() -> tuple[bool, str]:
@@ -53,45 +58,17 @@ def assert_nginx_ok(conf: str, tmp_path: Path) -> None:
     assert r.returncode == 0, f"nginx rejected the config: {r.stderr}\n{conf}"
 
 
-# -- port specs ---------------------------------------------------------------------------------
+# -- ports ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "spec, expected",
-    [
-        ("80", [(80, "tcp", None, None)]),
-        ("8080:80", [(80, "tcp", None, "8080")]),
-        ("127.0.0.1:8080:80", [(80, "tcp", "127.0.0.1", "8080")]),
-        ("127.0.0.1::80", [(80, "tcp", "127.0.0.1", None)]),
-        ("53/udp", [(53, "udp", None, None)]),
-        ("5353:53/udp", [(53, "udp", None, "5353")]),
-        ("8000-8001:80-81", [(80, "tcp", None, "8000"), (81, "tcp", None, "8001")]),
-        ("80-82", [(80, "tcp", None, None), (81, "tcp", None, None), (82, "tcp", None, None)]),
-        ("9000-9009:90", [(90, "tcp", None, "9000-9009")]),
-    ],
-)
-def test_port_specs_read_as_docker_run_does(spec, expected):
-    got = [(e.container_port, e.proto, e.host_ip, e.host_port) for e in nc.parse_port_spec(spec)]
-    assert got == expected
+def test_listeners_are_one_per_container_port_and_protocol():
+    ports = P("8080:80", "127.0.0.1:9090:80", "80/udp", "8000-8001:90-91")
+    assert nc.listeners(ports) == [(80, "tcp"), (80, "udp"), (90, "tcp"), (91, "tcp")]
 
 
-@pytest.mark.parametrize(
-    "spec",
-    ["99999", "0", "abc", "80/sctp", "80/UDP", "8080:99999", "70000:80", "x:80:80", "80;", "80 ", "80-79",
-     "80\nlisten 81", "8000-8002:80-81", "", "9010-9000:90"],
-)
-def test_bad_port_specs_are_usage_errors(spec):
-    with pytest.raises(UsageError) as e:
-        nc.parse_port_spec(spec)
-    assert "port spec" in str(e.value)
-
-
-def test_the_same_host_port_twice_is_refused():
-    with pytest.raises(UsageError, match="8080"):
-        nc.parse_port_specs(["8080:80", "8080:81"])
-    # the same container port on two host ports is fine: one listener
-    entries = nc.parse_port_specs(["8080:80", "127.0.0.1:9090:80", "80/udp"])
-    assert nc.listeners(entries) == [(80, "tcp"), (80, "udp")]
+def test_sctp_is_refused_by_the_balancer():
+    with pytest.raises(UsageError, match="sctp"):
+        nc.render(GROUP, SHARDS, P("80/sctp"))
 
 
 # -- methods -------------------------------------------------------------------------------------
@@ -111,7 +88,7 @@ def test_the_same_host_port_twice_is_refused():
     ],
 )
 def test_every_method_is_accepted_by_nginx(method, directive, tmp_path):
-    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80", "53/udp"]), method=method)
+    conf = nc.render(GROUP, SHARDS, P("80", "53/udp"), method=method)
     blocks = re.findall(r"upstream (\w+) \{\n(.*?)\n    \}", conf, re.S)
     assert [b[0] for b in blocks] == ["tcp_80", "udp_53"]
     for _, body in blocks:
@@ -124,7 +101,7 @@ def test_every_method_is_accepted_by_nginx(method, directive, tmp_path):
 
 
 def test_default_methods_are_least_conn_for_tcp_and_round_robin_for_udp():
-    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80", "53/udp"]))
+    conf = nc.render(GROUP, SHARDS, P("80", "53/udp"))
     tcp = conf.split("upstream tcp_80 {")[1].split("}")[0]
     udp = conf.split("upstream udp_53 {")[1].split("}")[0]
     assert "least_conn;" in tcp
@@ -134,15 +111,14 @@ def test_default_methods_are_least_conn_for_tcp_and_round_robin_for_udp():
 @pytest.mark.parametrize("method", ["bogus", "least_conn; include /etc/passwd", "hash $request_uri", "ip_hash", ""])
 def test_unknown_methods_are_refused(method):
     with pytest.raises(UsageError, match="unknown balancing method"):
-        nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), method=method)
+        nc.render(GROUP, SHARDS, P("80"), method=method)
 
 
 # -- the whole file --------------------------------------------------------------------------------
 
 
 def test_config_has_one_upstream_and_listener_per_port_with_every_shard(tmp_path):
-    entries = nc.parse_port_specs(["8080:80", "127.0.0.1:9000-9001:90-91", "5353:53/udp"])
-    conf = nc.render(GROUP, SHARDS, entries, workers=2)
+    conf = nc.render(GROUP, SHARDS, P("8080:80", "127.0.0.1:9000-9001:90-91", "5353:53/udp"), workers=2)
     assert re.findall(r"^\s+listen (.*);$", conf, re.M) == ["80", "90", "91", "53 udp"]
     for port, proto in [(80, "tcp"), (90, "tcp"), (91, "tcp"), (53, "udp")]:
         body = conf.split(f"upstream {proto}_{port} {{")[1].split("}")[0]
@@ -160,7 +136,7 @@ def test_config_has_one_upstream_and_listener_per_port_with_every_shard(tmp_path
 
 def test_the_checker_does_reject_a_broken_config(tmp_path):
     """The nginx check above is a real check: a config nginx cannot load fails it."""
-    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]))
+    conf = nc.render(GROUP, SHARDS, P("80"))
     bad = conf.replace("proxy_next_upstream on;", "proxy_next_upstream on; bogus_directive 1;")
     r = nginx_check(bad, tmp_path)
     assert r.returncode != 0 and "bogus_directive" in r.stderr
@@ -183,25 +159,27 @@ def test_the_checker_does_reject_a_broken_config(tmp_path):
 )
 def test_names_cannot_inject_directives(group, shards):
     with pytest.raises(UsageError):
-        nc.render(group, shards, nc.parse_port_specs(["80"]))
+        nc.render(group, shards, P("80"))
 
 
 @pytest.mark.parametrize("workers", [0, -1, "auto; user root", True, 2.5])
 def test_workers_must_be_a_small_positive_int(workers):
     with pytest.raises(UsageError):
-        nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), workers=workers)
+        nc.render(GROUP, SHARDS, P("80"), workers=workers)
 
 
 def test_entries_built_by_hand_cannot_inject_either():
-    evil = [nc.PortEntry("80; include /etc/passwd", "tcp")]  # type: ignore[arg-type]
+    evil = [tports.Port(spec="x", port="80; include /etc/passwd")]  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         nc.render(GROUP, SHARDS, evil)
     with pytest.raises(UsageError):
-        nc.render(GROUP, SHARDS, [nc.PortEntry(80, "tcp; x")])
+        nc.render(GROUP, SHARDS, [tports.Port(spec="x", port=80, proto="tcp; x")])
     with pytest.raises(UsageError):
-        nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), stream_module="/x.so; include /etc/passwd")
+        nc.render(GROUP, SHARDS, [tports.Port(spec="x", port=0)])
+    with pytest.raises(UsageError):
+        nc.render(GROUP, SHARDS, P("80"), stream_module="/x.so; include /etc/passwd")
 
 
 def test_no_module_line_when_the_image_has_stream_built_in():
-    conf = nc.render(GROUP, SHARDS, nc.parse_port_specs(["80"]), stream_module=None)
+    conf = nc.render(GROUP, SHARDS, P("80"), stream_module=None)
     assert "load_module" not in conf

@@ -1,8 +1,8 @@
 """The embedded balancer's nginx configuration, generated from validated values only.
 
 Everything that reaches the text is checked first: the group name by :mod:`tesson.names` (Docker's
-container-name rule), shard names are ``GROUP-INDEX`` with an int index, ports are ints parsed from
-Docker's own port-spec syntax by docker-py's ``split_port`` and range-checked here, the protocol is
+container-name rule), shard names by the same rule and as members of the group, ports are ints
+(parsed by :mod:`tesson.ports` with docker-py's ``split_port``) checked again here, the protocol is
 ``tcp`` or ``udp``, and the balancing method comes from a fixed table of nginx snippets. Nothing a
 user types is copied into the file as it is, so no input can add a directive, and :func:`render`
 re-checks every value it writes as a last line of defence.
@@ -18,9 +18,7 @@ shards that are running, and a reload (SIGHUP) picks up recreated ones.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from tesson import names
@@ -58,111 +56,19 @@ METHODS: dict[str, Optional[str]] = {
 METHOD_NAMES = ("least_conn", "round_robin", "random", "random_two", "random_two_least_conn", "hash")
 DEFAULT_METHOD = {"tcp": "least_conn", "udp": "round_robin"}
 
-_PORT_RE = re.compile(r"^[0-9]{1,5}$")
-_HOST_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
 _SNIPPET_RE = re.compile(r"^[a-z_ $]+$")
 _PATH_RE = re.compile(r"^/[A-Za-z0-9_./-]+$")
 
 
-@dataclass(frozen=True)
-class PortEntry:
-    """One published container port of the front door (a range spec gives one per port)."""
+def listeners(ports: Iterable) -> list[tuple[int, str]]:
+    """The distinct (container port, protocol) pairs nginx listens on, in order of first mention.
 
-    container_port: int
-    proto: str  # "tcp" or "udp"
-    host_ip: Optional[str] = None  # None: all addresses, as docker run -p
-    host_port: Optional[str] = None  # None: ephemeral; "8080" or a host range "8000-8010"
-    spec: str = ""  # the -p text this came from, for messages
-
-    @property
-    def key(self) -> str:
-        """Docker's name for the container side: ``80/tcp``."""
-        return f"{self.container_port}/{self.proto}"
-
-
-def _port(text: str, what: str, spec: str) -> int:
-    if not _PORT_RE.match(text or ""):
-        raise UsageError(f"invalid port spec {spec!r}: {what} {text!r} is not a port number")
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise UsageError(f"invalid port spec {spec!r}: {what} {value} is out of range 1-65535")
-    return value
-
-
-def _host_port(text: str, spec: str) -> str:
-    m = _HOST_PORT_RE.match(text)
-    if not m:
-        raise UsageError(f"invalid port spec {spec!r}: host port {text!r} is not a port or a range")
-    lo = _port(m.group(1), "host port", spec)
-    if m.group(2) is None:
-        return str(lo)
-    hi = _port(m.group(2), "host port", spec)
-    if hi < lo:
-        raise UsageError(f"invalid port spec {spec!r}: host port range {text!r} is empty")
-    return f"{lo}-{hi}"
-
-
-def parse_port_spec(spec: str) -> list[PortEntry]:
-    """One ``-p`` spec as ``docker run -p`` reads it, validated for the balancer.
-
-    ``80``, ``8080:80``, ``127.0.0.1:8080:80``, ``127.0.0.1::80``, ``53/udp``, ``8000-8001:80-81``.
+    ``ports``: :class:`tesson.ports.Port` (anything with ``.port`` and ``.proto``); one container
+    port published on two host ports is one listener.
     """
-    from docker.utils.ports import split_port
-
-    if not isinstance(spec, str) or not spec or spec != spec.strip():
-        raise UsageError(f"invalid port spec {spec!r}")
-    try:
-        internal, external = split_port(spec)
-    except ValueError as e:
-        raise UsageError(f"invalid port spec {spec!r}: {e}") from None
-    if not internal:
-        raise UsageError(f"invalid port spec {spec!r}: the port range is empty")
-    entries = []
-    for i, port_proto in enumerate(internal):
-        port_text, _, proto = port_proto.partition("/")
-        proto = proto or "tcp"
-        if proto not in PROTOCOLS:
-            raise UsageError(f"invalid port spec {spec!r}: protocol {proto!r} (the balancer does tcp or udp)")
-        port = _port(port_text, "container port", spec)
-        host_ip = host_port = None
-        if external is not None:
-            ext = external[i]
-            if isinstance(ext, tuple):
-                host_ip, hp = ext
-                try:
-                    host_ip = str(ipaddress.ip_address(host_ip))
-                except ValueError:
-                    raise UsageError(f"invalid port spec {spec!r}: {host_ip!r} is not an IP address") from None
-            else:
-                hp = ext
-            if hp is not None:
-                host_port = _host_port(str(hp), spec)
-        entries.append(PortEntry(port, proto, host_ip, host_port, spec))
-    return entries
-
-
-def parse_port_specs(specs: Iterable[str]) -> list[PortEntry]:
-    """All ``-p`` specs, in order; a container port published twice is fine (two host bindings)."""
-    out: list[PortEntry] = []
-    seen_bindings: dict[tuple, str] = {}
-    for spec in specs:
-        for e in parse_port_spec(spec):
-            if e.host_port is not None and "-" not in e.host_port:
-                b = (e.host_ip or "0.0.0.0", e.host_port, e.proto)
-                if b in seen_bindings:
-                    raise UsageError(
-                        f"port specs {seen_bindings[b]!r} and {spec!r} both publish host port {e.host_port}/{e.proto}"
-                    )
-                seen_bindings[b] = spec
-            out.append(e)
-    return out
-
-
-def listeners(entries: Sequence[PortEntry]) -> list[tuple[int, str]]:
-    """The distinct (container port, protocol) pairs nginx listens on, in order of first mention."""
     seen: dict[tuple[int, str], None] = {}
-    for e in entries:
-        seen.setdefault((e.container_port, e.proto), None)
+    for p in ports:
+        seen.setdefault((_check_port(p.port), _check_proto(p.proto)), None)
     return list(seen)
 
 
@@ -184,6 +90,12 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_proto(proto) -> str:
+    if proto not in PROTOCOLS:
+        raise UsageError(f"the nginx balancer does tcp and udp, not {proto!r}")
+    return proto
+
+
 def _check_port(port) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise UsageError(f"refusing to write port {port!r} into the balancer config")
@@ -193,7 +105,7 @@ def _check_port(port) -> int:
 def render(
     group: str,
     shards: Sequence[str],
-    entries: Sequence[PortEntry],
+    ports: Iterable,
     method: Optional[str] = None,
     workers: Optional[int] = None,
     stream_module: Optional[str] = DEBIAN_STREAM_MODULE,
@@ -201,12 +113,13 @@ def render(
 ) -> str:
     """The whole nginx.conf for one group's balancer.
 
-    ``shards``: the shard container names to balance over (``GROUP-i``); ``entries``: from
-    :func:`parse_port_specs`; ``method``: ``--lb-method`` (validated here) or None for least_conn on
+    ``shards``: the shard container names to balance over (``GROUP-i``); ``ports``: the parsed
+    ``-p`` specs (:class:`tesson.ports.Port`); ``method``: ``--lb-method`` (validated here) or None for least_conn on
     TCP and round robin on UDP; ``workers``: worker processes (None: ``auto``).
     """
     names.validate_group(group)
-    if not entries:
+    pairs = listeners(ports)
+    if not pairs:
         raise UsageError("the balancer needs at least one port (-p)")
     if not shards:
         raise UsageError(f"group {group}: no shard to balance over")
@@ -241,10 +154,7 @@ def render(
         "    access_log off;",
         "",
     ]
-    for port, proto in listeners(entries):
-        _check_port(port)
-        if proto not in PROTOCOLS:
-            raise UsageError(f"refusing protocol {proto!r} in the balancer config")
+    for port, proto in pairs:
         key = method_key or DEFAULT_METHOD[proto]
         snippet = METHODS[key]
         upstream = f"{proto}_{port}"
