@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv test
+.PHONY: venv test image plugin demo
 
 venv: $(VENV)/.installed
 
@@ -15,3 +15,17 @@ $(VENV)/.installed: pyproject.toml
 # The whole test suite. Needs a running Docker daemon (.ci/run starts one) and Debian's hwloc.
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tesson image, built as CI builds it: local Debian base (scripts/base-image), wheels fetched on
+# this host, nothing downloaded inside `docker build`. With network, `docker build -t tesson .` works too.
+image: venv
+	scripts/build-image
+
+# The `docker tesson` CLI plugin, into ~/.docker/cli-plugins (or $$DOCKER_CONFIG/cli-plugins).
+plugin:
+	docker-plugin/install
+
+# Build the image, install the plugin, start a demo group behind the embedded balancer, query it.
+DEMO_PORT ?= 8080
+demo: image plugin
+	DEMO_PORT=$(DEMO_PORT) scripts/demo
