@@ -50,3 +50,127 @@ def hwloc():
     require(shutil.which("lstopo-no-graphics") is not None and shutil.which("hwloc-distrib") is not None,
             "hwloc is not installed (apt-get install hwloc)")
     return True
+
+
+# --- Docker: a client, and a tiny shard image that proves its own pinning -------------------------
+
+SHARD_IMAGE = "tesson-test-shard:latest"
+
+# The shard's CGI: who answered, on which CPUs and memory nodes (as the kernel sees the process).
+_SHARD_CGI = """#!/bin/sh
+echo "Content-Type: text/plain"
+echo ""
+echo "hostname=$(hostname)"
+echo "group=$TESSON_GROUP"
+echo "uid=$TESSON_UID"
+echo "cpus=$TESSON_CPUS"
+grep -E '^(Cpus|Mems)_allowed_list' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
+"""
+
+# PID 1 that stops at once on SIGTERM (a bare httpd as PID 1 would ignore it until SIGKILL).
+_SHARD_START = """#!/bin/sh
+/bin/busybox httpd -f -p "${PORT:-8080}" -h /www &
+pid=$!
+trap 'kill $pid; exit 0' TERM INT
+wait $pid
+"""
+
+
+def docker_api():
+    """A docker-py low-level client for the daemon the environment names, or None."""
+    try:
+        import docker
+
+        client = docker.APIClient(version="auto", timeout=60)
+        client.ping()
+        return client
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = docker_api()
+    require(client is not None, "no Docker daemon answers (start dockerd)")
+    return client
+
+
+def _shard_image_tar() -> bytes:
+    import io
+    import tarfile
+    import time
+
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name, data=None, mode=0o755, link=None, kind=None):
+            info = tarfile.TarInfo(name)
+            info.mtime = now
+            info.mode = mode
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif link:
+                info.type = tarfile.SYMTYPE
+                info.linkname = link
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+        for d in ("bin", "www", "www/cgi-bin", "proc", "sys", "dev", "etc", "tmp"):
+            add(d, kind="dir", mode=0o1777 if d == "tmp" else 0o755)
+        add("bin/busybox", Path("/bin/busybox").read_bytes())
+        for applet in ("sh", "cat", "grep", "sed", "tr", "hostname", "echo", "sleep", "kill", "httpd",
+                       "env", "nc", "ls", "true", "false", "wget"):
+            add(f"bin/{applet}", link="busybox")
+        add("www/index.html", b"tesson test shard\n", mode=0o644)
+        add("www/cgi-bin/id", _SHARD_CGI.encode())
+        add("start", _SHARD_START.encode())
+        add("etc/passwd", b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", mode=0o644)
+        add("etc/group", b"root:x:0:\nnogroup:x:65534:\n", mode=0o644)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def shard_image(docker_client):
+    """``tesson-test-shard:latest``: busybox httpd on 8080 answering /cgi-bin/id with
+    ``hostname=``, ``group=``, ``uid=`` (TESSON_UID), ``cpus=`` (TESSON_CPUS), ``Cpus_allowed_list=``
+    and ``Mems_allowed_list=`` (from /proc/self/status). Built once (docker import of Debian's
+    busybox-static), reused when present. Shared by every helper's tests: do not remove it."""
+    import docker.errors
+
+    try:
+        docker_client.inspect_image(SHARD_IMAGE)
+        return SHARD_IMAGE
+    except docker.errors.NotFound:
+        pass
+    require(Path("/bin/busybox").exists(), "busybox-static is not installed (apt-get install busybox-static)")
+    repo, tag = SHARD_IMAGE.split(":")
+    docker_client.import_image_from_data(
+        _shard_image_tar(), repository=repo, tag=tag,
+        changes=['CMD ["/start"]', "EXPOSE 8080/tcp", "WORKDIR /"],
+    )
+    docker_client.inspect_image(SHARD_IMAGE)
+    return SHARD_IMAGE
+
+
+def http_get(host: str, port: int, path: str = "/cgi-bin/id", timeout: float = 5.0) -> str:
+    """GET a page with the stdlib, retrying for a moment while a fresh shard starts listening."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def parse_shard_answer(text: str) -> dict:
+    """``key=value`` lines of the shard CGI into a dict."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

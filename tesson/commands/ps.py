@@ -1,7 +1,91 @@
-"""tesson ps."""
+"""tesson ps: every group (or one), rebuilt from container labels alone."""
 
-from tesson.errors import NotBuiltYet
+from __future__ import annotations
+
+import json
+import sys
+
+from tesson import cpulist
+
+
+def _frontend_info(grp, client) -> dict:
+    from tesson import runtime
+
+    fe = runtime.group_frontend(grp)
+    kind = grp.labels.get("io.tesson.frontend") or "none"
+    if fe is None:
+        return {"kind": kind, "status": "unknown (this tesson cannot load that frontend)", "ports": []}
+    try:
+        return fe.describe(runtime.group_context(grp, client))
+    except Exception as e:  # ps must list the containers whatever the frontend says
+        from tesson.docker_client import explain
+
+        return {"kind": kind, "status": f"unknown ({explain(e)})", "ports": []}
+
+
+def to_json(grp, client) -> dict:
+    return {
+        "group": grp.name,
+        "image": grp.image,
+        "unit": grp.unit,
+        "size": grp.size,
+        "status": grp.status,
+        "shards": [
+            {
+                "index": s.index,
+                "id": s.short_id,
+                "name": s.name,
+                "status": s.status,
+                "state": s.state,
+                "cpus": list(s.cpus),
+                "mems": list(s.mems),
+                "ports": list(s.ports),
+            }
+            for s in grp.shards
+        ],
+        "frontend": _frontend_info(grp, client),
+    }
+
+
+def _table(rows: list[tuple], out) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+
+
+def print_groups(groups, client, fmt: str = "table", out=None) -> None:
+    out = out or sys.stdout
+    docs = [to_json(g, client) for g in groups]
+    if fmt == "json":
+        json.dump(docs, out, indent=2)
+        out.write("\n")
+        return
+    for n, (grp, doc) in enumerate(zip(groups, docs)):
+        if n:
+            out.write("\n")
+        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size} {grp.status}\n")
+        fe = doc["frontend"]
+        front = ", ".join(fe.get("ports") or [])
+        out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")
+        rows = [("SHARD", "INSTANCE ID", "STATUS", "NAME", "CPUS", "MEMS", "PORTS")]
+        for s in grp.shards:
+            status = s.status if s.up else f"DOWN: {s.status}"
+            rows.append(
+                (str(s.index), s.short_id or "-", status, s.name, cpulist.format(s.cpus), cpulist.format(s.mems), ", ".join(s.ports))
+            )
+        _table(rows, out)
+        for extra in grp.extra:
+            out.write(f"note: {extra.name} ({extra.short_id}) claims shard {extra.index} but is not in the plan\n")
 
 
 def main(args) -> int:
-    raise NotBuiltYet("'ps' is not built yet in this version of tesson")
+    from tesson import docker_client
+    from tesson import group as G
+    from tesson.errors import TessonError
+
+    client = docker_client.connect()
+    groups = G.list_groups(client, args.group)
+    if args.group and not groups:
+        raise TessonError(f"no group named {args.group!r} (tesson ps lists every group)")
+    print_groups(groups, client, args.format)
+    return 0

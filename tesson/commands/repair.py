@@ -1,7 +1,27 @@
-"""tesson repair."""
+"""tesson repair: restart or recreate every shard that exited, died or vanished, in place."""
 
-from tesson.errors import NotBuiltYet
+from __future__ import annotations
 
 
 def main(args) -> int:
-    raise NotBuiltYet("'repair' is not built yet in this version of tesson")
+    from tesson import docker_client, names, runtime
+    from tesson import group as G
+    from tesson.errors import TessonError
+
+    name = names.validate_group(args.group)
+    client = docker_client.connect(workers=runtime.MAX_WORKERS)
+    grp = G.find(client, name)
+    if grp is None:
+        raise TessonError(f"no group named {name!r}: nothing is left to repair it from (run it again)")
+    if grp.spec is None:
+        raise TessonError(f"group {name!r}: its containers' labels are incomplete, cannot rebuild its plan")
+    fe = runtime.group_frontend(grp)
+    if fe is None:
+        raise TessonError(f"group {name!r} was run with frontend {grp.labels.get(G.FRONTEND)!r}, not available here")
+    ctx = runtime.group_context(grp, client)
+    lines = runtime.repair(ctx, fe)
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"group {name}: all {grp.size} shards running, nothing to repair")
+    return 0

@@ -38,11 +38,65 @@ def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdo
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
 
 
+def start(args):
+    """The real run: check everything that needs no daemon first, then start the group.
+
+    Returns the group as found on the daemon afterwards (tesson.group.Group) and the client.
+    """
+    from tesson import config as config_mod
+    from tesson import docker_client, frontend, ports, runtime
+    from tesson import group as G
+    from tesson.errors import TessonError
+
+    port_list = ports.parse(args.ports)
+    cfg = config_mod.load(args.config) if args.config else {}
+    fe = frontend.select(args)
+    docker_client.check_topology_source(args)
+    group, unit, _topo, shards = make_plan(args)
+    command = list(args.command or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    client = docker_client.connect(workers=runtime.MAX_WORKERS)
+    try:
+        client.inspect_image(args.image)
+    except Exception as e:
+        if docker_client.is_status(e, 404):
+            raise TessonError(
+                f"image {args.image!r} is not on the Docker daemon (tesson does not pull: "
+                f"docker pull or build it first)"
+            ) from None
+        raise TessonError(f"cannot inspect image {args.image!r}: {docker_client.explain(e)}") from None
+    existing = G.find(client, group)
+    if existing is not None:
+        raise runtime.GroupInUse(
+            f"group {group!r} is already in use ({existing.status}); "
+            f"stop it first: tesson stop -g {group} --purge"
+        )
+    spec = G.Spec(group, args.image, command, list(args.ports), cfg, unit, list(shards), fe.kind)
+    ctx = frontend.Context(
+        group=group,
+        docker=client,
+        image=args.image,
+        command=command,
+        ports=port_list,
+        shards=list(shards),
+        unit=unit,
+        config=cfg,
+        labels={**spec.labels(), **fe.labels(), G.FRONTEND: fe.kind},
+        args=args,
+    )
+    runtime.run(ctx, fe)
+    return G.find(client, group), client
+
+
 def main(args) -> int:
     if args.dry_run:
         group, unit, _topo, shards = make_plan(args)
         print_plan(group, args.image, unit, shards, args.format)
         return 0
-    from tesson.errors import NotBuiltYet
+    from tesson.commands import ps
 
-    raise NotBuiltYet("'run' without --dry-run is not built yet in this version of tesson")
+    grp, client = start(args)
+    if grp is not None:
+        ps.print_groups([grp], client, args.format)
+    return 0

@@ -1,7 +1,23 @@
-"""tesson stop."""
+"""tesson stop: stop every container of a group in parallel; --purge also removes them."""
 
-from tesson.errors import NotBuiltYet
+from __future__ import annotations
 
 
 def main(args) -> int:
-    raise NotBuiltYet("'stop' is not built yet in this version of tesson")
+    from tesson import docker_client, names, runtime
+    from tesson import group as G
+    from tesson.errors import TessonError
+
+    name = names.validate_group(args.group)
+    client = docker_client.connect(workers=runtime.MAX_WORKERS)
+    grp = G.find(client, name)
+    if grp is None:
+        raise TessonError(f"no group named {name!r} (tesson ps lists every group)")
+    fe = runtime.group_frontend(grp)
+    ctx = runtime.group_context(grp, client, purge=args.purge, timeout=args.time)
+    errors = runtime.stop(ctx, fe)
+    n = len(grp.container_ids())
+    if errors:
+        raise TessonError(f"group {name}: {len(errors)} of {n} could not be stopped: {'; '.join(errors)}")
+    print(f"group {name}: {'removed' if args.purge else 'stopped'} {n} container{'s' if n != 1 else ''}")
+    return 0

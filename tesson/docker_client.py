@@ -1,0 +1,122 @@
+"""The Docker daemon the environment names: ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY`` and
+``DOCKER_CERT_PATH``), else the local socket. Every call goes through docker-py's low-level
+``APIClient``, so raw Engine API bodies pass as given and answers are plain dicts.
+
+Failing to connect is one line naming what was tried, exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from urllib.parse import urlparse
+
+from tesson.errors import TessonError, UsageError
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
+
+
+def target() -> str:
+    """What we will try: DOCKER_HOST as given, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def describe_target() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return f"DOCKER_HOST={host}"
+    return f"{DEFAULT_SOCKET.replace('unix://', '')} (DOCKER_HOST is not set)"
+
+
+def is_remote(url: str | None = None) -> bool:
+    """True when the daemon is on another machine (its topology is not ours to read)."""
+    url = url or target()
+    parsed = urlparse(url if "://" in url else f"tcp://{url}")
+    if parsed.scheme in ("unix", "npipe", "fd", ""):
+        return False
+    return (parsed.hostname or "") not in LOCAL_HOSTS
+
+
+def fsroot_given(args) -> bool:
+    """Whether --fsroot (or TESSON_FSROOT) was set by the user rather than left at its default."""
+    if os.environ.get("TESSON_FSROOT"):
+        return True
+    if getattr(args, "fsroot", "/") not in ("/", None):
+        return True
+    return any(a == "--fsroot" or a.startswith("--fsroot=") for a in sys.argv[1:])
+
+
+def check_topology_source(args) -> None:
+    """Refuse to plan a remote daemon's shards from this machine's topology."""
+    if is_remote() and not fsroot_given(args):
+        raise UsageError(
+            f"DOCKER_HOST={os.environ.get('DOCKER_HOST')} names a remote daemon, whose CPUs tesson "
+            "cannot read from here: give --fsroot DIR holding a copy of that host's /sys and /proc"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful cause of a connection failure, in a few words."""
+    seen = set()
+    cur: BaseException | None = exc
+    text = str(exc)
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, PermissionError):
+            return "permission denied (run as root or join the 'docker' group)"
+        if isinstance(cur, FileNotFoundError):
+            return "no such socket (is dockerd running?)"
+        if isinstance(cur, ConnectionRefusedError):
+            return "connection refused (is dockerd running?)"
+        cur = cur.__cause__ or cur.__context__ or (cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None)
+    low = text.lower()
+    if "permission denied" in low:
+        return "permission denied (run as root or join the 'docker' group)"
+    if "no such file" in low:
+        return "no such socket (is dockerd running?)"
+    if "connection refused" in low:
+        return "connection refused (is dockerd running?)"
+    if "timed out" in low or "timeout" in low:
+        return "timed out"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def connect(workers: int = 10, timeout: int = 60):
+    """An ``APIClient`` talking to the daemon, its API version agreed (one round trip)."""
+    import docker
+    from docker.utils import kwargs_from_env
+
+    try:
+        kwargs = kwargs_from_env()
+    except Exception as e:  # a bad DOCKER_CERT_PATH and the like
+        raise TessonError(f"cannot use the Docker settings in the environment: {e}") from None
+    kwargs.setdefault("base_url", DEFAULT_SOCKET)
+    try:
+        client = docker.APIClient(version="auto", timeout=timeout, max_pool_size=max(10, workers), **kwargs)
+    except Exception as e:
+        raise TessonError(f"cannot reach the Docker daemon at {describe_target()}: {_reason(e)}") from None
+    return client
+
+
+def explain(exc: BaseException) -> str:
+    """A daemon error as one line: the daemon's own reason when it gave one."""
+    import docker.errors
+
+    if isinstance(exc, docker.errors.APIError):
+        text = exc.explanation or str(exc)
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        return " ".join(str(text).split())
+    import requests.exceptions
+
+    if isinstance(exc, requests.exceptions.RequestException):
+        return f"lost the Docker daemon at {describe_target()}: {_reason(exc)}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def is_status(exc: BaseException, *codes: int) -> bool:
+    """Whether exc is a daemon answer with one of these HTTP status codes."""
+    import docker.errors
+
+    return isinstance(exc, docker.errors.APIError) and exc.status_code in codes

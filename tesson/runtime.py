@@ -1,0 +1,421 @@
+"""Turn a plan into pinned containers, and stop or repair them: all through docker-py's APIClient.
+
+``run`` is all or nothing: everything it makes (containers, and whatever the frontend records in
+``ctx.undo``) is removed again if any step fails or the user presses Ctrl-C. Shards are created and
+started by a bounded thread pool; shard 0 is created first, alone, because creating it claims the
+group's name: of two concurrent runs of one group, exactly one gets the name ``GROUP-0``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+
+from tesson import cpulist, log
+from tesson import group as G
+from tesson.docker_client import explain, is_status
+from tesson.errors import TessonError
+from tesson.frontend import Context, Frontend, Undo
+
+MAX_WORKERS = 16
+
+
+class Interrupted(TessonError):
+    """Ctrl-C or SIGTERM during a run: cleaned up, exit 130 like a shell."""
+
+    exit_code = 130
+
+
+class GroupInUse(TessonError):
+    pass
+
+
+class Progress:
+    """``started k/N`` on stderr, rewritten in place, only when stderr is a terminal."""
+
+    def __init__(self, total: int, verb: str, stream=None) -> None:
+        self.total, self.verb, self.done = total, verb, 0
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._lock = threading.Lock()
+
+    def step(self) -> None:
+        with self._lock:
+            self.done += 1
+            if self.tty:
+                self.stream.write(f"\r{self.verb} {self.done}/{self.total}")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@contextmanager
+def _interrupts(ignore: bool = False):
+    """SIGTERM behaves like Ctrl-C (or, with ignore, both are held off while cleaning up)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.getsignal(sig)
+        if ignore:
+            signal.signal(sig, signal.SIG_IGN)
+        elif sig == signal.SIGTERM:
+            signal.signal(sig, raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# create bodies
+
+
+def _env_merge(env: list, ours: dict, defaults: dict) -> list:
+    """Merge ``NAME=value`` lists: ``ours`` replace the config's, ``defaults`` only fill gaps."""
+    names = [e.split("=", 1)[0] for e in env]
+    out = list(env)
+    for name, value in ours.items():
+        item = f"{name}={value}"
+        if name in names:
+            out = [item if e.split("=", 1)[0] == name else e for e in out]
+        else:
+            out.append(item)
+    for name, value in defaults.items():
+        if name not in names and name not in ours:
+            out.append(f"{name}={value}")
+    return out
+
+
+def shard_body(ctx: Context, fe: Frontend, shard) -> dict:
+    """The create body of one shard: the config as given, tesson's fields on top, then the frontend's."""
+    import copy
+
+    body = copy.deepcopy(ctx.config) if ctx.config else {}
+    body["Image"] = ctx.image
+    if ctx.command:
+        body["Cmd"] = list(ctx.command)
+    cpus, mems = cpulist.format(shard.cpus), cpulist.format(shard.mems)
+    body["Labels"] = {
+        **(body.get("Labels") or {}),
+        **ctx.labels,
+        G.ROLE: "shard",
+        G.SHARD: str(shard.index),
+        G.CPUS: cpus,
+        G.MEMS: mems,
+    }
+    body["Env"] = _env_merge(
+        body.get("Env") or [],
+        {"TESSON_GROUP": ctx.group, "TESSON_UID": str(shard.index), "TESSON_CPUS": cpus, "TESSON_NCPUS": str(len(shard.cpus))},
+        {"GOMAXPROCS": str(len(shard.cpus))},
+    )
+    host = body.get("HostConfig") or {}
+    host["CpusetCpus"] = cpus
+    if mems:
+        host["CpusetMems"] = mems
+    if not host.get("RestartPolicy"):
+        host["RestartPolicy"] = {"Name": "unless-stopped"}
+    body["HostConfig"] = host
+    fe.shape_shard(ctx, shard, body)
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# the pool
+
+
+class _Batch:
+    """Run one task per item on a bounded pool; stop starting new ones after the first failure or
+    Ctrl-C, and wait for those in flight (they record what they made) before returning."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.cancelled = threading.Event()
+        self.errors: list[tuple[object, BaseException]] = []
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise _Cancelled
+
+    def run(self, fn, items) -> None:
+        items = list(items)
+        if not items:
+            return
+
+        def task(item):
+            if self.cancelled.is_set():
+                return
+            try:
+                fn(item, self)
+            except _Cancelled:
+                pass
+            except BaseException as e:  # noqa: BLE001 - reported by the caller
+                with self._lock:
+                    self.errors.append((item, e))
+                self.cancelled.set()
+
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="tesson")
+        futures = [pool.submit(task, it) for it in items]
+        try:
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            self.cancelled.set()
+            for f in futures:
+                f.cancel()
+            with _interrupts(ignore=True):
+                pool.shutdown(wait=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _remove(client, cid: str) -> None:
+    try:
+        client.remove_container(cid, force=True, v=True)
+    except Exception as e:
+        if not is_status(e, 404):
+            raise
+
+
+def _start_shard(ctx: Context, fe: Frontend, shard, batch: _Batch, progress: Progress, created: dict) -> None:
+    """Create (unless created already), start and inspect one shard; record it for rollback."""
+    client = ctx.docker
+    name = ctx.shard_name(shard.index)
+    cid = created.get(shard.index)
+    if cid is None:
+        batch.check()
+        body = shard_body(ctx, fe, shard)
+        cid = client.create_container_from_config(body, name=name)["Id"]
+        created[shard.index] = cid
+        ctx.undo.add(f"container {name}", lambda: _remove(client, cid), batch="containers")
+        log.info("shard created", shard=name, id=cid[:12], cpus=cpulist.format(shard.cpus))
+    batch.check()
+    client.start(cid)
+    ctx.started[shard.index] = client.inspect_container(cid)
+    log.info("shard started", shard=name, id=cid[:12])
+    progress.step()
+
+
+def _shard_error(ctx: Context, item, exc: BaseException, doing: str) -> str:
+    name = ctx.shard_name(item.index) if hasattr(item, "index") else str(item)
+    return f"shard {name} failed to {doing}: {explain(exc)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
+    """Create and start every shard of ``ctx.shards`` and the frontend; all or nothing."""
+    client = ctx.docker
+    progress = Progress(len(ctx.shards), "started")
+    created: dict[int, str] = {}
+    batch = _Batch(workers)
+    try:
+        with _interrupts():
+            try:
+                fe.before_shards(ctx)
+                first = ctx.shards[0]
+                name = ctx.shard_name(first.index)
+                try:
+                    cid = client.create_container_from_config(shard_body(ctx, fe, first), name=name)["Id"]
+                except Exception as e:
+                    if is_status(e, 409):
+                        raise GroupInUse(
+                            f"group {ctx.group!r} is already in use: a container named {name} exists "
+                            f"(stop it first: tesson stop -g {ctx.group} --purge)"
+                        ) from None
+                    raise TessonError(_shard_error(ctx, first, e, "be created")) from None
+                created[first.index] = cid
+                ctx.undo.add(f"container {name}", lambda: _remove(client, cid), batch="containers")
+                batch.run(lambda s, b: _start_shard(ctx, fe, s, b, progress, created), ctx.shards)
+                if batch.errors:
+                    item, exc = min(batch.errors, key=lambda e: getattr(e[0], "index", 0))
+                    doing = "start" if getattr(item, "index", None) in created else "be created"
+                    raise TessonError(_shard_error(ctx, item, exc, doing))
+                fe.after_shards(ctx)
+            finally:
+                progress.close()
+    except BaseException as e:
+        with _interrupts(ignore=True):
+            failed = ctx.undo.rollback()
+        made = len(created)
+        tail = (
+            f"; could not remove: {', '.join(failed)}" if failed else f"; removed what this run made ({made} containers)" if made else ""
+        )
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(f"interrupted{tail}") from None
+        if isinstance(e, TessonError):
+            e.args = (str(e) + tail,)
+            raise
+        raise TessonError(f"run failed: {explain(e)}{tail}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# stop
+
+
+def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[str]:
+    """Stop (with ``ctx.purge``: remove) every container of ``ctx.state``; returns what failed."""
+    client, grp = ctx.docker, ctx.state
+    if fe is not None:
+        fe.before_stop(ctx)
+    progress = Progress(len(grp.container_ids()), "removed" if ctx.purge else "stopped")
+    errors: list[str] = []
+
+    def one(cid, _batch):
+        try:
+            client.stop(cid, timeout=ctx.timeout)
+            if ctx.purge:
+                client.remove_container(cid, v=True, force=True)
+        except Exception as e:
+            if not is_status(e, 404):
+                errors.append(f"{cid[:12]}: {explain(e)}")
+        progress.step()
+
+    batch = _Batch(workers)
+    batch.cancelled = _Never()
+    try:
+        batch.run(one, grp.container_ids())
+    finally:
+        progress.close()
+    if fe is not None:
+        fe.after_stop(ctx)
+    if ctx.purge:
+        for net in client.networks(filters={"label": [f"{G.GROUP}={grp.name}"]}):
+            try:
+                client.remove_network(net["Id"])
+            except Exception as e:
+                if not is_status(e, 404):
+                    errors.append(f"network {net.get('Name')}: {explain(e)}")
+    return errors
+
+
+class _Never:
+    """A cancel flag that never trips: stop goes on with every container whatever fails."""
+
+    def is_set(self) -> bool:
+        return False
+
+    def set(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# repair
+
+
+def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
+    """Restart exited shards, recreate dead and vanished ones on their planned CPUs; then the frontend."""
+    client, grp = ctx.docker, ctx.state
+    lines: list[str] = []
+    restart, recreate = [], []
+    for st in grp.shards:
+        if st.up:
+            continue
+        if st.state in ("exited", "created"):
+            restart.append(st)
+        elif st.state in ("dead", "missing", "removing"):
+            recreate.append(st)
+        else:  # restarting, paused: Docker is on it, or the user paused it on purpose
+            lines.append(f"left {st.name} alone: it is {st.state}")
+    plan = {s.index: s for s in ctx.shards}
+    progress = Progress(len(restart) + len(recreate), "repaired")
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def one(st, batch):
+        if st in restart:
+            batch.check()
+            client.start(st.id)
+            ctx.started[st.index] = client.inspect_container(st.id)
+            with lock:
+                lines.append(f"restarted {st.name} (cpus {cpulist.format(st.cpus)})")
+        else:
+            if st.id:
+                _remove(client, st.id)
+            created: dict[int, str] = {}
+            _start_shard(ctx, fe, plan[st.index], batch, _NoProgress(), created)
+            with lock:
+                lines.append(f"recreated {st.name} (cpus {cpulist.format(plan[st.index].cpus)})")
+        with lock:
+            done.append(st.index)
+        progress.step()
+
+    batch = _Batch(workers)
+    try:
+        with _interrupts():
+            try:
+                batch.run(one, restart + recreate)
+            finally:
+                progress.close()
+            if batch.errors:
+                item, exc = batch.errors[0]
+                raise TessonError(f"repair of {item.name} failed: {explain(exc)}")
+            lines.extend(fe.repair(ctx, sorted(done)))
+    except BaseException as e:
+        with _interrupts(ignore=True):
+            ctx.undo.rollback()
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted("interrupted; removed the shards this repair had recreated") from None
+        if isinstance(e, TessonError):
+            raise
+        raise TessonError(f"repair failed: {explain(e)}") from None
+    return sorted(lines, key=_line_order)
+
+
+def _line_order(line: str):
+    import re
+
+    m = re.search(r"-(\d+)\b", line)
+    return (0 if m else 1, int(m.group(1)) if m else 0, line)
+
+
+class _NoProgress:
+    def step(self) -> None:
+        pass
+
+
+def group_context(grp, client, **kw) -> Context:
+    """The frontend context of a group found on the daemon (stop, repair, ps)."""
+    from tesson import ports as P
+
+    spec = grp.spec
+    ctx = Context(group=grp.name, docker=client, labels=dict(grp.labels), state=grp, **kw)
+    if spec is not None:
+        ctx.image, ctx.command, ctx.config, ctx.unit = spec.image, list(spec.command), spec.config, spec.unit
+        ctx.shards = list(spec.shards)
+        try:
+            ctx.ports = P.parse(spec.port_specs)
+        except TessonError:
+            ctx.ports = []
+    return ctx
+
+
+def group_frontend(grp) -> Frontend | None:
+    """The frontend a group was run with, or None (logged) when this tesson cannot load it."""
+    from tesson import frontend
+
+    try:
+        return frontend.from_labels(grp.labels)
+    except TessonError as e:
+        log.warning("frontend unavailable", group=grp.name, error=str(e))
+        return None
