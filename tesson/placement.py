@@ -1,0 +1,118 @@
+"""Split a topology into N shards the way hwloc's ``hwloc_distrib`` does (pure; stdlib only).
+
+The walk starts at the machine. Each child of an object gets a share of that object's N proportional
+to its number of allowed PUs, rounded as hwloc rounds it::
+
+    share = ceil((given_weight + weight) * n / total) - ceil(given_weight * n / total)
+
+The walk stops at the unit's depth, at a leaf, or when a share is at most 1; every shard of that share
+gets the child's whole cpuset; a child whose share is 0 merges its cpuset into the shard before it.
+For ``pu``, ``core``, ``l3`` and ``package`` the result equals ``hwloc-distrib --to pu|core|l3cache|package N``;
+for ``numa`` the same walk stops at the objects that lie within one NUMA node, so every shard is made
+of whole NUMA nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tesson.errors import UsageError
+from tesson.topology import Topology, _weight, bits
+
+UNITS = ("pu", "core", "l3", "numa", "package")
+ALIASES = {"node": "numa", "socket": "package", "l3cache": "l3", "thread": "pu"}
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    cpus: tuple[int, ...]
+    mems: tuple[int, ...]
+
+
+def canonical_unit(unit: str) -> str:
+    """``node`` -> ``numa``, ``socket`` -> ``package``; raises UsageError for an unknown unit."""
+    u = (unit or "").strip().lower()
+    u = ALIASES.get(u, u)
+    if u not in UNITS:
+        raise UsageError(f"unknown unit {unit!r}: use one of pu, core, l3, numa (node), package (socket)")
+    return u
+
+
+def _numa_sets(topo: Topology) -> list[int]:
+    return [n.cpuset for n in topo.numa_nodes if n.cpuset]
+
+
+def units_of(topo: Topology, unit: str) -> list[int]:
+    """The cpusets of the allowed objects of a unit, in the tree's order."""
+    unit = canonical_unit(unit)
+    if unit == "numa":
+        return _numa_sets(topo)
+    depth = topo.depth_of(unit)
+    return [] if depth is None else [o.cpuset for o in topo.levels[depth]]
+
+
+def default_size(topo: Topology, unit: str) -> int:
+    """How many objects of the unit hold allowed CPUs: the default number of shards."""
+    n = len(units_of(topo, unit))
+    if n == 0:
+        raise UsageError(f"this machine shows no {canonical_unit(unit)} objects; choose another unit")
+    return n
+
+
+def _make_stop(topo: Topology, unit: str):
+    if unit == "numa":
+        sets = _numa_sets(topo)
+
+        def stop(obj) -> bool:
+            cs = obj.cpuset
+            return any(cs & s == cs for s in sets)
+
+        return stop
+    until = topo.depth_of(unit)
+    if until is None:  # hwloc-distrib --to refuses a type the machine lacks, and so do we
+        raise UsageError(f"this machine shows no {unit} objects; choose another unit")
+    return lambda obj: obj.depth >= until
+
+
+def distrib(roots, n: int, stop) -> list[int]:
+    """hwloc_distrib over ``roots`` (objects with .cpuset and .children): n cpusets (ints)."""
+    out: list[int] = []
+    _distrib(roots, n, stop, out)
+    return out
+
+
+def _distrib(roots, n: int, stop, out: list[int]) -> None:
+    tot = 0
+    weights = []
+    for r in roots:
+        w = _weight(r.cpuset)
+        weights.append(w)
+        tot += w
+    given_w = 0
+    for r, w in zip(roots, weights):
+        if not w:
+            continue
+        chunk = ((given_w + w) * n + tot - 1) // tot - (given_w * n + tot - 1) // tot
+        if not r.children or chunk <= 1 or stop(r):
+            if chunk:
+                out.extend([r.cpuset] * chunk)
+            else:
+                out[-1] |= r.cpuset  # the first chunk is never empty
+        else:
+            _distrib(r.children, chunk, stop, out)
+        given_w += w
+
+
+def plan(topo: Topology, unit: str = "core", size: int | None = None) -> list[Shard]:
+    """N shards (default: one per unit), each with its CPUs and the NUMA nodes they belong to."""
+    unit = canonical_unit(unit)
+    if size is None:
+        size = default_size(topo, unit)
+    if size < 1:
+        raise UsageError(f"the number of shards must be at least 1, got {size}")
+    sets = distrib([topo.root], size, _make_stop(topo, unit))
+    shards = []
+    for i, cs in enumerate(sets):
+        shards.append(Shard(i, tuple(bits(cs)), tuple(topo.mems_for(cs))))
+    return shards

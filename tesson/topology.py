@@ -1,0 +1,687 @@
+"""The machine's hardware as hwloc's Linux backend sees it, read from sysfs and procfs under a root.
+
+Pure and quick to import: the standard library only (no docker, requests or structlog here).
+
+``read(fsroot)`` returns a :class:`Topology`: an hwloc-like tree of :class:`Obj`
+(machine > package > [NUMA group when a NUMA node splits a package] > die > cluster > L3 > L2 > core > PU),
+restricted to the CPUs a process can really get: online CPUs, less what the process's cgroup cpuset
+excludes (cgroup v1, v2 or the old cpuset filesystem, found the way hwloc finds them), and, if asked,
+less the kernel's isolated CPUs.
+
+CPU sets are Python ints used as bitmasks (bit i = logical CPU i): fast to intersect and count.
+The discovery follows hwloc 2.x's ``topology-linux.c`` (``look_sysfscpu``, ``look_sysfsnode`` and the
+cgroup lookup), so the tree, hence the placement, equals hwloc's on the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tesson.errors import UsageError
+
+# Order of object kinds that share a cpuset: the first is the parent of the next. Groups (a NUMA
+# node's memory group, a cluster) are placed between the kinds they sit between in hwloc's trees.
+RANK = {
+    "machine": 0,
+    "package": 10,
+    "numa": 15,  # the group hwloc makes for a NUMA node that does not match an existing object
+    "die": 20,
+    "cluster": 30,
+    "l5": 35,
+    "l4": 40,
+    "l3": 50,
+    "l2": 60,
+    "l1": 70,
+    "core": 80,
+    "pu": 90,
+}
+GROUPS = ("numa", "cluster")  # both are hwloc Group objects
+
+
+def level_type(kind: str) -> str:
+    return "group" if kind in GROUPS else kind
+
+
+def bits(mask: int) -> list[int]:
+    """The set bits of ``mask``, ascending."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
+def mask_of(ids) -> int:
+    m = 0
+    for i in ids:
+        m |= 1 << i
+    return m
+
+
+def _first(mask: int) -> int:
+    return (mask & -mask).bit_length() - 1
+
+
+def _weight(mask: int) -> int:
+    return bin(mask).count("1")
+
+
+class Obj:
+    """One object of the tree: a kind, its OS index (or -1), its allowed cpuset, children."""
+
+    __slots__ = ("kind", "os_index", "cpuset", "children", "parent", "attrs", "memory", "depth")
+
+    def __init__(self, kind: str, os_index: int, cpuset: int, attrs: dict | None = None):
+        self.kind = kind
+        self.os_index = os_index
+        self.cpuset = cpuset
+        self.children: list[Obj] = []
+        self.parent: Obj | None = None
+        self.attrs = attrs or {}
+        self.memory: list[NumaNode] = []  # NUMA nodes attached here (for display)
+        self.depth = 0  # the index of this object's level, as hwloc numbers levels
+
+    @property
+    def cpus(self) -> list[int]:
+        return bits(self.cpuset)
+
+    @property
+    def weight(self) -> int:
+        return _weight(self.cpuset)
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        from tesson import cpulist
+
+        return f"<{self.kind} P#{self.os_index} cpus={cpulist.format(self.cpus)}>"
+
+
+class NumaNode:
+    """A NUMA node: its OS index, allowed CPUs (maybe none) and memory size."""
+
+    __slots__ = ("id", "cpuset", "memory_bytes")
+
+    def __init__(self, id: int, cpuset: int, memory_bytes: int):
+        self.id = id
+        self.cpuset = cpuset
+        self.memory_bytes = memory_bytes
+
+    @property
+    def cpus(self) -> list[int]:
+        return bits(self.cpuset)
+
+    def __repr__(self) -> str:  # pragma: no cover
+        return f"<NumaNode {self.id} cpus={self.cpus} mem={self.memory_bytes}>"
+
+
+class Topology:
+    """The tree plus quick views of it (lists are in hwloc's logical order)."""
+
+    def __init__(self, root: Obj, numa_nodes: list[NumaNode], fsroot: str):
+        self.root = root
+        self.fsroot = fsroot
+        self.numa_nodes = numa_nodes  # sorted by id, memory-only nodes included
+        objs = list(root.walk())
+        self.levels = _connect_levels(root)
+        self.cpuset = root.cpuset
+        self.pus = bits(root.cpuset)
+        self.cores = [o for o in objs if o.kind == "core"]
+        self.packages = [o for o in objs if o.kind == "package"]
+        self.l3 = [o for o in objs if o.kind == "l3"]
+        self.objects = objs
+
+    def objects_of(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o.kind == kind]
+
+    def depth_of(self, kind: str) -> int | None:
+        """The depth of the level of ``kind`` objects, or None when the machine has none."""
+        for d, level in enumerate(self.levels):
+            if level_type(level[0].kind) == kind:
+                return d
+        return None
+
+    def mems_for(self, cpus) -> list[int]:
+        """Sorted ids of the NUMA nodes these CPUs belong to."""
+        m = cpus if isinstance(cpus, int) else mask_of(cpus)
+        return [n.id for n in self.numa_nodes if n.cpuset & m]
+
+    def to_json(self) -> dict:
+        """The JSON document of ``tesson topology --format json`` (a dict, ready for json.dump)."""
+        return {
+            "pus": self.pus,
+            "cores": [{"pus": c.cpus} for c in self.cores],
+            "numa_nodes": [
+                {"id": n.id, "cpus": n.cpus, "memory_bytes": n.memory_bytes} for n in self.numa_nodes
+            ],
+            "packages": [{"id": p.os_index, "cpus": p.cpus} for p in self.packages],
+            "l3": [{"cpus": c.cpus} for c in self.l3],
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# File access under the root
+
+
+class _FS:
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    def path(self, p: str) -> str:
+        return self.root + p
+
+    def read(self, p: str) -> bytes | None:
+        try:
+            fd = os.open(self.root + p, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            chunks = []
+            while True:
+                b = os.read(fd, 65536)
+                if not b:
+                    break
+                chunks.append(b)
+            return b"".join(chunks)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def read_mask(self, p: str) -> int | None:
+        """A kernel cpumask file ("00000000,0000000f") as an int, or None."""
+        data = self.read(p)
+        if data is None:
+            return None
+        data = data.split(b"\0", 1)[0].strip().replace(b",", b"")
+        if not data:
+            return 0
+        try:
+            return int(data, 16)
+        except ValueError:
+            return None
+
+    def read_list(self, p: str) -> int | None:
+        """A kernel cpulist file ("0-3,8") as a mask, or None."""
+        data = self.read(p)
+        if data is None:
+            return None
+        return _parse_list(data)
+
+    def read_int(self, p: str) -> int | None:
+        data = self.read(p)
+        if data is None:
+            return None
+        try:
+            return int(data.strip().split()[0].rstrip(b"K"))
+        except (ValueError, IndexError):
+            return None
+
+    def exists(self, p: str) -> bool:
+        return os.path.exists(self.root + p)
+
+    def listdir(self, p: str) -> list[str]:
+        try:
+            return os.listdir(self.root + p)
+        except OSError:
+            return []
+
+
+def _parse_list(data: bytes) -> int | None:
+    m = 0
+    for part in data.split(b"\0", 1)[0].strip().split(b","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition(b"-")
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+                if b >= a:
+                    m |= ((1 << (b - a + 1)) - 1) << a
+            else:
+                m |= 1 << int(lo)
+        except ValueError:
+            return None
+    return m
+
+
+# --------------------------------------------------------------------------------------------------
+# cgroup / cpuset: which CPUs and memory nodes the process may use (hwloc_linux__get_allowed_resources)
+
+
+def _unescape_mount(field: str) -> str:
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _cgroup_mount(fs: _FS) -> tuple[str, str] | None:
+    """(kind, mount point) of the cpuset controller: 'cgroup2', 'cgroup1' or 'cpuset' (old cpuset fs)."""
+    if fs.exists("/sys/fs/cgroup/cpuset.cpus.effective"):
+        return "cgroup2", "/sys/fs/cgroup"
+    if fs.exists("/sys/fs/cgroup/cpuset/cpuset.cpus"):
+        return "cgroup1", "/sys/fs/cgroup/cpuset"
+    if fs.exists("/dev/cpuset/cpus"):
+        return "cpuset", "/dev/cpuset"
+    mounts = fs.read("/proc/mounts")
+    if not mounts:
+        return None
+    for line in mounts.decode(errors="replace").splitlines():
+        f = line.split()
+        if len(f) < 4:
+            continue
+        mnt, fstype, opts = _unescape_mount(f[1]), f[2], f[3].split(",")
+        if fstype == "cgroup2":
+            ctrls = fs.read(mnt + "/cgroup.controllers")
+            if ctrls and "cpuset" in ctrls.decode(errors="replace").split("\n", 1)[0].split(" "):
+                return "cgroup2", mnt
+        elif fstype == "cpuset":
+            return "cpuset", mnt
+        elif fstype == "cgroup" and "cpuset" in opts:
+            return ("cpuset" if "noprefix" in opts else "cgroup1"), mnt
+    return None
+
+
+def _cgroup_name(fs: _FS) -> str | None:
+    data = fs.read("/proc/self/cpuset")
+    if data:
+        return data.decode(errors="replace").split("\n", 1)[0]
+    data = fs.read("/proc/self/cgroup")
+    if data:
+        for line in data.decode(errors="replace").splitlines():
+            colon = line.find(":")
+            if colon < 0:
+                continue
+            rest = line[colon:]
+            if rest.startswith(":cpuset:"):
+                return rest[8:]
+            if rest.startswith("::"):
+                return rest[2:]
+    return None
+
+
+def _allowed_from_cgroup(fs: _FS) -> tuple[int | None, int | None]:
+    """(allowed cpus, allowed mems) from the process's cpuset cgroup; None means no restriction."""
+    found = _cgroup_mount(fs)
+    if not found:
+        return None, None
+    kind, mnt = found
+    name = _cgroup_name(fs)
+    if name is None:
+        return None, None
+    base = mnt + name
+    out = []
+    for attr in ("cpus", "mems"):
+        if kind == "cgroup2":
+            cands = [f"{base}/cpuset.{attr}.effective"]
+        elif kind == "cgroup1":
+            # hwloc reads cpuset.cpus (offline CPUs are removed anyway); effective_* only if it is missing
+            cands = [f"{base}/cpuset.{attr}", f"{base}/cpuset.effective_{attr}"]
+        else:
+            cands = [f"{base}/{attr}"]
+        value = None
+        for c in cands:
+            value = fs.read_list(c)
+            if value is not None:
+                break
+        out.append(value)
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Discovery
+
+
+def _is_amd_with_compute_units(fs: _FS) -> bool:
+    """Bulldozer-family AMD (family 0x15/0x16): siblings with different core ids are separate cores."""
+    data = fs.read("/proc/cpuinfo")
+    if not data:
+        return False
+    vendor = family = None
+    for line in data.decode(errors="replace").split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id":
+            vendor = value.strip()
+        elif key == "cpu family":
+            family = value.strip()
+    return vendor == "AuthenticAMD" and family in ("21", "22")
+
+
+def _discover_cpus(fs: _FS):
+    """Return (present cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's look_sysfscpu."""
+    base = "/sys/devices/system/cpu"
+    online = fs.read_list(base + "/online")
+    names = fs.listdir(base)
+    present = 0
+    for name in names:
+        if not name.startswith("cpu"):
+            continue
+        num = name[3:]
+        if not num.isdigit():
+            continue
+        cpu = int(num)
+        if online is not None:
+            if not online >> cpu & 1:
+                continue
+        else:
+            o = fs.read(f"{base}/cpu{cpu}/online")
+            if o is not None and o.strip() and not int(o.strip() or b"1"):
+                continue
+        if not fs.exists(f"{base}/cpu{cpu}/topology"):
+            continue
+        present |= 1 << cpu
+
+    objs: list[tuple[str, int, int, dict]] = []
+    if not present:
+        return present, objs
+
+    # new (core_cpus, package_cpus) or old (thread_siblings, core_siblings) file names
+    first = _first(present)
+    old = not (
+        fs.exists(f"{base}/cpu{first}/topology/package_cpus") or fs.exists(f"{base}/cpu{first}/topology/core_cpus")
+    )
+    core_file = "thread_siblings" if old else "core_cpus"
+    pkg_file = "core_siblings" if old else "package_cpus"
+    thread_with_coreid = -1 if _is_amd_with_compute_units(fs) else 0
+
+    for i in bits(present):
+        topo = f"{base}/cpu{i}/topology/"
+        notfirst_core = notfirst_cluster = notfirst_die = False
+        coreset = fs.read_mask(topo + core_file)
+        if coreset is not None:
+            coreset &= present
+            mycoreid = None
+            if _weight(coreset) > 1 and thread_with_coreid == -1:
+                mycoreid = fs.read_int(topo + "core_id")
+                sib = _first(coreset)
+                if sib == i:
+                    sib = _first(coreset & ~((1 << (i + 1)) - 1))
+                sibid = fs.read_int(f"{base}/cpu{sib}/topology/core_id")
+                thread_with_coreid = 1 if sibid != mycoreid else 0
+            if _first(coreset) != i:
+                notfirst_core = notfirst_cluster = notfirst_die = True
+            if not notfirst_core or thread_with_coreid == 1:
+                if mycoreid is None:
+                    mycoreid = fs.read_int(topo + "core_id")
+                if thread_with_coreid == 1:
+                    coreset = 1 << i
+                objs.append(("core", -1 if mycoreid is None else mycoreid, coreset, {}))
+
+        clusterset = dieset = None
+        if not notfirst_core:
+            clusterset = fs.read_mask(topo + "cluster_cpus")
+            if clusterset is not None:
+                clusterset &= present
+                if _weight(clusterset) == 1:
+                    clusterset = None
+                elif _first(clusterset) != i:
+                    clusterset = None
+                    notfirst_cluster = notfirst_die = True
+        if not notfirst_cluster:
+            dieset = fs.read_mask(topo + "die_cpus")
+            if dieset is not None:
+                dieset &= present
+                if _weight(dieset) == 1:
+                    dieset = None
+                elif _first(dieset) != i:
+                    dieset = None
+                    notfirst_die = True
+                if clusterset is not None and dieset is not None and dieset == clusterset:
+                    clusterset = None
+        if not notfirst_die:
+            pkgset = fs.read_mask(topo + pkg_file)
+            if pkgset is not None:
+                pkgset &= present
+                if clusterset is not None and pkgset == clusterset:
+                    clusterset = None
+                if _first(pkgset) == i:
+                    pid = fs.read_int(topo + "physical_package_id")
+                    objs.append(("package", -1 if pid is None else pid, pkgset, {}))
+        if clusterset is not None:
+            cid = fs.read_int(topo + "cluster_id")
+            objs.append(("cluster", -1 if cid is None else cid, clusterset, {}))
+        if dieset is not None:
+            did = fs.read_int(topo + "die_id")
+            objs.append(("die", -1 if did is None else did, dieset, {}))
+
+        objs.append(("pu", i, 1 << i, {}))
+
+        cache = f"{base}/cpu{i}/cache/index"
+        for j in range(10):
+            cacheset = fs.read_mask(f"{cache}{j}/shared_cpu_map")
+            if cacheset is None:
+                continue
+            if not cacheset:
+                alt = fs.read_mask(topo + core_file)
+                if alt is not None:
+                    cacheset = alt
+            cacheset &= present
+            if _first(cacheset) != i:
+                continue
+            level = fs.read_int(f"{cache}{j}/level")
+            if level is None:
+                continue
+            ctype = (fs.read(f"{cache}{j}/type") or b"Unified").strip()
+            if ctype.startswith(b"Instruction"):
+                continue  # hwloc ignores instruction caches by default
+            if not 1 <= level <= 5:
+                continue
+            size_k = fs.read_int(f"{cache}{j}/size") or 0
+            objs.append((f"l{level}", -1, cacheset, {"size": size_k * 1024, "type": ctype.decode()}))
+    return present, objs
+
+
+def _meminfo_total(fs: _FS, path: str) -> int:
+    data = fs.read(path)
+    if not data:
+        return 0
+    for line in data.decode(errors="replace").splitlines():
+        if "MemTotal:" in line:
+            f = line.split("MemTotal:", 1)[1].split()
+            try:
+                return int(f[0]) * 1024
+            except (ValueError, IndexError):
+                return 0
+    return 0
+
+
+def _discover_numa(fs: _FS) -> list[NumaNode] | None:
+    base = "/sys/devices/system/node"
+    ids_mask = fs.read_list(base + "/online")
+    if ids_mask is not None and ids_mask:
+        ids = bits(ids_mask)
+    else:
+        ids = sorted(
+            int(n[4:]) for n in fs.listdir(base) if n.startswith("node") and n[4:].isdigit()
+        )
+    if not ids:
+        return None
+    nodes = []
+    seen = 0
+    for nid in ids:
+        cpuset = fs.read_mask(f"{base}/node{nid}/cpumap")
+        if cpuset is None:
+            continue
+        if cpuset & seen:
+            continue  # overlapping node cpusets: hwloc drops the later node
+        seen |= cpuset
+        nodes.append(NumaNode(nid, cpuset, _meminfo_total(fs, f"{base}/node{nid}/meminfo")))
+    return nodes or None
+
+
+def _build_tree(present: int, objs, numa: list[NumaNode]) -> Obj:
+    root = Obj("machine", 0, present)
+    items = [Obj(kind, idx, cs, attrs) for kind, idx, cs, attrs in objs if cs]
+    # NUMA nodes with CPUs become groups that bring structure where they split something
+    for n in numa:
+        if n.cpuset and n.cpuset != present:
+            items.append(Obj("numa", n.id, n.cpuset))
+    items.sort(key=lambda o: (-_weight(o.cpuset), RANK[o.kind], _first(o.cpuset)))
+    for obj in items:
+        parent = root
+        ok = True
+        while True:
+            nxt = None
+            for c in parent.children:
+                inter = c.cpuset & obj.cpuset
+                if not inter:
+                    continue
+                if inter == obj.cpuset:
+                    nxt = c
+                    break
+                ok = False  # overlaps without nesting: hwloc refuses such an object
+                break
+            if not ok or nxt is None:
+                break
+            parent = nxt
+        if not ok:
+            continue
+        obj.parent = parent
+        parent.children.append(obj)
+    for o in root.walk():
+        if len(o.children) > 1:
+            o.children.sort(key=lambda c: _first(c.cpuset))
+    return root
+
+
+def _has_descendant(obj: Obj, ltype: str) -> bool:
+    stack = list(obj.children)
+    while stack:
+        o = stack.pop()
+        if level_type(o.kind) == ltype:
+            return True
+        stack.extend(o.children)
+    return False
+
+
+def _connect_levels(root: Obj) -> list[list[Obj]]:
+    """Group the objects into levels the way hwloc's hwloc_connect_levels does; set each depth."""
+    root.depth = 0
+    levels = [[root]]
+    frontier = list(root.children)
+    while frontier:
+        top = next((o for o in frontier if o.kind != "pu"), frontier[0])
+        top_t = level_type(top.kind)
+        for o in frontier:
+            t = level_type(o.kind)
+            if t != top_t and _has_descendant(o, top_t):
+                top, top_t = o, t
+        level, rest = [], []
+        for o in frontier:
+            if level_type(o.kind) == top_t:
+                o.depth = len(levels)
+                level.append(o)
+                rest.extend(o.children)
+            else:
+                rest.append(o)
+        levels.append(level)
+        frontier = rest
+    return levels
+
+
+def _prune_groups(root: Obj) -> None:
+    """Drop groups that bring no structure (same CPUs as their parent or as their only child)."""
+    stack = [root]
+    while stack:
+        o = stack.pop()
+        changed = True
+        while changed:
+            changed = False
+            new = []
+            for c in o.children:
+                if c.kind in GROUPS and (c.cpuset == o.cpuset or any(g.cpuset == c.cpuset for g in c.children)):
+                    for g in c.children:
+                        g.parent = o
+                    new.extend(c.children)
+                    o.memory.extend(c.memory)
+                    changed = True
+                else:
+                    new.append(c)
+            if changed:
+                new.sort(key=lambda x: _first(x.cpuset))
+                o.children = new
+        stack.extend(o.children)
+
+
+def _restrict(root: Obj, allowed: int) -> None:
+    """Remove disallowed PUs (hwloc's default without INCLUDE_DISALLOWED); drop emptied objects."""
+    stack = [root]
+    while stack:
+        o = stack.pop()
+        o.cpuset &= allowed
+        o.children = [c for c in o.children if c.cpuset & allowed]
+        stack.extend(o.children)
+
+
+def _attach_memory(root: Obj, numa: list[NumaNode]) -> None:
+    """For display: hang each NUMA node on the highest object with exactly its CPUs (else the root)."""
+    for n in numa:
+        target = root
+        if n.cpuset:
+            o = root
+            while o.cpuset != n.cpuset:
+                nxt = next((c for c in o.children if c.cpuset & n.cpuset == n.cpuset), None)
+                if nxt is None:
+                    break
+                o = nxt
+            if o.cpuset == n.cpuset:
+                target = o
+            else:
+                target = o
+        target.memory.append(n)
+
+
+def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
+    """Read the topology of the machine whose ``sys/`` and ``proc/`` are under ``fsroot``.
+
+    Raises UsageError for a root without ``sys/``, a machine without CPUs in sysfs, or an empty set
+    of allowed CPUs.
+    """
+    fsroot = fsroot or "/"
+    if not os.path.isdir(os.path.join(fsroot, "sys")):
+        raise UsageError(f"no sys/ under {fsroot!r}: --fsroot must name a folder holding sys/ and proc/")
+    fs = _FS(fsroot)
+    present, objs = _discover_cpus(fs)
+    if not present:
+        raise UsageError(f"no CPUs found in {os.path.join(fsroot, 'sys/devices/system/cpu')}")
+
+    allowed_cpus, allowed_mems = _allowed_from_cgroup(fs)
+    allowed = present if allowed_cpus is None else present & allowed_cpus
+    if not include_isolated:
+        iso = fs.read_list("/sys/devices/system/cpu/isolated")
+        if iso:
+            allowed &= ~iso
+    if not allowed:
+        why = " and not isolated" if not include_isolated else ""
+        raise UsageError(f"no CPU is both online and allowed by this process's cpuset{why} (fsroot {fsroot!r})")
+
+    numa = _discover_numa(fs)
+    if numa is None:
+        numa = [NumaNode(0, present, _meminfo_total(fs, "/proc/meminfo"))]
+    for n in numa:
+        n.cpuset &= present
+    root = _build_tree(present, objs, numa)
+    _restrict(root, allowed)
+    _prune_groups(root)
+
+    if allowed_mems is not None:
+        numa = [n for n in numa if allowed_mems >> n.id & 1]
+    for n in numa:
+        n.cpuset &= allowed
+    numa.sort(key=lambda n: n.id)
+    _attach_memory(root, numa)
+    return Topology(root, numa, fsroot)
