@@ -174,3 +174,31 @@ def http_get(host: str, port: int, path: str = "/cgi-bin/id", timeout: float = 5
 def parse_shard_answer(text: str) -> dict:
     """``key=value`` lines of the shard CGI into a dict."""
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+# --- The tesson image, built the CI way ------------------------------------------------------------
+
+def _build_tesson_image() -> str:
+    """``tesson:latest`` built by scripts/build-image (local Debian base, host wheels, no download in
+    ``docker build``), so it carries the code under test. TESSON_TEST_IMAGE=IMAGE uses that image as
+    it is instead (no build)."""
+    given = os.environ.get("TESSON_TEST_IMAGE")
+    if given:
+        return given
+    base_missing = subprocess.run(["docker", "image", "inspect", "tesson-base:bookworm"],
+                                  capture_output=True).returncode != 0
+    if base_missing:
+        require(shutil.which("debootstrap") is not None and os.geteuid() == 0,
+                "the base image tesson-base:bookworm is missing and cannot be made here "
+                "(scripts/base-image needs root and debootstrap)")
+    r = subprocess.run([str(ROOT / "scripts" / "build-image")], capture_output=True, text=True,
+                       timeout=900, cwd=ROOT)
+    if r.returncode != 0:
+        pytest.fail(f"scripts/build-image failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def tesson_image(docker_client):
+    """The tesson image (tool, balancer and demo shard in one), built once per session."""
+    return _build_tesson_image()
