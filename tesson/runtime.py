@@ -259,7 +259,7 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
             failed = ctx.undo.rollback()
         made = len(created)
         tail = (
-            f"; could not remove: {', '.join(failed)}" if failed else f"; removed what this run made ({made} containers)" if made else ""
+            f"; could not remove: {', '.join(failed)}" if failed else f"; removed what this run made ({made} container{'s' if made != 1 else ''})" if made else ""
         )
         if isinstance(e, KeyboardInterrupt):
             raise Interrupted(f"interrupted{tail}") from None

@@ -1,0 +1,170 @@
+"""The runtime's pure parts, no daemon: port specs, -c configs, create bodies, labels, rollback order."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from tesson import config, frontend, ports
+from tesson import group as G
+from tesson import runtime
+from tesson.errors import TessonError, UsageError
+from tesson.frontend.none import NoneFrontend
+
+
+def test_port_specs_as_docker_takes_them():
+    got = {p.spec: [] for p in []}
+    for p in ports.parse(["80", "8080:80/udp", "127.0.0.1::81", "8000-8001:90-91", "8100-8110:92"]):
+        got.setdefault(p.spec, []).append((p.port, p.proto, p.host_ip, p.host_port))
+    assert got == {
+        "80": [(80, "tcp", "", "")],
+        "8080:80/udp": [(80, "udp", "", "8080")],
+        "127.0.0.1::81": [(81, "tcp", "127.0.0.1", "")],
+        "8000-8001:90-91": [(90, "tcp", "", "8000"), (91, "tcp", "", "8001")],
+        "8100-8110:92": [(92, "tcp", "", "8100-8110")],
+    }
+
+
+@pytest.mark.parametrize("spec", ["99999", "abc", "0", "70000:80", "80/xyz", "1.2.3:80:80", "", "9000-8000:80"])
+def test_bad_port_specs_are_usage_errors_naming_the_spec(spec):
+    with pytest.raises(UsageError) as e:
+        ports.parse([spec])
+    assert repr(spec) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "Env": ["A=1"],\n  "User": \n}\n')
+    with pytest.raises(UsageError, match=r"bad\.json line 4 column 1: not valid JSON"):
+        config.load(str(bad))
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text('{\n "User": "1",\n "HostConfig": {\n   "Memory": 1,\n   "CpusetMems": "0"\n }\n}\n')
+    with pytest.raises(UsageError, match=r"pinned\.json line 5: HostConfig\.CpusetMems is not allowed"):
+        config.load(str(pinned))
+    named = tmp_path / "named.json"
+    named.write_text('{"name": "x"}')
+    with pytest.raises(UsageError, match="name is not allowed"):
+        config.load(str(named))
+    for text, what in (("[1]", "JSON object"), ('{"Env": "A=1"}', "Env must be"), ('{"Labels": {"a": 1}}', "Labels")):
+        f = tmp_path / "x.json"
+        f.write_text(text)
+        with pytest.raises(UsageError, match=what):
+            config.load(str(f))
+    with pytest.raises(UsageError, match="cannot read config"):
+        config.load(str(tmp_path / "missing.json"))
+
+
+def _ctx(cfg=None, command=(), specs=("8080",)):
+    shards = [G.PlannedShard(0, (0, 1), (0,)), G.PlannedShard(1, (2, 3), (0, 1))]
+    spec = G.Spec("web", "img:1", list(command), list(specs), cfg or {}, "core", shards, "none")
+    return frontend.Context(
+        group="web", docker=None, image="img:1", command=list(command), ports=ports.parse(list(specs)),
+        shards=shards, unit="core", config=cfg or {}, labels={**spec.labels()},
+    )
+
+
+def test_shard_body_merges_config_under_tessons_fields():
+    cfg = {
+        "Env": ["FOO=bar", "TESSON_UID=99", "GOMAXPROCS=7"],
+        "Labels": {"team": "a"},
+        "Cmd": ["from-config"],
+        "User": "65534",
+        "HostConfig": {"Memory": 67108864, "PortBindings": {"9000/tcp": [{"HostPort": ""}]}},
+    }
+    ctx = _ctx(cfg)
+    body = runtime.shard_body(ctx, NoneFrontend(), ctx.shards[1])
+    assert body["Image"] == "img:1" and body["Cmd"] == ["from-config"] and body["User"] == "65534"
+    env = dict(e.split("=", 1) for e in body["Env"])
+    assert env == {"FOO": "bar", "TESSON_UID": "1", "GOMAXPROCS": "7", "TESSON_GROUP": "web",
+                   "TESSON_CPUS": "2-3", "TESSON_NCPUS": "2"}
+    assert body["Labels"]["team"] == "a" and body["Labels"][G.SHARD] == "1"
+    assert body["Labels"][G.CPUS] == "2-3" and body["Labels"][G.MEMS] == "0-1" and body["Labels"][G.ROLE] == "shard"
+    host = body["HostConfig"]
+    assert host["CpusetCpus"] == "2-3" and host["CpusetMems"] == "0-1" and host["Memory"] == 67108864
+    assert host["RestartPolicy"] == {"Name": "unless-stopped"}
+    assert host["PortBindings"] == {"9000/tcp": [{"HostPort": ""}], "8080/tcp": [{"HostIp": "", "HostPort": ""}]}
+    assert body["ExposedPorts"] == {"8080/tcp": {}}
+    assert cfg["Env"][1] == "TESSON_UID=99", "the loaded config must not be changed in place"
+    # the command line wins over the config's Cmd, and GOMAXPROCS defaults to the shard's CPUs
+    ctx2 = _ctx({"HostConfig": {"RestartPolicy": {"Name": "no"}}}, command=["httpd", "-f", "-p", "8080"])
+    body2 = runtime.shard_body(ctx2, NoneFrontend(), ctx2.shards[0])
+    assert body2["Cmd"] == ["httpd", "-f", "-p", "8080"] and "GOMAXPROCS=2" in body2["Env"]
+    assert body2["HostConfig"]["RestartPolicy"] == {"Name": "no"}
+
+
+def test_spec_round_trips_through_labels():
+    ctx = _ctx({"User": "1"}, command=["a", "b c"], specs=("80", "53/udp"))
+    spec = G.Spec.from_labels(ctx.labels)
+    assert spec.command == ["a", "b c"] and spec.port_specs == ["80", "53/udp"] and spec.config == {"User": "1"}
+    assert [(s.index, tuple(s.cpus), tuple(s.mems)) for s in spec.shards] == [(0, (0, 1), (0,)), (1, (2, 3), (0, 1))]
+    assert all(isinstance(v, str) for v in ctx.labels.values())
+    with pytest.raises(ValueError):
+        G.Spec.from_labels({G.GROUP: "x"})
+
+
+def test_group_rebuilt_from_container_summaries_marks_missing_and_exited():
+    ctx = _ctx()
+
+    def summary(i, state, status):
+        return {"Id": f"{i}" * 64, "Names": [f"/web-{i}"], "State": state, "Status": status, "Ports": [],
+                "Labels": {**ctx.labels, G.ROLE: "shard", G.SHARD: str(i), G.CPUS: "0-1", G.MEMS: "0"}}
+
+    grp = G._from_containers("web", [summary(1, "exited", "Exited (137) 1 second ago")])
+    assert [s.state for s in grp.shards] == ["missing", "exited"]
+    assert grp.shards[0].cpus == [0, 1] and grp.shards[0].name == "web-0"
+    assert grp.status == "degraded 0/2"
+    grp = G._from_containers("web", [summary(0, "running", "Up"), summary(1, "running", "Up")])
+    assert grp.status == "running 2/2"
+    grp = G._from_containers("web", [summary(0, "exited", "Exited (0)"), summary(1, "exited", "Exited (0)")])
+    assert grp.status == "stopped 0/2"
+
+
+def test_undo_runs_newest_first_and_keeps_going_after_a_failure():
+    done = []
+    u = frontend.Undo()
+    u.add("network", lambda: done.append("network"))
+    for i in range(3):
+        u.add(f"c{i}", lambda i=i: done.append(f"c{i}"), batch="containers")
+
+    def boom():
+        raise RuntimeError("no")
+
+    u.add("lb", boom)
+    assert u.rollback() == ["lb"]
+    assert done[-1] == "network" and sorted(done[:3]) == ["c0", "c1", "c2"]
+    assert len(u) == 0
+
+
+def test_frontend_selection():
+    assert frontend.select(SimpleNamespace(lb="none", gorb=None)).kind == "none"
+    with pytest.raises(UsageError):
+        frontend.select(SimpleNamespace(lb="nginx", gorb="lo://127.0.0.1:4672"))
+    with pytest.raises(TessonError, match="unknown frontend"):
+        frontend.load("haproxy")
+    assert frontend.from_labels({G.FRONTEND: "none"}).kind == "none"
+
+
+def test_remote_docker_host_needs_fsroot(monkeypatch):
+    from tesson import docker_client
+
+    monkeypatch.delenv("TESSON_FSROOT", raising=False)
+    monkeypatch.setattr("sys.argv", ["tesson", "run", "img"])
+    for host, remote in (("unix:///var/run/docker.sock", False), ("tcp://127.0.0.1:2375", False),
+                         ("tcp://10.1.2.3:2376", True), ("ssh://me@box", True)):
+        monkeypatch.setenv("DOCKER_HOST", host)
+        assert docker_client.is_remote() is remote
+        args = SimpleNamespace(fsroot="/")
+        if remote:
+            with pytest.raises(UsageError, match="--fsroot"):
+                docker_client.check_topology_source(args)
+            docker_client.check_topology_source(SimpleNamespace(fsroot="/srv/box"))
+        else:
+            docker_client.check_topology_source(args)
+
+
+def test_labels_json_is_compact_and_parsable():
+    ctx = _ctx({"HostConfig": {"Memory": 1}})
+    assert json.loads(ctx.labels[G.CONFIG]) == {"HostConfig": {"Memory": 1}}
+    assert json.loads(ctx.labels[G.PLAN]) == [["0-1", "0"], ["2-3", "0-1"]]
