@@ -1,0 +1,148 @@
+"""Ask the real hwloc (Debian's lstopo-no-graphics / hwloc-distrib) about a sysfs folder.
+
+Both run with ``HWLOC_FSROOT=DIR HWLOC_THISSYSTEM=1`` and the x86 CPUID backend switched off
+(``HWLOC_COMPONENTS=-x86``): otherwise hwloc mixes the CPUID of the machine running the test into the
+dump's topology (an L3 that the dump does not have, "intersection without inclusion" warnings).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+HWLOC_ENV = {"HWLOC_THISSYSTEM": "1", "HWLOC_COMPONENTS": "-x86"}
+HWLOC_TYPES = {"pu": "pu", "core": "core", "l3": "l3cache", "package": "package"}
+
+
+def available() -> bool:
+    return shutil.which("lstopo-no-graphics") is not None and shutil.which("hwloc-distrib") is not None
+
+
+def _env(fsroot: str) -> dict:
+    env = dict(os.environ)
+    env.update(HWLOC_ENV, HWLOC_FSROOT=str(fsroot))
+    return env
+
+
+def parse_bitmap(text: str) -> list[int]:
+    """hwloc's bitmap string ("0xffffffff,,0x0000000f": 32-bit words, high first, empty = 0)."""
+    value = 0
+    for word in text.split(","):
+        value = (value << 32) | (int(word, 16) if word else 0)
+    return [i for i in range(value.bit_length()) if value >> i & 1]
+
+
+def distrib(fsroot: str, unit: str, n: int) -> list[list[int]] | None:
+    """hwloc-distrib --to TYPE N: the cpusets, or None when hwloc refuses (no such objects)."""
+    r = subprocess.run(
+        ["hwloc-distrib", "--to", HWLOC_TYPES[unit], str(n)],
+        env=_env(fsroot),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if r.returncode != 0:
+        return None
+    return [parse_bitmap(line) for line in r.stdout.split()]
+
+
+class XObj:
+    def __init__(self, el: ET.Element, parent: "XObj | None"):
+        self.type = el.get("type")
+        self.os_index = int(el.get("os_index")) if el.get("os_index") is not None else None
+        self.cpus = parse_bitmap(el.get("cpuset", "0x0"))
+        self.attrs = dict(el.attrib)
+        self.parent = parent
+        self.children: list[XObj] = []  # normal children (no NUMA nodes, I/O or Misc)
+        self.memory: list[XObj] = []
+
+    def walk(self):
+        yield self
+        for c in self.memory:
+            yield from c.walk()
+        for c in self.children:
+            yield from c.walk()
+
+
+MEMORY_TYPES = ("NUMANode", "MemCache")
+SKIP_TYPES = ("Bridge", "PCIDev", "OSDev", "Misc")
+
+
+def _build(el: ET.Element, parent):
+    obj = XObj(el, parent)
+    for child in el.findall("object"):
+        t = child.get("type")
+        if t in SKIP_TYPES:
+            continue
+        c = _build(child, obj)
+        (obj.memory if t in MEMORY_TYPES else obj.children).append(c)
+    return obj
+
+
+def lstopo(fsroot: str) -> XObj:
+    """The root (Machine) of hwloc's tree for this folder, from lstopo's XML."""
+    r = subprocess.run(
+        ["lstopo-no-graphics", "--no-io", "--of", "xml", "-"],
+        env=_env(fsroot),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    root = ET.fromstring(r.stdout)
+    return _build(root.find("object"), None)
+
+
+def summary(root: XObj) -> dict:
+    """The facts tesson's topology JSON holds, as hwloc sees them (objects with allowed CPUs)."""
+    objs = list(root.walk())
+    return {
+        "pus": sorted(o.os_index for o in objs if o.type == "PU"),
+        "cores": [{"pus": o.cpus} for o in objs if o.type == "Core" and o.cpus],
+        "numa_nodes": sorted(
+            ({"id": o.os_index, "cpus": o.cpus, "memory_bytes": int(o.attrs.get("local_memory", 0))}
+             for o in objs if o.type == "NUMANode"),
+            key=lambda n: n["id"],
+        ),
+        "packages": [{"id": o.os_index, "cpus": o.cpus} for o in objs if o.type == "Package" and o.cpus],
+        "l3": [{"cpus": o.cpus} for o in objs if o.type == "L3Cache" and o.cpus],
+    }
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def distrib_numa(root: XObj, n: int) -> list[list[int]]:
+    """The hwloc_distrib walk over hwloc's own tree, stopping at objects within one NUMA node.
+
+    An independent reference for tesson's ``numa`` unit, which hwloc-distrib cannot stop at.
+    """
+    nodes = [set(o.cpus) for o in root.walk() if o.type == "NUMANode" and o.cpus]
+    out: list[set] = []
+
+    def stop(o) -> bool:
+        s = set(o.cpus)
+        return any(s <= node for node in nodes)
+
+    def rec(roots, n):
+        tot = sum(len(r.cpus) for r in roots)
+        given = 0
+        for r in roots:
+            w = len(r.cpus)
+            if not w:
+                continue
+            chunk = _ceil_div((given + w) * n, tot) - _ceil_div(given * n, tot)
+            if not r.children or chunk <= 1 or stop(r):
+                if chunk:
+                    out.extend(set(r.cpus) for _ in range(chunk))
+                else:
+                    out[-1] |= set(r.cpus)
+            else:
+                rec(r.children, chunk)
+            given += w
+
+    rec([root], n)
+    return [sorted(s) for s in out]
