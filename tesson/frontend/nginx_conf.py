@@ -38,6 +38,8 @@ CONNECT_TIMEOUT = "1s"
 NEXT_UPSTREAM_TIMEOUT = "5s"
 UDP_SESSION_TIMEOUT = "30s"
 WORKER_CONNECTIONS = 4096
+# Shared memory per upstream, so every worker sees the same connection counts and failures.
+ZONE_SIZE = "64k"
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -159,6 +161,7 @@ def render(
         snippet = METHODS[key]
         upstream = f"{proto}_{port}"
         lines.append(f"    upstream {upstream} {{")
+        lines.append(f"        zone {upstream} {ZONE_SIZE};")
         if snippet:
             assert _SNIPPET_RE.match(snippet)
             lines.append(f"        {snippet};")

@@ -1,0 +1,516 @@
+"""``--lb nginx`` (the default): an embedded nginx stream balancer in front of the shards.
+
+``run -p SPEC...`` makes, in this order (each recorded in ``ctx.undo``, so a failed run removes it):
+
+- a user-defined bridge network ``tesson-GROUP`` labelled with the group;
+- the shards, on that network, publishing nothing;
+- ``GROUP-lb`` (labels ``io.tesson.group``, ``io.tesson.role=lb``): the balancer image's nginx in the
+  foreground (entrypoint overridden to ``nginx``), its config (see :mod:`nginx_conf`) copied into the
+  created container before it starts, publishing every ``-p`` spec exactly as ``docker run -p``
+  would. The run waits until nginx has loaded its config (its pid file exists), so a config nginx
+  refuses or a host port that is taken fails the run, with nginx's or the daemon's reason.
+
+Shards are upstream servers by container name, resolved by Docker's DNS on the group network when
+nginx loads its config. ``repair`` therefore reloads nginx (SIGHUP, after ``nginx -t`` inside the
+container) whenever the balancer is up, so recreated shards, which get new addresses, are reached
+again; a missing or dead balancer is recreated.
+
+A group run without ``-p`` has nothing to balance: no network, no balancer.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+import time
+
+from tesson import cpulist, log
+from tesson.errors import TessonError, UsageError
+from tesson.frontend import GROUP, ROLE, Context, Frontend
+from tesson.frontend import nginx_conf as nc
+
+KIND = "nginx"
+ROLE_LB = "lb"
+ROLE_NETWORK = "network"
+DEFAULT_IMAGE = "tesson:latest"
+NETWORK_PREFIX = "tesson-"
+
+# Labels (on every container of the group) that let stop/ps/repair rebuild the balancer.
+LB_METHOD = "io.tesson.lb.method"  # "" = per-protocol default
+LB_IMAGE = "io.tesson.lb.image"
+LB_CPUS = "io.tesson.lb.cpus"  # "" = unpinned
+PORTS = "io.tesson.ports"  # the runtime's: JSON list of -p specs as typed
+
+READY_TIMEOUT = 15.0  # seconds for nginx to load its config in a fresh container
+
+
+def network_name(group: str) -> str:
+    return NETWORK_PREFIX + group
+
+
+def lb_name(group: str) -> str:
+    return f"{group}-lb"
+
+
+def _explain(exc: BaseException) -> str:
+    from tesson.docker_client import explain
+
+    return explain(exc)
+
+
+def _is_status(exc: BaseException, *codes: int) -> bool:
+    from tesson.docker_client import is_status
+
+    return is_status(exc, *codes)
+
+
+def _tar_one(path: str, data: bytes) -> bytes:
+    """A tar archive holding ``path`` (relative, with its parent folders) for ``put_archive``."""
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = tarfile.TarInfo("/".join(parts[:i]))
+            d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, now
+            tar.addfile(d)
+        f = tarfile.TarInfo("/".join(parts))
+        f.size, f.mode, f.mtime = len(data), 0o644, now
+        tar.addfile(f, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _host_port_error(text: str) -> str | None:
+    """``host port ADDR:PORT is already in use (REASON)`` when a daemon error says so, else None."""
+    low = text.lower()
+    if "already allocated" not in low and "address already in use" not in low:
+        return None
+    m = re.search(r"(?:Bind for |listen (?:tcp|udp)[46]? )(\S+?:\d+)", text)
+    where = m.group(1) if m else "(one of -p)"
+    return f"host port {where} is already in use ({text.rsplit(': ', 1)[-1].strip()})"
+
+
+def _check_host_ports(ports) -> None:
+    """Fail before anything is made when a fixed host port of ``-p`` is already taken here.
+
+    Only meaningful when the daemon runs on this machine and tesson shares the host's network (as
+    the CLI plugin does); a port this process cannot judge (another address, another namespace) is
+    left to the daemon, whose refusal at the balancer's start rolls the run back just the same.
+    """
+    import errno
+    import socket
+
+    for p in ports:
+        if not p.host_port or "-" in p.host_port:
+            continue
+        ip = p.host_ip or "0.0.0.0"
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
+        try:
+            s = socket.socket(family, kind)
+        except OSError:
+            continue
+        try:
+            if kind == socket.SOCK_STREAM:  # as the daemon's proxy does; TIME_WAIT does not count
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((ip, int(p.host_port)))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise TessonError(
+                    f"host port {ip}:{p.host_port}/{p.proto} (from -p {p.spec}) is already in use on this machine"
+                ) from None
+        finally:
+            s.close()
+
+
+class NginxFrontend(Frontend):
+    kind = KIND
+
+    def __init__(self, ports=(), method=None, image=DEFAULT_IMAGE, cpus=()):
+        self.ports = list(ports)  # tesson.ports.Port
+        self.method = method  # a key of nginx_conf.METHODS, or None
+        self.image = image
+        self.cpus = list(cpus)
+        self._network = None  # the network's id once made or found by this process
+
+    # -- building -----------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """A balancer only makes sense with ports to balance."""
+        return bool(self.ports)
+
+    @classmethod
+    def from_args(cls, args) -> "NginxFrontend":
+        from tesson import ports as _ports
+
+        ports = _ports.parse(getattr(args, "ports", None) or [])
+        for p in ports:
+            if p.proto not in nc.PROTOCOLS:
+                raise UsageError(
+                    f"port spec {p.spec!r}: the nginx balancer does tcp and udp, not {p.proto} (use --lb none)"
+                )
+        method = nc.normalize_method(getattr(args, "lb_method", None))
+        image = getattr(args, "lb_image", None) or os.environ.get("TESSON_IMAGE") or DEFAULT_IMAGE
+        cpus = _check_cpus(getattr(args, "lb_cpus", None), getattr(args, "fsroot", "/") or "/")
+        if not ports and (method or getattr(args, "lb_cpus", None) or getattr(args, "lb_image", None)):
+            log.warning("no -p given: the group has no balancer, --lb-* options are ignored")
+        return cls(ports, method, image, cpus)
+
+    @classmethod
+    def from_labels(cls, labels: dict) -> "NginxFrontend":
+        import json
+
+        from tesson import ports as _ports
+
+        try:
+            specs = json.loads(labels.get(PORTS) or "[]")
+            ports = [p for p in _ports.parse(specs) if p.proto in nc.PROTOCOLS]
+        except (ValueError, TypeError, UsageError):
+            ports = []
+        method = labels.get(LB_METHOD) or None
+        if method not in nc.METHODS:
+            method = None
+        cpus = []
+        try:
+            cpus = cpulist.parse(labels.get(LB_CPUS) or "")
+        except ValueError:
+            pass
+        return cls(ports, method, labels.get(LB_IMAGE) or DEFAULT_IMAGE, cpus)
+
+    def labels(self) -> dict:
+        return {LB_METHOD: self.method or "", LB_IMAGE: self.image, LB_CPUS: cpulist.format(self.cpus)}
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def shape_shard(self, ctx: Context, shard, body: dict) -> None:
+        if not self.enabled:
+            return
+        net = network_name(ctx.group)
+        host = body.get("HostConfig") or {}
+        host["NetworkMode"] = self._network or net
+        body["HostConfig"] = host
+
+    def before_shards(self, ctx: Context) -> None:
+        if not self.enabled:
+            return
+        mode = ((ctx.config or {}).get("HostConfig") or {}).get("NetworkMode")
+        if mode and mode != network_name(ctx.group):
+            raise UsageError(
+                f"the config sets HostConfig.NetworkMode={mode!r}, but behind the nginx balancer the shards "
+                f"join the group's network {network_name(ctx.group)}: drop it, or use --lb none"
+            )
+        self._check_image(ctx)
+        from tesson.docker_client import is_remote
+
+        if not is_remote():
+            _check_host_ports(self.ports)
+        self._network = self._make_network(ctx, record=True)
+
+    def after_shards(self, ctx: Context) -> None:
+        if not self.enabled:
+            return
+        names = [ctx.shard_name(i) for i in sorted(ctx.started)] or ctx.shard_names()
+        self._create_lb(ctx, names, record=True)
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    def before_stop(self, ctx: Context) -> None:
+        """Close the front door first, so no new connection goes to a shard that is stopping."""
+        for c in self._lb_containers(ctx):
+            if c.get("State") != "running":
+                continue
+            try:
+                ctx.docker.stop(c["Id"], timeout=min(ctx.timeout, 10))
+            except Exception as e:  # the runtime stops it again with the rest
+                log.warning("could not stop the balancer first", error=_explain(e))
+
+    def after_stop(self, ctx: Context) -> None:
+        """With --purge, the network goes too (the runtime removes the group's labelled networks;
+        this makes sure of it and says which one)."""
+        if not ctx.purge:
+            return
+        for net in self._networks(ctx):
+            try:
+                ctx.docker.remove_network(net["Id"])
+                log.info("network removed", network=net.get("Name"))
+            except Exception as e:
+                if not _is_status(e, 404):
+                    raise TessonError(f"could not remove network {net.get('Name')}: {_explain(e)}") from None
+
+    # -- repair ------------------------------------------------------------------------------------
+
+    def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
+        if not self.enabled:
+            return []
+        client = ctx.docker
+        lines: list[str] = []
+        if not self._networks(ctx):
+            self._network = self._make_network(ctx, record=False)
+            lines.append(f"recreated network {network_name(ctx.group)}")
+        running = self._running_shards(ctx)
+        name = lb_name(ctx.group)
+        if not running:
+            lines.append(f"balancer {name}: no shard is running, nothing to balance")
+            return lines
+        lb = self._inspect(client, name)
+        state = (lb or {}).get("State") or {}
+        if lb is None or not state.get("Running") or state.get("Restarting"):
+            was = "missing" if lb is None else (state.get("Status") or "not running")
+            self._check_image(ctx)
+            if lb is not None:
+                client.remove_container(lb["Id"], force=True, v=True)
+            self._create_lb(ctx, running, record=False)
+            lines.append(f"recreated balancer {name} (it was {was}): {len(running)} shards")
+        else:
+            self._reload(ctx, lb["Id"], running)
+            what = f", {len(recreated)} recreated" if recreated else ""
+            lines.append(f"reloaded balancer {name}: {len(running)} shards{what}")
+        return lines
+
+    # -- ps ----------------------------------------------------------------------------------------
+
+    def describe(self, ctx: Context) -> dict:
+        name = lb_name(ctx.group)
+        if not self.enabled:
+            return {"kind": KIND, "container": None, "status": "no balancer (no -p)", "ports": []}
+        lbs = self._lb_containers(ctx)
+        if not lbs:
+            return {"kind": KIND, "container": name, "status": "missing", "ports": self._wanted_ports(), "image": self.image}
+        c = lbs[0]
+        published = []
+        for p in c.get("Ports") or []:
+            if p.get("PublicPort"):
+                ip = p.get("IP") or "0.0.0.0"
+                host = f"[{ip}]" if ":" in ip else ip
+                published.append((p.get("Type", "tcp"), p["PrivatePort"], f"{host}:{p['PublicPort']}/{p.get('Type', 'tcp')}"))
+        ports = [t for *_, t in sorted(set(published))] or self._wanted_ports()
+        return {
+            "kind": KIND,
+            "container": ((c.get("Names") or ["/" + name])[0]).lstrip("/"),
+            "id": c.get("Id", "")[:12],
+            "status": c.get("State", "unknown"),
+            "detail": c.get("Status", ""),
+            "ports": ports,
+            "image": c.get("Image") or self.image,
+            "method": self.method or "least_conn (tcp), round_robin (udp)",
+        }
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _wanted_ports(self) -> list[str]:
+        out = []
+        for p in self.ports:
+            host = p.host_ip or "0.0.0.0"
+            host = f"[{host}]" if ":" in host else host
+            out.append(f"{host}:{p.host_port or '*'}/{p.proto}")
+        return out
+
+    def _check_image(self, ctx: Context) -> None:
+        try:
+            ctx.docker.inspect_image(self.image)
+        except Exception as e:
+            if _is_status(e, 404):
+                raise TessonError(
+                    f"balancer image {self.image!r} not found on the daemon: build it ('make image'), "
+                    "or name an image with nginx and its stream module with --lb-image or TESSON_IMAGE"
+                ) from None
+            raise TessonError(f"balancer image {self.image!r}: {_explain(e)}") from None
+
+    def _networks(self, ctx: Context) -> list[dict]:
+        name = network_name(ctx.group)
+        nets = ctx.docker.networks(names=[name], filters={"label": [f"{GROUP}={ctx.group}"]})
+        return [n for n in nets if n.get("Name") == name]
+
+    def _make_network(self, ctx: Context, record: bool) -> str:
+        """Create ``tesson-GROUP``; reuse one left by an earlier run of this group (not recorded for
+        undo: this run did not make it). A network of that name that is not tesson's is an error."""
+        client, name = ctx.docker, network_name(ctx.group)
+        labels = {GROUP: ctx.group, ROLE: ROLE_NETWORK, "io.tesson.frontend": KIND}
+        try:
+            net_id = client.create_network(name, driver="bridge", labels=labels, check_duplicate=True)["Id"]
+        except Exception as e:
+            if not _is_status(e, 409):
+                raise TessonError(f"could not create network {name}: {_explain(e)}") from None
+            try:
+                existing = client.inspect_network(name)
+            except Exception as e2:
+                raise TessonError(f"network {name} exists but cannot be inspected: {_explain(e2)}") from None
+            if (existing.get("Labels") or {}).get(GROUP) != ctx.group:
+                raise TessonError(
+                    f"a network named {name} exists and is not tesson's for group {ctx.group}: "
+                    "remove it or pick another group name"
+                ) from None
+            log.info("network reused", network=name, id=existing["Id"][:12])
+            return existing["Id"]
+        log.info("network created", network=name, id=net_id[:12])
+        if record:
+            ctx.undo.add(f"network {name}", lambda: _remove_network(client, net_id))
+        return net_id
+
+    def _render(self, ctx: Context, shards: list[str]) -> str:
+        return nc.render(ctx.group, shards, self.ports, self.method, workers=len(self.cpus) or None)
+
+    def _create_lb(self, ctx: Context, shards: list[str], record: bool) -> str:
+        from tesson import ports as _ports
+
+        client, name, net = ctx.docker, lb_name(ctx.group), network_name(ctx.group)
+        conf = self._render(ctx, shards)
+        host: dict = {
+            "NetworkMode": self._network or net,
+            "PortBindings": _ports.port_bindings(self.ports),
+            "RestartPolicy": {"Name": "unless-stopped"},
+        }
+        if self.cpus:
+            host["CpusetCpus"] = cpulist.format(self.cpus)
+        body = {
+            "Image": self.image,
+            "Entrypoint": ["nginx"],
+            "Cmd": ["-e", "stderr", "-c", nc.CONFIG_PATH],
+            "Labels": {**ctx.labels, **self.labels(), ROLE: ROLE_LB, GROUP: ctx.group},
+            "ExposedPorts": _ports.exposed_ports(self.ports),
+            "HostConfig": host,
+        }
+        try:
+            cid = client.create_container_from_config(body, name=name)["Id"]
+        except Exception as e:
+            if _is_status(e, 409):
+                raise TessonError(f"a container named {name} exists already: remove it first") from None
+            raise TessonError(f"balancer {name} could not be created: {_explain(e)}") from None
+        if record:
+            ctx.undo.add(f"balancer {name}", lambda: _remove_container(client, cid))
+        try:
+            try:
+                client.put_archive(cid, "/", _tar_one(nc.CONFIG_PATH, conf.encode()))
+                client.start(cid)
+            except Exception as e:
+                taken = _host_port_error(_explain(e))
+                if taken:
+                    raise TessonError(f"balancer {name}: {taken}") from None
+                raise TessonError(f"balancer {name} could not start: {_explain(e)}") from None
+            self._wait_ready(client, cid, name)
+        except BaseException:
+            if not record:  # repair: do not leave a broken balancer behind
+                _remove_container(client, cid)
+            raise
+        log.info("balancer started", container=name, id=cid[:12], shards=len(shards), image=self.image)
+        return cid
+
+    def _wait_ready(self, client, cid: str, name: str) -> None:
+        """Until nginx wrote its pid file: it has parsed the config, resolved every shard and
+        opened every listening socket. Fail with nginx's own words if it exits instead."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        delay = 0.02
+        while True:
+            info = client.inspect_container(cid)
+            state = info.get("State") or {}
+            if not state.get("Running") or state.get("Restarting") or info.get("RestartCount"):
+                raise TessonError(f"balancer {name} exited: {_last_words(client, cid)}")
+            try:
+                stream, _stat = client.get_archive(cid, nc.PID_FILE)
+                for _ in stream:
+                    pass
+                return
+            except Exception as e:
+                if not _is_status(e, 404):
+                    raise
+            if time.monotonic() > deadline:
+                raise TessonError(f"balancer {name} did not come up in {READY_TIMEOUT:.0f}s: {_last_words(client, cid)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _reload(self, ctx: Context, cid: str, shards: list[str]) -> None:
+        """New config into the running balancer, checked by its nginx, then SIGHUP (graceful)."""
+        client, name = ctx.docker, lb_name(ctx.group)
+        conf = self._render(ctx, shards)
+        client.put_archive(cid, "/", _tar_one(nc.CONFIG_PATH, conf.encode()))
+        exec_id = client.exec_create(cid, ["nginx", "-t", "-q", "-e", "stderr", "-c", nc.CONFIG_PATH])["Id"]
+        out = client.exec_start(exec_id)
+        code = client.exec_inspect(exec_id).get("ExitCode")
+        if code != 0:
+            text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
+            raise TessonError(f"balancer {name}: nginx refused the new config: {' '.join(text.split())[:300]}")
+        client.kill(cid, signal="SIGHUP")
+        log.info("balancer reloaded", container=name, shards=len(shards))
+
+    def _inspect(self, client, name: str):
+        try:
+            return client.inspect_container(name)
+        except Exception as e:
+            if _is_status(e, 404):
+                return None
+            raise
+
+    def _lb_containers(self, ctx: Context) -> list[dict]:
+        state = ctx.state
+        if state is not None and getattr(state, "others", None) is not None:
+            return [c for c in state.others if (c.get("Labels") or {}).get(ROLE) == ROLE_LB]
+        return ctx.docker.containers(
+            all=True, filters={"label": [f"{GROUP}={ctx.group}", f"{ROLE}={ROLE_LB}"]}
+        )
+
+    def _running_shards(self, ctx: Context) -> list[str]:
+        """Names of the group's shards that are up now, by index (the ones nginx can resolve)."""
+        found = ctx.docker.containers(filters={"label": [f"{GROUP}={ctx.group}", f"{ROLE}=shard"], "status": "running"})
+        out = []
+        for c in found:
+            try:
+                index = int((c.get("Labels") or {}).get("io.tesson.shard", ""))
+            except ValueError:
+                continue
+            if (c.get("Names") or [""])[0].lstrip("/") == ctx.shard_name(index):
+                out.append((index, ctx.shard_name(index)))
+        return [n for _, n in sorted(out)]
+
+
+def _check_cpus(text, fsroot: str) -> list[int]:
+    """``--lb-cpus``: a cpulist whose CPUs this machine has (and this process may use)."""
+    if not text:
+        return []
+    try:
+        cpus = cpulist.parse(text)
+    except ValueError:
+        raise UsageError(f"--lb-cpus {text!r} is not a CPU list (like 0-3,8)") from None
+    if not cpus:
+        raise UsageError(f"--lb-cpus {text!r} names no CPU")
+    from tesson import topology
+
+    have = topology.read(fsroot).pus
+    missing = [c for c in cpus if c not in have]
+    if missing:
+        raise UsageError(
+            f"--lb-cpus {text!r}: CPU {cpulist.format(missing)} is not available on this machine "
+            f"(available: {cpulist.format(have)})"
+        )
+    return cpus
+
+
+def _last_words(client, cid: str) -> str:
+    try:
+        text = client.logs(cid, stdout=True, stderr=True, tail=5)
+        text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    except Exception as e:
+        return f"(no logs: {_explain(e)})"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[-3:])[:400] or "no output"
+
+
+def _remove_container(client, cid: str) -> None:
+    try:
+        client.remove_container(cid, force=True, v=True)
+    except Exception as e:
+        if not _is_status(e, 404):
+            raise
+
+
+def _remove_network(client, net_id: str) -> None:
+    try:
+        client.remove_network(net_id)
+    except Exception as e:
+        if not _is_status(e, 404):
+            raise
+
+
+FRONTEND = NginxFrontend
