@@ -1,0 +1,339 @@
+"""``--gorb DEVICE://HOST:PORT``: the group's balancer is Gorb (IPVS), and through it Consul.
+
+Shards publish their ``-p`` ports as with ``--lb none`` (an ephemeral host port, or the binding
+given). For each container port and protocol the group has one Gorb virtual service
+``GROUP-PORT-PROTO``, and every shard is one of its backends, ``SHARDNAME-PORT-PROTO``, at the
+device's IPv4 address (or the binding's own address) and the shard's published port.
+
+The Gorb URI is kept in a label, so ``stop``, ``ps`` and ``repair`` find Gorb without ``--gorb``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from tesson import gorb as G
+from tesson import log
+from tesson.errors import TessonError, UsageError
+from tesson.frontend import Context, Frontend
+from tesson.frontend.none import publish
+
+URI_LABEL = "io.tesson.gorb.uri"
+METHOD_LABEL = "io.tesson.gorb.method"
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq")
+STATUS = {0: "up", 1: "down", 2: "removed"}
+
+
+@dataclass(frozen=True)
+class VService:
+    """One virtual service of the group: a container port and protocol."""
+
+    name: str
+    port: int
+    proto: str
+    host: str = ""  # the address the -p spec names ("" = Gorb's default)
+
+    def options(self, method: str | None) -> dict:
+        body: dict = {"port": self.port, "protocol": self.proto}
+        if self.host:
+            body["host"] = self.host
+        if method:
+            body["method"] = method
+        return body
+
+    def backend_name(self, shard_name: str) -> str:
+        return G.backend_name(shard_name, self.port, self.proto)
+
+    def front(self, vip: str | None = None) -> str:
+        host = vip or self.host or "*"
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{self.port}/{self.proto}"
+
+
+def services_of(group: str, ports) -> list[VService]:
+    """The group's virtual services, one per container port and protocol, in ``-p`` order."""
+    out: dict[tuple, VService] = {}
+    for p in ports:
+        key = (p.port, p.proto)
+        if key not in out:
+            host = p.host_ip if p.host_ip and not ipaddress.ip_address(p.host_ip).is_unspecified else ""
+            out[key] = VService(G.service_name(group, p.port, p.proto), p.port, p.proto, host)
+    return list(out.values())
+
+
+def check_ports(ports) -> None:
+    """What Gorb cannot take: SCTP, or one container port published twice (one backend per shard)."""
+    seen: dict[tuple, str] = {}
+    for p in ports:
+        if p.proto not in ("tcp", "udp"):
+            raise UsageError(f"port {p.spec!r}: Gorb (IPVS) balances tcp and udp only, not {p.proto}")
+        key = (p.port, p.proto)
+        if key in seen and seen[key] != p.spec:
+            raise UsageError(
+                f"port {p.spec!r}: container port {p.key} is published twice ({seen[key]!r}); "
+                "with --gorb each shard is one backend per container port, so publish it once"
+            )
+        seen[key] = p.spec
+
+
+def published(inspect: dict, svc: VService, device_ip: str) -> tuple[str, int] | None:
+    """Where one shard publishes ``svc``'s port: ``(host, port)`` from its inspect, or None.
+
+    ``0.0.0.0``/``::`` (every address) becomes the device's IPv4; a specific IPv4 binding is kept.
+    """
+    binds = ((inspect.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{svc.port}/{svc.proto}") or []
+    best = None
+    for b in binds:
+        hp = b.get("HostPort")
+        if not hp:
+            continue
+        ip = b.get("HostIp") or "0.0.0.0"
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        host = device_ip if addr.is_unspecified else ip
+        if addr.version == 4 or addr.is_unspecified:
+            return host, int(hp)
+        best = best or (host, int(hp))
+    return best
+
+
+def backend_options(svc: VService, host: str, port: int) -> dict:
+    body: dict = {"host": host, "port": port}
+    if svc.proto == "udp":
+        body["pulse"] = {"type": "none"}  # a TCP check against a UDP port always fails
+    return body
+
+
+class GorbFrontend(Frontend):
+    kind = "gorb"
+
+    def __init__(self, uri: G.GorbURI, method: str = ""):
+        self.uri = uri
+        self.method = method
+        self._client: G.GorbClient | None = None
+
+    # construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_args(cls, args) -> "GorbFrontend":
+        uri = G.parse_uri(args.gorb)
+        method = (getattr(args, "gorb_method", None) or "").lower()
+        if method and method not in SCHEDULERS:
+            raise UsageError(f"unknown --gorb-method {method!r} (IPVS schedulers: {', '.join(SCHEDULERS)})")
+        from tesson import ports as P
+
+        ports = P.parse(getattr(args, "ports", None))
+        if not ports:
+            raise UsageError("--gorb needs at least one -p PORT: Gorb balances the group's published ports")
+        check_ports(ports)
+        for flag in ("lb_method", "lb_image", "lb_cpus"):
+            if getattr(args, flag, None):
+                log.warning("option ignored with --gorb", option="--" + flag.replace("_", "-"))
+        return cls(uri, method)
+
+    @classmethod
+    def from_labels(cls, labels: dict) -> "GorbFrontend":
+        text = labels.get(URI_LABEL)
+        if not text:
+            raise TessonError("the group was run with Gorb, but its containers do not say which Gorb (label missing)")
+        return cls(G.parse_uri(text, check_device=False), labels.get(METHOD_LABEL, ""))
+
+    def labels(self) -> dict:
+        return {URI_LABEL: str(self.uri), METHOD_LABEL: self.method}
+
+    @property
+    def client(self) -> G.GorbClient:
+        if self._client is None:
+            self._client = G.GorbClient.for_uri(self.uri)
+        return self._client
+
+    def device_ip(self) -> str:
+        if not self.uri.address:
+            self.uri = G.parse_uri(str(self.uri))
+        return self.uri.address
+
+    # run --------------------------------------------------------------------------------------------
+    def shape_shard(self, ctx: Context, shard, body: dict) -> None:
+        publish(ctx, body)
+
+    def before_shards(self, ctx: Context) -> None:
+        # Fail before any container exists when Gorb cannot be reached at all.
+        self.client.list_services()
+
+    def after_shards(self, ctx: Context) -> None:
+        device_ip = self.device_ip()
+        client = self.client
+        for svc in services_of(ctx.group, ctx.ports):
+            if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
+                ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
+                log.info("gorb service created", service=svc.name)
+            else:
+                log.info("gorb service exists already", service=svc.name)
+            for index in sorted(ctx.started):
+                self._register(ctx, svc, index, device_ip)
+
+    def _register(self, ctx: Context, svc: VService, index: int, device_ip: str, inspect: dict | None = None) -> str:
+        name = ctx.shard_name(index)
+        where = published(inspect if inspect is not None else ctx.started[index], svc, device_ip)
+        if where is None:
+            raise TessonError(f"shard {name} publishes no host port for {svc.port}/{svc.proto}: nothing to give Gorb")
+        rs = svc.backend_name(name)
+        try:
+            self.client.create_backend(svc.name, rs, backend_options(svc, *where))
+        except G.GorbError as e:
+            if e.status == 409:
+                raise TessonError(
+                    f"{e}: Gorb already has a backend named {rs} (names are unique across Gorb); "
+                    f"remove it (DELETE {self.uri.url}/service/{svc.name}/{rs}) or stop the group holding it"
+                ) from None
+            raise
+        ctx.undo.add(f"Gorb backend {svc.name}/{rs}", _remover(self.client, svc.name, rs))
+        log.info("gorb backend registered", service=svc.name, backend=rs, host=where[0], port=where[1])
+        return f"{where[0]}:{where[1]}"
+
+    # stop ---------------------------------------------------------------------------------------------
+    def before_stop(self, ctx: Context) -> None:
+        """Withdraw the group's services (their backends go with them) before the containers stop.
+
+        An unknown service is a warning. Any other failure does not keep the containers running:
+        it is remembered and reported (exit 1) once they have stopped."""
+        self._stop_errors: list[str] = []
+        for svc in services_of(ctx.group, _spec_ports(ctx)):
+            try:
+                if self.client.remove_service(svc.name, missing_ok=True):
+                    log.info("gorb service removed", service=svc.name)
+                else:
+                    log.warning("Gorb did not know the service", service=svc.name, gorb=self.uri.url)
+            except G.GorbUnreachable as e:
+                self._stop_errors.append(str(e))
+                break  # the others would only wait for the same unreachable Gorb
+            except G.GorbError as e:
+                self._stop_errors.append(str(e))
+
+    def after_stop(self, ctx: Context) -> None:
+        errors = getattr(self, "_stop_errors", [])
+        if errors:
+            raise TessonError(f"the containers stopped, but the group is still registered with Gorb: {errors[0]}")
+
+    # repair -------------------------------------------------------------------------------------------
+    def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
+        """Make Gorb match the running shards: services back (after a Gorb restart), backends of
+        recreated shards re-registered at their new ports, stale backends of the group removed."""
+        device_ip = self.device_ip()
+        client = self.client
+        inspects = dict(ctx.started)
+        grp = ctx.state
+        for st in getattr(grp, "shards", []) or []:
+            if st.up and st.id and st.index not in inspects:
+                inspects[st.index] = ctx.docker.inspect_container(st.id)
+        running = {i: ins for i, ins in inspects.items() if (ins.get("State") or {}).get("Running")}
+        lines: list[str] = []
+        for svc in services_of(ctx.group, _spec_ports(ctx)):
+            if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
+                ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
+                lines.append(f"re-created Gorb service {svc.name}")
+            current = client.service(svc.name) or {}
+            ours = re.compile(rf"^{re.escape(ctx.group)}-(\d+)-{svc.port}-{svc.proto}$")
+            stale: dict[str, str] = {}  # backend name -> where it pointed
+            want = {}  # backend name -> (shard index, (host, port)) for every running shard
+            for index, ins in sorted(running.items()):
+                where = published(ins, svc, device_ip)
+                if where is not None:
+                    want[svc.backend_name(ctx.shard_name(index))] = (index, where)
+            for rs in sorted(current.get("backends") or []):
+                m = ours.match(rs)
+                if not m:
+                    continue  # not one of this group's shards: not ours to touch
+                index = int(m.group(1))
+                if rs not in want and _in_plan(ctx, index):
+                    continue  # its shard is down and was not repaired: Gorb's health check has it
+                opts = (client.backend(svc.name, rs) or {}).get("options") or {}
+                if rs in want and (opts.get("host"), opts.get("port")) == want[rs][1]:
+                    del want[rs]  # registered where the shard is: nothing to do
+                    continue
+                client.remove_backend(svc.name, rs, missing_ok=True)
+                stale[rs] = f"{opts.get('host')}:{opts.get('port')}"
+            for rs, (index, _where) in sorted(want.items(), key=lambda kv: kv[1][0]):
+                at = self._register(ctx, svc, index, device_ip, running[index])
+                was = stale.pop(rs, None)
+                lines.append(f"{'re-' if was else ''}registered {rs} with Gorb service {svc.name} at {at}" + (f" (was {was})" if was else ""))
+            for rs, was in sorted(stale.items()):
+                lines.append(f"removed stale Gorb backend {rs} of {svc.name} ({was})")
+        return lines
+
+    # ps -----------------------------------------------------------------------------------------------
+    def describe(self, ctx: Context) -> dict:
+        services = services_of(ctx.group, _spec_ports(ctx))
+        doc: dict = {"kind": "gorb", "uri": str(self.uri), "status": "", "ports": [s.front() for s in services], "services": []}
+        names = [ctx.shard_name(getattr(s, "index", i)) for i, s in enumerate(ctx.shards)]
+        try:
+            up_total, rs_total, parts = 0, 0, []
+            for svc in services:
+                info = self.client.service(svc.name)
+                entry: dict = {"name": svc.name, "port": svc.port, "protocol": svc.proto}
+                if info is None:
+                    entry["registered"] = False
+                    doc["services"].append(entry)
+                    parts.append(f"{svc.name} not registered")
+                    continue
+                opts = info.get("options") or {}
+                entry.update(registered=True, host=opts.get("host"), health=info.get("health"), backends=[])
+                backends = list(info.get("backends") or [])
+                for rs in [svc.backend_name(n) for n in names if svc.backend_name(n) not in backends]:
+                    entry["backends"].append({"name": rs, "status": "missing"})
+                for rs in backends:
+                    b = self.client.backend(svc.name, rs) or {}
+                    m, o = b.get("metrics") or {}, b.get("options") or {}
+                    entry["backends"].append(
+                        {
+                            "name": rs,
+                            "host": o.get("host"),
+                            "port": o.get("port"),
+                            "status": STATUS.get(m.get("status"), str(m.get("status"))),
+                            "health": m.get("health"),
+                            "uptime": m.get("uptime"),
+                        }
+                    )
+                entry["backends"].sort(key=lambda b: b["name"])
+                up = sum(1 for b in entry["backends"] if b["status"] == "up")
+                up_total, rs_total = up_total + up, rs_total + len(entry["backends"])
+                bad = [f"{b['name']} {b['status']}" for b in entry["backends"] if b["status"] != "up"]
+                parts.append(f"{svc.name} {up}/{len(entry['backends'])} up" + (f" [{', '.join(bad)}]" if bad else ""))
+                doc["services"].append(entry)
+                if opts.get("host"):
+                    doc["ports"][services.index(svc)] = svc.front(opts["host"])
+            doc["status"] = f"{self.uri}: " + "; ".join(parts)
+        except G.GorbUnreachable as e:
+            doc["status"] = f"Gorb unreachable at {self.uri.url} ({e.message})"
+            doc["services"] = [{"name": s.name, "port": s.port, "protocol": s.proto} for s in services]
+        except G.GorbError as e:
+            doc["status"] = f"Gorb error: {e}"
+        return doc
+
+
+def _spec_ports(ctx: Context) -> list:
+    """The group's ports: parsed in run/repair; rebuilt from the spec's labels in stop and ps."""
+    if ctx.ports:
+        return list(ctx.ports)
+    spec = getattr(ctx.state, "spec", None)
+    if spec is None:
+        return []
+    from tesson import ports as P
+
+    return P.parse(spec.port_specs)
+
+
+def _in_plan(ctx: Context, index: int) -> bool:
+    return any(getattr(s, "index", None) == index for s in ctx.shards)
+
+
+def _remover(client: G.GorbClient, vs: str, rs: str | None = None):
+    if rs is None:
+        return lambda: client.remove_service(vs, missing_ok=True)
+    return lambda: client.remove_backend(vs, rs, missing_ok=True)
+
+
+FRONTEND = GorbFrontend
