@@ -34,10 +34,22 @@ def parse_bitmap(text: str) -> list[int]:
     return [i for i in range(value.bit_length()) if value >> i & 1]
 
 
-def distrib(fsroot: str, unit: str, n: int) -> list[list[int]] | None:
-    """hwloc-distrib --to TYPE N: the cpusets, or None when hwloc refuses (no such objects)."""
+def format_bitmap(ids) -> str:
+    value = 0
+    for i in ids:
+        value |= 1 << i
+    words = max(1, (value.bit_length() + 31) // 32)
+    return ",".join(f"0x{(value >> (32 * w)) & 0xFFFFFFFF:08x}" for w in reversed(range(words)))
+
+
+def distrib(fsroot: str, unit: str, n: int, restrict=None) -> list[list[int]] | None:
+    """hwloc-distrib --to TYPE N: the cpusets, or None when hwloc refuses (no such objects).
+
+    ``restrict``: CPU ids to restrict the topology to first (hwloc-distrib --restrict).
+    """
+    extra = ["--restrict", format_bitmap(restrict)] if restrict is not None else []
     r = subprocess.run(
-        ["hwloc-distrib", "--to", HWLOC_TYPES[unit], str(n)],
+        ["hwloc-distrib", *extra, "--to", HWLOC_TYPES[unit], str(n)],
         env=_env(fsroot),
         capture_output=True,
         text=True,

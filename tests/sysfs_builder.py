@@ -1,0 +1,159 @@
+"""Build small fake ``sys/`` + ``proc/`` trees, laid out the way the Linux kernel shows them.
+
+For what the real dumps lack: isolated CPUs, a cgroup v1 / v2 / old-cpuset restriction, missing cache
+files, old sibling file names. hwloc reads these trees too, so tests can still ask hwloc for the answer.
+
+CPU numbering follows Linux on x86: the first threads of all cores come first, then the second threads
+(cpu = thread * total_cores + package * cores + core).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def mask(ids, ncpus: int) -> str:
+    """The kernel's cpumask text: 32-bit hex words, highest first, comma-separated."""
+    value = 0
+    for i in ids:
+        value |= 1 << i
+    words = max(1, (ncpus + 31) // 32)
+    return ",".join(f"{(value >> (32 * w)) & 0xFFFFFFFF:08x}" for w in reversed(range(words)))
+
+
+def cpulist(ids) -> str:
+    ids = sorted(set(ids))
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def _w(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def build(
+    root: Path,
+    *,
+    packages: int = 2,
+    cores: int = 2,
+    threads: int = 2,
+    numa_per_package: int = 1,
+    caches: bool = True,
+    l3_per: str = "package",  # "package" or "numa"
+    offline=(),
+    isolated=(),
+    cgroup: str | None = None,  # None, "v1", "v2", "cpuset" (old cpuset fs), "v1-mounts" (found via mounts)
+    cgroup_cpus=None,
+    cgroup_mems=None,
+    old_names: bool = False,
+    mem_kb: int = 4 * 1024 * 1024,
+) -> Path:
+    """Write the tree under ``root`` and return ``root``."""
+    root = Path(root)
+    total_cores = packages * cores
+    ncpus = total_cores * threads
+    cpu_dir = root / "sys/devices/system/cpu"
+    online = [c for c in range(ncpus) if c not in set(offline)]
+
+    def cpu_of(p, c, t):
+        return t * total_cores + p * cores + c
+
+    def core_cpus(p, c):
+        return [cpu_of(p, c, t) for t in range(threads)]
+
+    def pkg_cpus(p):
+        return [cpu_of(p, c, t) for c in range(cores) for t in range(threads)]
+
+    per_numa = cores // numa_per_package
+
+    def numa_of(p, c):
+        return p * numa_per_package + c // per_numa
+
+    def numa_cpus(n):
+        p, k = divmod(n, numa_per_package)
+        return [cpu_of(p, c, t) for c in range(k * per_numa, (k + 1) * per_numa) for t in range(threads)]
+
+    _w(cpu_dir / "online", cpulist(online))
+    _w(cpu_dir / "possible", f"0-{ncpus - 1}")
+    _w(cpu_dir / "isolated", cpulist(isolated))
+    for p in range(packages):
+        for c in range(cores):
+            for t in range(threads):
+                cpu = cpu_of(p, c, t)
+                d = cpu_dir / f"cpu{cpu}"
+                _w(d / "online", "0" if cpu in offline else "1")
+                if cpu in offline:
+                    continue  # the kernel hides topology/ and cache/ of offline CPUs
+                topo = d / "topology"
+                core_f, pkg_f = ("thread_siblings", "core_siblings") if old_names else ("core_cpus", "package_cpus")
+                _w(topo / core_f, mask(set(core_cpus(p, c)) - set(offline), ncpus))
+                _w(topo / pkg_f, mask(set(pkg_cpus(p)) - set(offline), ncpus))
+                _w(topo / "core_id", str(c))
+                _w(topo / "physical_package_id", str(p))
+                if caches:
+                    l3 = numa_cpus(numa_of(p, c)) if l3_per == "numa" else pkg_cpus(p)
+                    for idx, (level, ctype, size, cpus) in enumerate(
+                        [
+                            (1, "Data", "32K", core_cpus(p, c)),
+                            (1, "Instruction", "32K", core_cpus(p, c)),
+                            (2, "Unified", "1024K", core_cpus(p, c)),
+                            (3, "Unified", "16384K", l3),
+                        ]
+                    ):
+                        cd = d / f"cache/index{idx}"
+                        _w(cd / "level", str(level))
+                        _w(cd / "type", ctype)
+                        _w(cd / "size", size)
+                        _w(cd / "shared_cpu_map", mask(set(cpus) - set(offline), ncpus))
+
+    nnodes = packages * numa_per_package
+    node_dir = root / "sys/devices/system/node"
+    _w(node_dir / "online", f"0-{nnodes - 1}")
+    for n in range(nnodes):
+        _w(node_dir / f"node{n}/cpumap", mask(set(numa_cpus(n)) - set(offline), ncpus))
+        _w(node_dir / f"node{n}/meminfo", f"Node {n} MemTotal:       {mem_kb} kB\nNode {n} MemFree:        {mem_kb // 2} kB\n")
+
+    proc = root / "proc"
+    _w(proc / "meminfo", f"MemTotal:       {mem_kb * nnodes} kB\n")
+    _w(proc / "cpuinfo", "".join(f"processor\t: {c}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\n" for c in online))
+    mounts = ["sysfs /sys sysfs rw 0 0", "proc /proc proc rw 0 0"]
+    cg_cpus = cpulist(cgroup_cpus) if cgroup_cpus is not None else cpulist(online)
+    cg_mems = cpulist(cgroup_mems) if cgroup_mems is not None else f"0-{nnodes - 1}"
+    name = "/tesson.slice/job"
+    if cgroup == "v2":
+        mounts.append("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0")
+        base = root / "sys/fs/cgroup"
+        _w(base / "cgroup.controllers", "cpuset cpu io memory pids")
+        _w(base / "cpuset.cpus.effective", cpulist(online))
+        _w(base / "cpuset.mems.effective", f"0-{nnodes - 1}")
+        _w(base / name.lstrip("/") / "cpuset.cpus", cg_cpus)
+        _w(base / name.lstrip("/") / "cpuset.cpus.effective", cg_cpus)
+        _w(base / name.lstrip("/") / "cpuset.mems.effective", cg_mems)
+        _w(proc / "self/cgroup", f"0::{name}")
+    elif cgroup in ("v1", "v1-mounts"):
+        mnt = "/sys/fs/cgroup/cpuset" if cgroup == "v1" else "/cgroupfs/cpuset"
+        mounts.append("tmpfs /sys/fs/cgroup tmpfs ro 0 0")
+        mounts.append(f"cgroup {mnt} cgroup rw,nosuid,nodev,noexec,relatime,cpuset 0 0")
+        base = root / mnt.lstrip("/")
+        _w(base / "cpuset.cpus", f"0-{ncpus - 1}")
+        _w(base / "cpuset.mems", f"0-{nnodes - 1}")
+        _w(base / name.lstrip("/") / "cpuset.cpus", cg_cpus)
+        _w(base / name.lstrip("/") / "cpuset.mems", cg_mems)
+        _w(proc / "self/cgroup", f"4:memory:{name}\n3:cpuset:{name}\n2:cpu,cpuacct:{name}\n1:name=systemd:/\n")
+    elif cgroup == "cpuset":
+        mounts.append("none /dev/cpuset cpuset rw 0 0")
+        base = root / "dev/cpuset"
+        _w(base / "cpus", f"0-{ncpus - 1}")
+        _w(base / "mems", f"0-{nnodes - 1}")
+        _w(base / name.lstrip("/") / "cpus", cg_cpus)
+        _w(base / name.lstrip("/") / "mems", cg_mems)
+        _w(proc / "self/cpuset", name)
+    _w(proc / "mounts", "\n".join(mounts))
+    return root

@@ -1,0 +1,188 @@
+"""tesson's topology against the real hwloc, on every shared dump and on hand-built sysfs trees."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tesson import topology
+from tesson.errors import UsageError
+from tests import dumps, hwloc_ref, sysfs_builder
+from tests.conftest import require, tesson_cmd
+
+
+@pytest.fixture
+def dump(request, tmp_path_factory):
+    name = request.param
+    require(bool(dumps.NAMES), dumps.MISSING)
+    return dumps.unpack(name, tmp_path_factory)
+
+
+def needs_hwloc():
+    require(hwloc_ref.available(), "hwloc is not installed (apt-get install hwloc)")
+
+
+@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+def test_topology_matches_hwloc(dump):
+    """PUs, cores, NUMA nodes (ids, CPUs, memory), packages and L3 equal what lstopo shows, in order."""
+    needs_hwloc()
+    ref = hwloc_ref.summary(hwloc_ref.lstopo(dump))
+    got = topology.read(str(dump)).to_json()
+    assert ref["pus"], "hwloc found no PU: the reference itself is broken"
+    for key in ("pus", "cores", "numa_nodes", "packages", "l3"):
+        assert got[key] == ref[key], key
+
+
+@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+def test_cli_topology_json_matches_hwloc(dump):
+    needs_hwloc()
+    r = tesson_cmd("--fsroot", str(dump), "topology", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc == hwloc_ref.summary(hwloc_ref.lstopo(dump))
+
+
+@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+def test_cli_topology_text_tree(dump):
+    r = tesson_cmd("topology", env={"TESSON_FSROOT": str(dump)})
+    assert r.returncode == 0, r.stderr
+    topo = topology.read(str(dump))
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("Machine (")
+    for pu in topo.pus:
+        assert any(f"PU P#{pu}" in line.split(" + ")[-1].split() or line.rstrip().endswith(f"PU P#{pu}")
+                   for line in lines), pu
+    assert sum("NUMANode P#" in line for line in lines) == len(topo.numa_nodes)
+    assert sum("Package P#" in line for line in lines) == len(topo.packages)
+    # children are indented below their parent
+    assert all(line.startswith("  ") for line in lines[1:])
+
+
+# ---- hand-built trees: what the dumps lack ------------------------------------------------------
+
+BUILT = {
+    "cgroup-v1": dict(cgroup="v1", cgroup_cpus=[0, 1, 2, 9, 10], cgroup_mems=[0]),
+    "cgroup-v1-found-in-mounts": dict(cgroup="v1-mounts", cgroup_cpus=[4, 5, 6, 7]),
+    "cgroup-v2": dict(cgroup="v2", cgroup_cpus=[1, 2, 3, 12, 13], cgroup_mems=[1]),
+    "old-cpuset-fs": dict(cgroup="cpuset", cgroup_cpus=[0, 3, 8]),
+    "no-cache-files": dict(caches=False),
+    "old-sibling-names": dict(old_names=True),
+    "offline-cpus": dict(offline=[0, 5, 6]),
+    "sub-numa-clustering": dict(cores=4, numa_per_package=2),
+    "sub-numa-clustering-l3-per-node": dict(cores=4, numa_per_package=2, l3_per="numa"),
+}
+
+
+@pytest.fixture
+def built(request, tmp_path):
+    return sysfs_builder.build(tmp_path / request.param, **BUILT[request.param])
+
+
+@pytest.mark.parametrize("built", sorted(BUILT), indirect=True)
+def test_built_tree_matches_hwloc(built):
+    needs_hwloc()
+    ref = hwloc_ref.summary(hwloc_ref.lstopo(built))
+    assert topology.read(str(built)).to_json() == ref
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [("cgroup-v1", [0, 1, 2]), ("cgroup-v2", [1, 2, 3]), ("old-cpuset-fs", [0, 3]),
+     ("cgroup-v1-found-in-mounts", [4, 5, 6, 7])],
+)
+def test_cgroup_restricts_cpus(tmp_path, kind, expected):
+    """2 packages x 2 cores x 2 threads = CPUs 0-7; the cgroup lists CPUs beyond 7 that do not exist."""
+    topo = topology.read(str(sysfs_builder.build(tmp_path, **BUILT[kind])))
+    assert topo.pus == expected
+    assert sorted(p for c in topo.cores for p in c.cpus) == expected
+
+
+def test_cgroup_mems_leave_out_numa_nodes(tmp_path):
+    topo = topology.read(str(sysfs_builder.build(tmp_path, **BUILT["cgroup-v2"])))
+    assert [n.id for n in topo.numa_nodes] == [1]
+    assert topo.mems_for([1, 2, 3]) == [1]  # CPUs 1 and 3 are on node 1, CPU 2 on node 0 (not allowed)
+
+
+def test_isolated_cpus_left_out_only_when_asked(tmp_path):
+    root = str(sysfs_builder.build(tmp_path, isolated=[2, 3, 6]))
+    assert topology.read(root).pus == list(range(8))
+    topo = topology.read(root, include_isolated=False)
+    assert topo.pus == [0, 1, 4, 5, 7]
+    assert all(set(c.cpus) <= {0, 1, 4, 5, 7} for c in topo.cores)
+    assert [n.cpus for n in topo.numa_nodes] == [[0, 1, 4, 5], [7]]  # package 0: CPUs 0,1,4,5
+
+
+def test_isolated_matches_hwloc_restricted(tmp_path):
+    """Leaving out isolated CPUs is hwloc with the topology restricted to the other CPUs."""
+    needs_hwloc()
+    root = str(sysfs_builder.build(tmp_path, packages=2, cores=4, threads=2, isolated=[0, 8, 3]))
+    topo = topology.read(root, include_isolated=False)
+    keep = [c for c in range(16) if c not in (0, 3, 8)]
+    assert topo.pus == keep
+    from tesson import placement
+
+    for unit in ("pu", "core", "l3", "package"):
+        for n in (1, 2, 3, 5, 7, 13):
+            ref = hwloc_ref.distrib(root, unit, n, restrict=keep)
+            assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
+
+
+def test_cli_no_isolated(tmp_path):
+    root = str(sysfs_builder.build(tmp_path, isolated=[0, 1]))
+    r = tesson_cmd("--fsroot", root, "--no-isolated", "topology", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["pus"] == [2, 3, 4, 5, 6, 7]
+    r = tesson_cmd("--fsroot", root, "topology", "--format", "json")
+    assert json.loads(r.stdout)["pus"] == list(range(8))
+
+
+def test_no_cache_files_means_no_l3(tmp_path):
+    topo = topology.read(str(sysfs_builder.build(tmp_path, caches=False)))
+    assert topo.l3 == [] and len(topo.cores) == 4 and len(topo.packages) == 2
+
+
+def test_real_machine_matches_hwloc():
+    """fsroot / : the machine running the tests (its cgroup included) as hwloc's Linux backend sees it."""
+    topo = topology.read("/")
+    assert topo.pus and set(os.sched_getaffinity(0)) <= set(topo.pus)
+    needs_hwloc()
+    assert topo.to_json() == hwloc_ref.summary(hwloc_ref.lstopo("/"))
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def test_fsroot_without_sys(tmp_path):
+    with pytest.raises(UsageError, match="sys/"):
+        topology.read(str(tmp_path))
+    r = tesson_cmd("--fsroot", str(tmp_path), "topology")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = tesson_cmd("--fsroot", str(tmp_path / "nope"), "run", "--dry-run", "img")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_empty_allowed_set(tmp_path):
+    """The cgroup allows only CPUs that are offline: nothing is left, exit 2 with one line."""
+    root = str(sysfs_builder.build(tmp_path, cgroup="v1", cgroup_cpus=[6, 7], offline=[6, 7]))
+    with pytest.raises(UsageError, match="no CPU"):
+        topology.read(root)
+    for argv in (["topology"], ["run", "--dry-run", "img"], ["run", "--dry-run", "-u", "numa", "img"]):
+        r = tesson_cmd("--fsroot", root, *argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_all_isolated_is_empty(tmp_path):
+    root = str(sysfs_builder.build(tmp_path, packages=1, cores=1, threads=2, isolated=[0, 1]))
+    r = tesson_cmd("--fsroot", root, "--no-isolated", "run", "--dry-run", "img")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "isolated" in r.stderr
+
+
+def test_cpulist_and_mask_files_with_trailing_nul(tmp_path):
+    """Some dumps (and kernels) end sysfs files with a NUL byte after the newline."""
+    root = sysfs_builder.build(tmp_path, packages=1, cores=2, threads=1)
+    f = root / "sys/devices/system/cpu/cpu0/topology/core_cpus"
+    f.write_bytes(f.read_bytes() + b"\0")
+    assert [c.cpus for c in topology.read(str(root)).cores] == [[0], [1]]
