@@ -29,8 +29,9 @@ CONFIG = PREFIX + "config"  # JSON of the -c body as given ("" = none)
 PLAN = PREFIX + "plan"  # JSON [[cpulist, memlist], ...] by shard index
 FRONTEND = PREFIX + "frontend"
 VERSION = PREFIX + "version"
+RUN = PREFIX + "run"  # a fresh id per run/repair: what one invocation made, for its cleanup
 
-PER_SHARD = (ROLE, SHARD, CPUS, MEMS)  # labels that differ between a group's containers
+PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN)  # labels that differ between a group's containers
 
 UP_STATES = ("running",)
 

@@ -223,9 +223,33 @@ def _shard_error(ctx: Context, item, exc: BaseException, doing: str) -> str:
 # run
 
 
+def _new_run_id(ctx: Context) -> str:
+    """Label this invocation's containers, so a cleanup can find even one whose create was cut short."""
+    import uuid
+
+    ctx.labels[G.RUN] = uuid.uuid4().hex[:16]
+    return ctx.labels[G.RUN]
+
+
+def _sweep(client, run_id: str) -> list[str]:
+    """Remove every container labelled with this run's id (after the undo steps): nothing of ours stays."""
+    failed = []
+    try:
+        left = client.containers(all=True, filters={"label": [f"{G.RUN}={run_id}"]})
+    except Exception as e:
+        return [f"containers of run {run_id} ({explain(e)})"]
+    for c in left:
+        try:
+            _remove(client, c["Id"])
+        except Exception as e:
+            failed.append(f"container {(c.get('Names') or ['?'])[0].lstrip('/')} ({explain(e)})")
+    return failed
+
+
 def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
     """Create and start every shard of ``ctx.shards`` and the frontend; all or nothing."""
     client = ctx.docker
+    run_id = _new_run_id(ctx)
     progress = Progress(len(ctx.shards), "started")
     created: dict[int, str] = {}
     batch = _Batch(workers)
@@ -235,17 +259,23 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
                 fe.before_shards(ctx)
                 first = ctx.shards[0]
                 name = ctx.shard_name(first.index)
-                try:
-                    cid = client.create_container_from_config(shard_body(ctx, fe, first), name=name)["Id"]
-                except Exception as e:
-                    if is_status(e, 409):
+
+                def claim(shard, _batch):
+                    cid = client.create_container_from_config(shard_body(ctx, fe, shard), name=name)["Id"]
+                    created[shard.index] = cid
+                    ctx.undo.add(f"container {name}", lambda: _remove(client, cid), batch="containers")
+
+                # creating GROUP-0 claims the group name (in a worker: Ctrl-C never cuts a create short)
+                claim_batch = _Batch(1)
+                claim_batch.run(claim, [first])
+                if claim_batch.errors:
+                    exc = claim_batch.errors[0][1]
+                    if is_status(exc, 409):
                         raise GroupInUse(
                             f"group {ctx.group!r} is already in use: a container named {name} exists "
                             f"(stop it first: tesson stop -g {ctx.group} --purge)"
-                        ) from None
-                    raise TessonError(_shard_error(ctx, first, e, "be created")) from None
-                created[first.index] = cid
-                ctx.undo.add(f"container {name}", lambda: _remove(client, cid), batch="containers")
+                        )
+                    raise TessonError(_shard_error(ctx, first, exc, "be created"))
                 batch.run(lambda s, b: _start_shard(ctx, fe, s, b, progress, created), ctx.shards)
                 if batch.errors:
                     item, exc = min(batch.errors, key=lambda e: getattr(e[0], "index", 0))
@@ -256,10 +286,12 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
                 progress.close()
     except BaseException as e:
         with _interrupts(ignore=True):
-            failed = ctx.undo.rollback()
+            failed = ctx.undo.rollback() + _sweep(client, run_id)
         made = len(created)
         tail = (
-            f"; could not remove: {', '.join(failed)}" if failed else f"; removed what this run made ({made} container{'s' if made != 1 else ''})" if made else ""
+            f"; could not remove: {', '.join(failed)}"
+            if failed
+            else f"; removed what this run made ({made} container{'s' if made != 1 else ''})" if made else ""
         )
         if isinstance(e, KeyboardInterrupt):
             raise Interrupted(f"interrupted{tail}") from None
@@ -326,6 +358,7 @@ class _Never:
 def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
     """Restart exited shards, recreate dead and vanished ones on their planned CPUs; then the frontend."""
     client, grp = ctx.docker, ctx.state
+    run_id = _new_run_id(ctx)
     lines: list[str] = []
     restart, recreate = [], []
     for st in grp.shards:
@@ -374,6 +407,7 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
     except BaseException as e:
         with _interrupts(ignore=True):
             ctx.undo.rollback()
+            _sweep(client, run_id)
         if isinstance(e, KeyboardInterrupt):
             raise Interrupted("interrupted; removed the shards this repair had recreated") from None
         if isinstance(e, TessonError):
