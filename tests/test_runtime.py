@@ -335,3 +335,53 @@ def test_frontend_failure_or_ctrl_c_undoes_everything(docker_client, shard_image
     else:
         assert "balancer would not start" in str(e.value) and "removed what this run made (3 containers)" in str(e.value)
     assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+
+
+def test_ctrl_c_in_the_middle_cleans_up(docker_client, shard_image, cleanup):
+    """SIGINT once the first shard exists: exit 130 and nothing left (or, if the run won the race, a
+    whole group)."""
+    import signal
+    import time
+
+    g = "t3-sigint"
+    cleanup.append(g)
+    p = subprocess.Popen([sys.executable, "-m", "tesson", "run", "-g", g, "-n", "12", "-u", "pu", "--lb", "none",
+                          shard_image], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not _containers(docker_client, g) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    code = p.wait(timeout=60)
+    err = p.stderr.read()
+    left = _containers(docker_client, g)
+    if code == 0:
+        assert len(left) == 12
+    else:
+        assert code == 130 and "interrupted" in err and "Traceback" not in err, err
+        assert left == []
+
+
+def test_progress_on_a_terminal(docker_client, shard_image, cleanup):
+    import os
+    import pty
+
+    g = "t3-tty"
+    cleanup.append(g)
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "tesson", "run", "-g", g, "-n", "2", "--lb", "none", shard_image],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, timeout=120)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert p.returncode == 0
+    assert b"started 2/2" in seen and b"started 2/2" not in p.stdout
