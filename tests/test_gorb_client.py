@@ -76,7 +76,7 @@ def test_device_without_ipv4_is_refused():
 
 
 def test_tesson_import_does_not_load_requests_or_psutil():
-    code = "import sys, tesson.gorb, tesson.cli; print(sorted(m for m in ('requests', 'psutil', 'urllib3') if m in sys.modules))"
+    code = "import sys, tesson.gorb, tesson.cli, tesson.frontend.gorb; print(sorted(m for m in ('requests', 'psutil', 'urllib3') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
@@ -154,6 +154,9 @@ def test_client_paths_bodies_and_order(gorb):
     assert c.service("t5-web-80-tcp")["backends"] == ["t5-web-0-80-tcp"]
     assert c.backend("t5-web-80-tcp", "t5-web-0-80-tcp")["metrics"]["status"] == 0
     assert c.backend("t5-web-80-tcp", "t5-nope") is None
+    c.update_backend("t5-web-80-tcp", "t5-web-0-80-tcp", 50)
+    assert c.backend("t5-web-80-tcp", "t5-web-0-80-tcp")["options"]["weight"] == 50
+    assert "gorb_backend_status" in c.metrics()
     assert c.remove_service("t5-web-80-tcp") is True
     assert c.remove_service("t5-web-80-tcp", missing_ok=True) is False
     assert gorb.calls() == [
@@ -164,6 +167,9 @@ def test_client_paths_bodies_and_order(gorb):
         ("GET", "/service/t5-web-80-tcp", None),
         ("GET", "/service/t5-web-80-tcp/t5-web-0-80-tcp", None),
         ("GET", "/service/t5-web-80-tcp/t5-nope", None),
+        ("PATCH", "/service/t5-web-80-tcp/t5-web-0-80-tcp", {"weight": 50}),
+        ("GET", "/service/t5-web-80-tcp/t5-web-0-80-tcp", None),
+        ("GET", "/metrics", None),
         ("DELETE", "/service/t5-web-80-tcp", None),
         ("DELETE", "/service/t5-web-80-tcp", None),
     ]
