@@ -63,10 +63,15 @@ def default_size(topo: Topology, unit: str) -> int:
 def _make_stop(topo: Topology, unit: str):
     if unit == "numa":
         sets = _numa_sets(topo)
+        covered = 0
+        for s in sets:
+            covered |= s
 
         def stop(obj) -> bool:
+            # within one NUMA node; or holding no NUMA node's CPUs at all (CPUs whose node is not
+            # allowed or not shown): no memory domain to split by, take them whole
             cs = obj.cpuset
-            return any(cs & s == cs for s in sets)
+            return not cs & covered or any(cs & s == cs for s in sets)
 
         return stop
     until = topo.depth_of(unit)

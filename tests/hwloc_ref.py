@@ -128,16 +128,19 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def distrib_numa(root: XObj, n: int) -> list[list[int]]:
-    """The hwloc_distrib walk over hwloc's own tree, stopping at objects within one NUMA node.
+    """The hwloc_distrib walk over hwloc's own tree, stopping at objects within one NUMA node
+    (or holding no NUMA node's CPUs at all).
 
     An independent reference for tesson's ``numa`` unit, which hwloc-distrib cannot stop at.
     """
     nodes = [set(o.cpus) for o in root.walk() if o.type == "NUMANode" and o.cpus]
     out: list[set] = []
 
+    covered = set().union(*nodes)
+
     def stop(o) -> bool:
         s = set(o.cpus)
-        return any(s <= node for node in nodes)
+        return not s & covered or any(s <= node for node in nodes)
 
     def rec(roots, n):
         tot = sum(len(r.cpus) for r in roots)

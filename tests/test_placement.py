@@ -1,0 +1,192 @@
+"""Placement against hwloc-distrib, shard by shard and in order, on every shared dump."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tesson import placement, topology
+from tesson.errors import UsageError
+from tests import dumps, hwloc_ref, sysfs_builder
+from tests.conftest import require, tesson_cmd
+
+HWLOC_UNITS = ("pu", "core", "l3", "package")
+
+
+@pytest.fixture
+def dump(request, tmp_path_factory):
+    require(bool(dumps.NAMES), dumps.MISSING)
+    return dumps.unpack(request.param, tmp_path_factory)
+
+
+def needs_hwloc():
+    require(hwloc_ref.available(), "hwloc is not installed (apt-get install hwloc)")
+
+
+def sizes(k: int) -> list[int]:
+    """N in {1, 2, 3, 5, half the units, all units, 2 x units + 1}."""
+    return sorted({1, 2, 3, 5, max(1, k // 2), max(1, k), 2 * k + 1})
+
+
+def unit_count(topo, unit: str) -> int:
+    try:
+        return placement.default_size(topo, unit)
+    except UsageError:
+        return 0
+
+
+@pytest.mark.parametrize("unit", HWLOC_UNITS)
+@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+def test_plan_equals_hwloc_distrib(dump, unit):
+    needs_hwloc()
+    topo = topology.read(str(dump))
+    k = unit_count(topo, unit)
+    for n in sizes(k):
+        ref = hwloc_ref.distrib(dump, unit, n)
+        if ref is None:  # hwloc-distrib refuses a type the machine lacks: so does tesson
+            assert k == 0
+            with pytest.raises(UsageError):
+                placement.plan(topo, unit, n)
+            continue
+        shards = placement.plan(topo, unit, n)
+        assert [list(s.cpus) for s in shards] == ref, (unit, n)
+        assert [s.index for s in shards] == list(range(n))
+        for s in shards:
+            assert list(s.mems) == topo.mems_for(s.cpus)
+
+
+@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+def test_default_size_counts_units_like_hwloc(dump):
+    needs_hwloc()
+    topo = topology.read(str(dump))
+    ref = hwloc_ref.summary(hwloc_ref.lstopo(dump))
+    assert placement.default_size(topo, "pu") == len(ref["pus"])
+    assert placement.default_size(topo, "core") == len(ref["cores"])
+    assert placement.default_size(topo, "package") == len(ref["packages"])
+    assert placement.default_size(topo, "numa") == sum(1 for n in ref["numa_nodes"] if n["cpus"])
+    assert unit_count(topo, "l3") == len(ref["l3"])
+    assert len(placement.plan(topo)) == len(ref["cores"])  # the default: one shard per core
+
+
+@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+def test_numa_plan_is_whole_nodes(dump):
+    """numa: the hwloc_distrib walk over hwloc's own tree, stopping at NUMA nodes; whole nodes only."""
+    needs_hwloc()
+    topo = topology.read(str(dump))
+    tree = hwloc_ref.lstopo(dump)
+    nodes = [set(n.cpus) for n in topo.numa_nodes if n.cpus]
+    nodeless = set(topo.pus) - set().union(*nodes)  # CPUs whose NUMA node is not allowed / not shown
+    for n in sizes(len(nodes)):
+        shards = placement.plan(topo, "numa", n)
+        assert [list(s.cpus) for s in shards] == hwloc_ref.distrib_numa(tree, n), n
+        for s in shards:
+            cpus = set(s.cpus)
+            inside = [node for node in nodes if node & cpus]
+            assert set().union(*inside) == cpus - nodeless, "a shard must hold whole NUMA nodes"
+            assert list(s.mems) == sorted(node.id for node in topo.numa_nodes if set(node.cpus) & cpus)
+        assert set().union(*(set(s.cpus) for s in shards)) == set(topo.pus)
+
+
+BUILT = {
+    "cgroup-v2": dict(cgroup="v2", cgroup_cpus=[1, 2, 3, 5, 12, 13]),
+    "cgroup-v1": dict(cgroup="v1", cgroup_cpus=[0, 1, 2, 9, 10]),
+    "old-cpuset-fs": dict(cgroup="cpuset", cgroup_cpus=[0, 3, 5, 6]),
+    "no-cache-files": dict(caches=False),
+    "sub-numa-clustering": dict(packages=2, cores=6, threads=2, numa_per_package=2),
+    "offline-cpus": dict(packages=2, cores=4, offline=[0, 9, 10]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILT))
+def test_built_trees_equal_hwloc_distrib(tmp_path, kind):
+    needs_hwloc()
+    root = sysfs_builder.build(tmp_path, **BUILT[kind])
+    topo = topology.read(str(root))
+    for unit in HWLOC_UNITS:
+        k = unit_count(topo, unit)
+        for n in sizes(k):
+            ref = hwloc_ref.distrib(root, unit, n)
+            if ref is None:
+                assert k == 0 and unit == "l3"
+                continue
+            assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
+
+
+def test_sub_numa_clustering_numa_unit(tmp_path):
+    """Two NUMA nodes per package: numa shards split packages; mems follow."""
+    root = sysfs_builder.build(tmp_path, packages=2, cores=4, threads=1, numa_per_package=2)
+    topo = topology.read(str(root))
+    shards = placement.plan(topo, "node")
+    assert [list(s.cpus) for s in shards] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [list(s.mems) for s in shards] == [[0], [1], [2], [3]]
+    assert [list(s.mems) for s in placement.plan(topo, "socket")] == [[0, 1], [2, 3]]
+
+
+def test_units_and_aliases():
+    assert placement.canonical_unit("node") == "numa"
+    assert placement.canonical_unit("socket") == "package"
+    assert placement.canonical_unit("CORE") == "core"
+    for u in ("pu", "core", "l3", "numa", "package"):
+        assert placement.canonical_unit(u) == u
+    with pytest.raises(UsageError):
+        placement.canonical_unit("rack")
+
+
+def test_bad_sizes(tmp_path):
+    topo = topology.read(str(sysfs_builder.build(tmp_path)))
+    for bad in (0, -3):
+        with pytest.raises(UsageError):
+            placement.plan(topo, "core", bad)
+
+
+def test_more_shards_than_pus_reuse_cpus(tmp_path):
+    topo = topology.read(str(sysfs_builder.build(tmp_path, packages=1, cores=2, threads=1)))
+    shards = placement.plan(topo, "core", 5)
+    assert len(shards) == 5 and all(len(s.cpus) == 1 for s in shards)
+
+
+# ---- the CLI, as a user runs it ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dump", [n for n in dumps.PARAMS if n.startswith(("128arm", "32amd64", "20em64t"))]
+                         or dumps.PARAMS[:1], indirect=True)
+def test_cli_dry_run_json_equals_hwloc_distrib(dump):
+    needs_hwloc()
+    topo = topology.read(str(dump))
+    for unit in HWLOC_UNITS:
+        k = unit_count(topo, unit)
+        for n in sorted({1, 3, max(1, k), 2 * k + 1}):
+            r = tesson_cmd("--fsroot", str(dump), "run", "--dry-run", "-u", unit, "-n", str(n),
+                           "--format", "json", "registry:5000/org/web:1.2")
+            ref = hwloc_ref.distrib(dump, unit, n)
+            if ref is None:
+                assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+                continue
+            assert r.returncode == 0, r.stderr
+            doc = json.loads(r.stdout)
+            assert doc["group"] == "web-1.2" and doc["image"] == "registry:5000/org/web:1.2"
+            assert doc["unit"] == unit
+            assert [s["cpus"] for s in doc["shards"]] == ref
+            assert [s["index"] for s in doc["shards"]] == list(range(n))
+            assert [s["mems"] for s in doc["shards"]] == [topo.mems_for(s["cpus"]) for s in doc["shards"]]
+
+
+def test_cli_dry_run_default_and_aliases(tmp_path):
+    root = str(sysfs_builder.build(tmp_path, packages=2, cores=2, threads=2))
+    r = tesson_cmd("--fsroot", root, "run", "--dry-run", "--format", "json", "app")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["unit"] == "core" and [s["cpus"] for s in doc["shards"]] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    r = tesson_cmd("--fsroot", root, "run", "--dry-run", "-u", "socket", "--format", "json", "app")
+    doc = json.loads(r.stdout)
+    assert doc["unit"] == "package" and [s["mems"] for s in doc["shards"]] == [[0], [1]]
+    r = tesson_cmd("--fsroot", root, "run", "--dry-run", "-u", "node", "-g", "g1", "app")
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "Group: g1 [app] unit=numa size=2"
+    assert r.stdout.splitlines()[2].split() == ["0", "g1-0", "0-1,4-5", "0"]
+
+
+def test_cli_l3_on_machine_without_l3(tmp_path):
+    root = str(sysfs_builder.build(tmp_path, caches=False))
+    r = tesson_cmd("--fsroot", root, "run", "--dry-run", "-u", "l3", "app")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "l3" in r.stderr
