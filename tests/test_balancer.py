@@ -156,6 +156,28 @@ def test_traffic_through_the_front_door_reaches_every_shard(group, docker_client
     assert leftovers(docker_client, group) == ([], [])
 
 
+def test_three_shards_on_two_cpus_and_a_stopped_group_repaired(group, docker_client, shard_image, lb_image):
+    """More shards than CPUs: each still seen on its own plan; after a plain stop, repair restarts
+    the shards and makes a new balancer, and the front door answers again."""
+    port = 28105
+    run_ok("-g", group, "-u", "pu", "-n", "3", "-p", f"{port}:8080", "--lb-image", lb_image,
+           "--lb-method", "round_robin", shard_image)
+    plan = {s["index"]: s["cpus"] for s in ps_json(group)["shards"]}
+    assert len(plan) == 3
+    assert_every_shard_answers_on_its_cpus(collect(port, 12), plan)
+    r = tesson_cmd("stop", "-g", group, "-t", "1")
+    assert r.returncode == 0, r.stderr
+    r = tesson_cmd("repair", "-g", group)
+    assert r.returncode == 0, r.stderr
+    assert "recreated balancer" in r.stdout, r.stdout
+    lb = docker_client.inspect_container(f"{group}-lb")
+    assert lb["Config"]["Labels"]["io.tesson.lb.method"] == "round_robin"
+    assert_every_shard_answers_on_its_cpus(collect(port, 12), plan)
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [])
+
+
 UDP_ECHO = (
     "import os, socket\n"
     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"

@@ -126,6 +126,7 @@ def test_config_has_one_upstream_and_listener_per_port_with_every_shard(tmp_path
         servers = re.findall(r"server (\S+) max_fails=(\d+) fail_timeout=(\w+);", body)
         assert [s[0] for s in servers] == [f"{s}:{port}" for s in SHARDS]
         assert all(int(s[1]) >= 1 for s in servers)
+        assert f"zone {proto}_{port} " in body  # one view of connections and failures for all workers
     # runs as a container's only process
     assert re.search(r"^daemon off;$", conf, re.M)
     assert re.search(r"^error_log stderr", conf, re.M)
