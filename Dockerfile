@@ -9,7 +9,8 @@
 # libnginx-mod-stream are installed with apt only when the base lacks them (tesson-base:bookworm,
 # made by scripts/base-image, already has them, so the offline build downloads nothing).
 # When build/wheels holds wheels (scripts/build-image puts tesson's dependencies and setuptools
-# there), pip installs from them with --no-index; otherwise it fetches from PyPI.
+# there), pip installs from them with --no-index; otherwise it fetches from PyPI. Everything is
+# byte-compiled at build time: a CLI container starts fresh every time, and must not compile.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -39,7 +40,8 @@ RUN set -eu; \
         rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*; \
     fi; \
     rm -f /etc/nginx/sites-enabled/default; \
-    nginx -V 2>&1 | head -n 1
+    nginx -V 2>&1 | head -n 1; \
+    python3 -m compileall -q -j 0 "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" >/dev/null || true
 COPY --from=build /opt/tesson /opt/tesson
 ENV PATH=/opt/tesson/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 \
