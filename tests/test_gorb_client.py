@@ -19,7 +19,7 @@ import pytest
 
 from tesson import gorb as g
 from tesson.errors import UsageError
-from tests.conftest import ROOT, require, tesson_cmd
+from tests.conftest import ROOT, require
 from tests.gorb_standin.fixtures import *  # noqa: F401,F403
 
 
