@@ -67,20 +67,50 @@ def _weight(mask: int) -> int:
     return bin(mask).count("1")
 
 
+class _Lazy:
+    """A number read from a sysfs file only when someone asks for it (ids and sizes for display)."""
+
+    __slots__ = ("fs", "path", "scale")
+
+    def __init__(self, fs: "_FS", path: str, scale: int = 1):
+        self.fs, self.path, self.scale = fs, path, scale
+
+    def get(self) -> int:
+        v = self.fs.read_int(self.path)
+        return -1 if v is None else v * self.scale
+
+
 class Obj:
     """One object of the tree: a kind, its OS index (or -1), its allowed cpuset, children."""
 
-    __slots__ = ("kind", "os_index", "cpuset", "children", "parent", "attrs", "memory", "depth")
+    __slots__ = ("kind", "_os_index", "cpuset", "children", "parent", "_attrs", "memory", "depth")
 
-    def __init__(self, kind: str, os_index: int, cpuset: int, attrs: dict | None = None):
+    def __init__(self, kind: str, os_index, cpuset: int, attrs: dict | None = None):
         self.kind = kind
-        self.os_index = os_index
+        self._os_index = os_index
         self.cpuset = cpuset
         self.children: list[Obj] = []
         self.parent: Obj | None = None
-        self.attrs = attrs or {}
+        self._attrs = attrs
         self.memory: list[NumaNode] = []  # NUMA nodes attached here (for display)
         self.depth = 0  # the index of this object's level, as hwloc numbers levels
+
+    @property
+    def os_index(self) -> int:
+        v = self._os_index
+        if v.__class__ is _Lazy:
+            v = self._os_index = v.get()
+        return v
+
+    @property
+    def attrs(self) -> dict:
+        a = self._attrs
+        if a is None:
+            a = self._attrs = {}
+        for k, v in a.items():
+            if v.__class__ is _Lazy:
+                a[k] = v.get()
+        return a
 
     @property
     def cpus(self) -> list[int]:
@@ -90,10 +120,16 @@ class Obj:
     def weight(self) -> int:
         return _weight(self.cpuset)
 
-    def walk(self):
-        yield self
-        for c in self.children:
-            yield from c.walk()
+    def walk(self) -> list["Obj"]:
+        """This object and all below it, in hwloc's logical (depth-first) order."""
+        out = []
+        stack = [self]
+        while stack:
+            o = stack.pop()
+            out.append(o)
+            if o.children:
+                stack.extend(reversed(o.children))
+        return out
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         from tesson import cpulist
@@ -180,13 +216,28 @@ class _FS:
         except OSError:
             return None
         try:
-            chunks = []
-            while True:
-                b = os.read(fd, 65536)
-                if not b:
-                    break
-                chunks.append(b)
-            return b"".join(chunks)
+            data = os.read(fd, 65536)
+            if len(data) == 65536:  # big procfs files only; sysfs ones fit in one read
+                chunks = [data]
+                while True:
+                    b = os.read(fd, 65536)
+                    if not b:
+                        break
+                    chunks.append(b)
+                data = b"".join(chunks)
+            return data
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def read_head(self, p: str, size: int = 8192) -> bytes | None:
+        try:
+            fd = os.open(self.root + p, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, size)
         except OSError:
             return None
         finally:
@@ -347,7 +398,7 @@ def _allowed_from_cgroup(fs: _FS) -> tuple[int | None, int | None]:
 
 def _is_amd_with_compute_units(fs: _FS) -> bool:
     """Bulldozer-family AMD (family 0x15/0x16): siblings with different core ids are separate cores."""
-    data = fs.read("/proc/cpuinfo")
+    data = fs.read_head("/proc/cpuinfo")  # the first processor's block is enough
     if not data:
         return False
     vendor = family = None
@@ -362,12 +413,17 @@ def _is_amd_with_compute_units(fs: _FS) -> bool:
 
 
 def _discover_cpus(fs: _FS):
-    """Return (present cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's look_sysfscpu."""
+    """Return (present cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's look_sysfscpu.
+
+    Present CPUs are the online ones that have a ``topology/`` folder. Every cpuset read is restricted
+    to them; an object is made by the first present CPU of its set. Reads whose only possible outcome
+    is "not the first CPU of a set already seen" are skipped (hwloc makes them, then ignores them),
+    and ids and sizes, only used for display, are read lazily.
+    """
     base = "/sys/devices/system/cpu"
     online = fs.read_list(base + "/online")
-    names = fs.listdir(base)
     present = 0
-    for name in names:
+    for name in fs.listdir(base):
         if not name.startswith("cpu"):
             continue
         num = name[3:]
@@ -379,13 +435,13 @@ def _discover_cpus(fs: _FS):
                 continue
         else:
             o = fs.read(f"{base}/cpu{cpu}/online")
-            if o is not None and o.strip() and not int(o.strip() or b"1"):
+            if o is not None and o.strip()[:1] == b"0":
                 continue
         if not fs.exists(f"{base}/cpu{cpu}/topology"):
             continue
         present |= 1 << cpu
 
-    objs: list[tuple[str, int, int, dict]] = []
+    objs: list[tuple] = []
     if not present:
         return present, objs
 
@@ -398,43 +454,59 @@ def _discover_cpus(fs: _FS):
     pkg_file = "core_siblings" if old else "package_cpus"
     thread_with_coreid = -1 if _is_amd_with_compute_units(fs) else 0
 
+    seen_core = 0  # CPUs already in a core (or cluster, die) made by an earlier CPU
+    seen_cluster = 0
+    seen_die = 0
+    seen_cache: dict[int, int] = {}  # cache index -> CPUs already in a cache of that index
+    read_mask = fs.read_mask
     for i in bits(present):
+        bit = 1 << i
         topo = f"{base}/cpu{i}/topology/"
         notfirst_core = notfirst_cluster = notfirst_die = False
-        coreset = fs.read_mask(topo + core_file)
+        if seen_core & bit and thread_with_coreid != 1:
+            coreset = None  # a sibling of an earlier CPU: hwloc reads its set and skips it
+            notfirst_core = notfirst_cluster = notfirst_die = True
+        else:
+            coreset = read_mask(topo + core_file)
         if coreset is not None:
             coreset &= present
-            mycoreid = None
-            if _weight(coreset) > 1 and thread_with_coreid == -1:
-                mycoreid = fs.read_int(topo + "core_id")
+            seen_core |= coreset
+            core_id = None
+            if thread_with_coreid == -1 and _weight(coreset) > 1:
+                # AMD compute units: siblings with different core ids are separate cores
+                core_id = fs.read_int(topo + "core_id")
                 sib = _first(coreset)
                 if sib == i:
-                    sib = _first(coreset & ~((1 << (i + 1)) - 1))
-                sibid = fs.read_int(f"{base}/cpu{sib}/topology/core_id")
-                thread_with_coreid = 1 if sibid != mycoreid else 0
+                    sib = _first(coreset & ~((bit << 1) - 1))
+                thread_with_coreid = int(fs.read_int(f"{base}/cpu{sib}/topology/core_id") != core_id)
             if _first(coreset) != i:
                 notfirst_core = notfirst_cluster = notfirst_die = True
             if not notfirst_core or thread_with_coreid == 1:
-                if mycoreid is None:
-                    mycoreid = fs.read_int(topo + "core_id")
-                if thread_with_coreid == 1:
-                    coreset = 1 << i
-                objs.append(("core", -1 if mycoreid is None else mycoreid, coreset, {}))
+                idx = _Lazy(fs, topo + "core_id") if core_id is None else core_id
+                objs.append(("core", idx, bit if thread_with_coreid == 1 else coreset, None))
 
         clusterset = dieset = None
         if not notfirst_core:
-            clusterset = fs.read_mask(topo + "cluster_cpus")
+            if seen_cluster & bit:
+                notfirst_cluster = notfirst_die = True
+            else:
+                clusterset = read_mask(topo + "cluster_cpus")
             if clusterset is not None:
                 clusterset &= present
+                seen_cluster |= clusterset
                 if _weight(clusterset) == 1:
                     clusterset = None
                 elif _first(clusterset) != i:
                     clusterset = None
                     notfirst_cluster = notfirst_die = True
         if not notfirst_cluster:
-            dieset = fs.read_mask(topo + "die_cpus")
+            if seen_die & bit:
+                notfirst_die = True
+            else:
+                dieset = read_mask(topo + "die_cpus")
             if dieset is not None:
                 dieset &= present
+                seen_die |= dieset
                 if _weight(dieset) == 1:
                     dieset = None
                 elif _first(dieset) != i:
@@ -443,45 +515,49 @@ def _discover_cpus(fs: _FS):
                 if clusterset is not None and dieset is not None and dieset == clusterset:
                     clusterset = None
         if not notfirst_die:
-            pkgset = fs.read_mask(topo + pkg_file)
+            pkgset = read_mask(topo + pkg_file)
             if pkgset is not None:
                 pkgset &= present
                 if clusterset is not None and pkgset == clusterset:
                     clusterset = None
                 if _first(pkgset) == i:
-                    pid = fs.read_int(topo + "physical_package_id")
-                    objs.append(("package", -1 if pid is None else pid, pkgset, {}))
+                    objs.append(("package", _Lazy(fs, topo + "physical_package_id"), pkgset, None))
         if clusterset is not None:
-            cid = fs.read_int(topo + "cluster_id")
-            objs.append(("cluster", -1 if cid is None else cid, clusterset, {}))
+            objs.append(("cluster", _Lazy(fs, topo + "cluster_id"), clusterset, None))
         if dieset is not None:
-            did = fs.read_int(topo + "die_id")
-            objs.append(("die", -1 if did is None else did, dieset, {}))
+            objs.append(("die", _Lazy(fs, topo + "die_id"), dieset, None))
 
-        objs.append(("pu", i, 1 << i, {}))
+        objs.append(("pu", i, bit, None))
 
         cache = f"{base}/cpu{i}/cache/index"
         for j in range(10):
-            cacheset = fs.read_mask(f"{cache}{j}/shared_cpu_map")
+            seen = seen_cache.get(j, 0)
+            if seen & bit:
+                continue  # in a cache of this index that an earlier CPU made
+            ctype = fs.read(f"{cache}{j}/type")
+            if ctype is None:
+                if not fs.exists(f"{cache}{j}"):
+                    break  # the kernel numbers indexes without gaps: nothing further
+                ctype = b"Unified"
+            ctype = ctype.strip()
+            if ctype.startswith(b"Instruction"):
+                continue  # hwloc ignores instruction caches by default
+            cacheset = read_mask(f"{cache}{j}/shared_cpu_map")
             if cacheset is None:
                 continue
-            if not cacheset:
-                alt = fs.read_mask(topo + core_file)
+            if not cacheset:  # ia64: an empty map means the core's CPUs
+                alt = read_mask(topo + core_file)
                 if alt is not None:
                     cacheset = alt
             cacheset &= present
+            seen_cache[j] = seen | cacheset
             if _first(cacheset) != i:
                 continue
             level = fs.read_int(f"{cache}{j}/level")
-            if level is None:
+            if level is None or not 1 <= level <= 5:
                 continue
-            ctype = (fs.read(f"{cache}{j}/type") or b"Unified").strip()
-            if ctype.startswith(b"Instruction"):
-                continue  # hwloc ignores instruction caches by default
-            if not 1 <= level <= 5:
-                continue
-            size_k = fs.read_int(f"{cache}{j}/size") or 0
-            objs.append((f"l{level}", -1, cacheset, {"size": size_k * 1024, "type": ctype.decode()}))
+            size = _Lazy(fs, f"{cache}{j}/size", 1024)
+            objs.append((f"l{level}", -1, cacheset, {"size": size, "type": ctype.decode()}))
     return present, objs
 
 
@@ -524,52 +600,46 @@ def _discover_numa(fs: _FS) -> list[NumaNode] | None:
 
 
 def _build_tree(present: int, objs, numa: list[NumaNode]) -> Obj:
+    """Nest the objects by cpuset, as hwloc's insert-by-cpuset does (bigger sets first; for equal
+    sets, the kind order of RANK). An object that overlaps another without nesting is refused, as
+    hwloc refuses it."""
     root = Obj("machine", 0, present)
     items = [Obj(kind, idx, cs, attrs) for kind, idx, cs, attrs in objs if cs]
-    # NUMA nodes with CPUs become groups that bring structure where they split something
+    # NUMA nodes become groups that bring structure where they split something (hwloc's memory
+    # groups); those equal to another object change nothing and are dropped later
     for n in numa:
         if n.cpuset and n.cpuset != present:
             items.append(Obj("numa", n.id, n.cpuset))
-    items.sort(key=lambda o: (-_weight(o.cpuset), RANK[o.kind], _first(o.cpuset)))
+    rank = RANK
+    items.sort(key=lambda o: (-_weight(o.cpuset), rank[o.kind]))
+    owner: dict[int, Obj] = {}  # CPU -> the smallest object so far that holds it
     for obj in items:
-        parent = root
-        ok = True
-        while True:
-            nxt = None
-            for c in parent.children:
-                inter = c.cpuset & obj.cpuset
-                if not inter:
-                    continue
-                if inter == obj.cpuset:
-                    nxt = c
-                    break
-                ok = False  # overlaps without nesting: hwloc refuses such an object
-                break
-            if not ok or nxt is None:
-                break
-            parent = nxt
-        if not ok:
-            continue
+        cpus = bits(obj.cpuset)
+        parent = owner.get(cpus[0], root)
+        if any(owner.get(c, root) is not parent for c in cpus):
+            continue  # overlaps an object without nesting in it
         obj.parent = parent
         parent.children.append(obj)
-    for o in root.walk():
-        if len(o.children) > 1:
-            o.children.sort(key=lambda c: _first(c.cpuset))
-    return root
-
-
-def _has_descendant(obj: Obj, ltype: str) -> bool:
-    stack = list(obj.children)
+        for c in cpus:
+            owner[c] = obj
+    stack = [root]
     while stack:
         o = stack.pop()
-        if level_type(o.kind) == ltype:
-            return True
+        if len(o.children) > 1:
+            o.children.sort(key=lambda c: c.cpuset & -c.cpuset)
         stack.extend(o.children)
-    return False
+    return root
 
 
 def _connect_levels(root: Obj) -> list[list[Obj]]:
     """Group the objects into levels the way hwloc's hwloc_connect_levels does; set each depth."""
+    below: dict[int, set] = {}  # id(object) -> the level types found strictly below it
+    for o in reversed(root.walk()):  # children before parents
+        types = set()
+        for c in o.children:
+            types.add(level_type(c.kind))
+            types |= below[id(c)]
+        below[id(o)] = types
     root.depth = 0
     levels = [[root]]
     frontier = list(root.children)
@@ -578,7 +648,7 @@ def _connect_levels(root: Obj) -> list[list[Obj]]:
         top_t = level_type(top.kind)
         for o in frontier:
             t = level_type(o.kind)
-            if t != top_t and _has_descendant(o, top_t):
+            if t != top_t and top_t in below[id(o)]:
                 top, top_t = o, t
         level, rest = [], []
         for o in frontier:
