@@ -232,7 +232,8 @@ def _new_run_id(ctx: Context) -> str:
 
 
 def _sweep(client, run_id: str) -> list[str]:
-    """Remove every container labelled with this run's id (after the undo steps): nothing of ours stays."""
+    """Remove every container and network labelled with this run's id (``io.tesson.run``), after the
+    undo steps: even one whose create call was cut short does not stay."""
     failed = []
     try:
         left = client.containers(all=True, filters={"label": [f"{G.RUN}={run_id}"]})
@@ -243,6 +244,16 @@ def _sweep(client, run_id: str) -> list[str]:
             _remove(client, c["Id"])
         except Exception as e:
             failed.append(f"container {(c.get('Names') or ['?'])[0].lstrip('/')} ({explain(e)})")
+    try:
+        nets = client.networks(filters={"label": [f"{G.RUN}={run_id}"]})
+    except Exception:
+        nets = []
+    for n in nets:
+        try:
+            client.remove_network(n["Id"])
+        except Exception as e:
+            if not is_status(e, 404):
+                failed.append(f"network {n.get('Name')} ({explain(e)})")
     return failed
 
 

@@ -87,5 +87,7 @@ def main(args) -> int:
     groups = G.list_groups(client, args.group)
     if args.group and not groups:
         raise TessonError(f"no group named {args.group!r} (tesson ps lists every group)")
+    if not groups and args.format != "json":
+        print("no tesson groups on this Docker daemon", file=sys.stderr)
     print_groups(groups, client, args.format)
     return 0

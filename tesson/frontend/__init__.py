@@ -134,7 +134,9 @@ class Context:
     timeout: int = 10  # stop -t
 
     def base_labels(self, role: str) -> dict:
-        """The group's labels with ``io.tesson.role`` = role: for containers a frontend makes."""
+        """The group's labels with ``io.tesson.role`` = role: for containers (and networks) a
+        frontend makes. In ``run`` and ``repair`` they include ``io.tesson.run``, a fresh id per
+        invocation: on failure the runtime also removes whatever carries it."""
         return {**self.labels, ROLE: role}
 
     def shard_name(self, index: int) -> str:
