@@ -14,8 +14,6 @@ of whole NUMA nodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tesson.errors import UsageError
 from tesson.topology import Topology, _weight, bits
 
@@ -23,11 +21,43 @@ UNITS = ("pu", "core", "l3", "numa", "package")
 ALIASES = {"node": "numa", "socket": "package", "l3cache": "l3", "thread": "pu"}
 
 
-@dataclass(frozen=True)
 class Shard:
-    index: int
-    cpus: tuple[int, ...]
-    mems: tuple[int, ...]
+    """One shard of a plan: ``index``, ``cpus`` and ``mems`` (tuples of sorted ids); immutable.
+
+    It behaves like ``@dataclass(frozen=True)`` (keyword or positional construction, equality, hash,
+    repr, no assignment) without importing ``dataclasses``, which would cost ``run --dry-run`` more
+    than the whole placement does.
+    """
+
+    __slots__ = ("index", "cpus", "mems")
+
+    def __init__(self, index: int, cpus: tuple[int, ...], mems: tuple[int, ...]):
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "cpus", tuple(cpus))
+        object.__setattr__(self, "mems", tuple(mems))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: Shard is frozen")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}: Shard is frozen")
+
+    def _key(self):
+        return (self.index, self.cpus, self.mems)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Shard(index={self.index!r}, cpus={self.cpus!r}, mems={self.mems!r})"
+
+    def __reduce__(self):
+        return (Shard, self._key())
 
 
 def canonical_unit(unit: str) -> str:

@@ -437,13 +437,24 @@ def _discover_cpus(fs: _FS):
             o = fs.read(f"{base}/cpu{cpu}/online")
             if o is not None and o.strip()[:1] == b"0":
                 continue
-        if not fs.exists(f"{base}/cpu{cpu}/topology"):
-            continue
-        present |= 1 << cpu
+        present |= 1 << cpu  # CPUs without a topology/ folder are taken out by _scan_cpus
 
+    while present:
+        try:
+            return present, _scan_cpus(fs, present)
+        except _NoTopology as e:  # rare: an online CPU the kernel shows no topology for (hwloc skips it)
+            present &= ~(1 << e.cpu)
+    return present, []
+
+
+class _NoTopology(Exception):
+    def __init__(self, cpu: int):
+        self.cpu = cpu
+
+
+def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
+    base = "/sys/devices/system/cpu"
     objs: list[tuple] = []
-    if not present:
-        return present, objs
 
     # new (core_cpus, package_cpus) or old (thread_siblings, core_siblings) file names
     first = _first(present)
@@ -458,6 +469,8 @@ def _discover_cpus(fs: _FS):
     seen_cluster = 0
     seen_die = 0
     seen_cache: dict[int, int] = {}  # cache index -> CPUs already in a cache of that index
+    private_caches: dict[tuple, tuple] = {}  # (index, True) -> (level, type) of per-core caches
+    core_of: dict[int, int] = {}  # CPU -> its core's CPUs
     read_mask = fs.read_mask
     for i in bits(present):
         bit = 1 << i
@@ -468,9 +481,13 @@ def _discover_cpus(fs: _FS):
             notfirst_core = notfirst_cluster = notfirst_die = True
         else:
             coreset = read_mask(topo + core_file)
+            if coreset is None and not fs.exists(topo):
+                raise _NoTopology(i)
         if coreset is not None:
             coreset &= present
             seen_core |= coreset
+            for c in bits(coreset):
+                core_of[c] = coreset
             core_id = None
             if thread_with_coreid == -1 and _weight(coreset) > 1:
                 # AMD compute units: siblings with different core ids are separate cores
@@ -530,21 +547,14 @@ def _discover_cpus(fs: _FS):
         objs.append(("pu", i, bit, None))
 
         cache = f"{base}/cpu{i}/cache/index"
+        core_of_i = coreset if coreset is not None else core_of.get(i, bit)
         for j in range(10):
             seen = seen_cache.get(j, 0)
             if seen & bit:
                 continue  # in a cache of this index that an earlier CPU made
-            ctype = fs.read(f"{cache}{j}/type")
-            if ctype is None:
-                if not fs.exists(f"{cache}{j}"):
-                    break  # the kernel numbers indexes without gaps: nothing further
-                ctype = b"Unified"
-            ctype = ctype.strip()
-            if ctype.startswith(b"Instruction"):
-                continue  # hwloc ignores instruction caches by default
             cacheset = read_mask(f"{cache}{j}/shared_cpu_map")
             if cacheset is None:
-                continue
+                break  # no such index: the kernel numbers them without gaps, nothing further
             if not cacheset:  # ia64: an empty map means the core's CPUs
                 alt = read_mask(topo + core_file)
                 if alt is not None:
@@ -553,12 +563,23 @@ def _discover_cpus(fs: _FS):
             seen_cache[j] = seen | cacheset
             if _first(cacheset) != i:
                 continue
-            level = fs.read_int(f"{cache}{j}/level")
-            if level is None or not 1 <= level <= 5:
-                continue
+            # A cache private to its core is read once per index: the level and type of index j
+            # of the next core's private cache are the same (they only label the text tree; a
+            # private cache changes no placement). Shared caches are always read.
+            key = (j, cacheset == core_of_i)
+            known = private_caches.get(key) if key[1] else None
+            if known is None:
+                ctype = (fs.read(f"{cache}{j}/type") or b"Unified").strip().decode()
+                level = fs.read_int(f"{cache}{j}/level")
+                known = (level, ctype)
+                if key[1]:
+                    private_caches[key] = known
+            level, ctype = known
+            if ctype.startswith("Instruction") or level is None or not 1 <= level <= 5:
+                continue  # hwloc ignores instruction caches by default
             size = _Lazy(fs, f"{cache}{j}/size", 1024)
-            objs.append((f"l{level}", -1, cacheset, {"size": size, "type": ctype.decode()}))
-    return present, objs
+            objs.append((f"l{level}", -1, cacheset, {"size": size, "type": ctype}))
+    return objs
 
 
 def _meminfo_total(fs: _FS, path: str) -> int:

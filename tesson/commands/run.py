@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tesson import cpulist, names
+from tesson import names
 
 
 def make_plan(args):
@@ -30,6 +30,8 @@ def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdo
         json.dump(doc, out, indent=2)
         out.write("\n")
         return
+    from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
+
     out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}\n")
     rows = [("SHARD", "NAME", "CPUS", "MEMS")]
     rows += [(str(s.index), f"{group}-{s.index}", cpulist.format(s.cpus), cpulist.format(s.mems)) for s in shards]
