@@ -9,7 +9,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat  # plain .pth: no import hook, ~12 ms less per tesson start
 	touch $@
 
 # The whole test suite. Needs a running Docker daemon (.ci/run starts one) and Debian's hwloc.
