@@ -37,7 +37,8 @@ RUN set -eu; \
     if ! command -v nginx >/dev/null 2>&1 || ! ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1; then \
         apt-get update; \
         apt-get install -y --no-install-recommends nginx libnginx-mod-stream; \
-        rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*; \
+        apt-get clean; \
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*; \
     fi; \
     rm -f /etc/nginx/sites-enabled/default; \
     nginx -V 2>&1 | head -n 1; \
