@@ -23,6 +23,10 @@ Printed: requests/s, p50 and p99 latency per target and load, medians over the r
 ratios to ``direct``.
 
     .venv/bin/python benchmarks/lb.py [--rounds 3] [--duration 5] [--high-conns 32] [--lb-image IMAGE]
+                                      [--shard nginx|demo]
+
+``--shard demo`` measures ``tesson demo-server`` (Python's http.server, a new connection per request)
+as the shard instead: a slower, more app-like shard, where the balancer's fixed cost weighs less.
 
 Target (issue 4): through the balancer, p50 latency at most 1.2x the direct one at low load.
 """
@@ -120,6 +124,8 @@ def main() -> int:
     ap.add_argument("--high-conns", type=int, default=32)
     ap.add_argument("--pace-ms", type=int, default=5, help="low load: milliseconds between requests")
     ap.add_argument("--lb-image", default=None)
+    ap.add_argument("--shard", choices=("nginx", "demo"), default="nginx",
+                    help="nginx: a static reply on keep-alive connections (default); demo: tesson demo-server")
     ap.add_argument("--json", action="store_true", help="also print the medians as JSON")
     a = ap.parse_args()
     if not shutil.which("wrk"):
@@ -129,8 +135,11 @@ def main() -> int:
     tesson("stop", "-g", GROUP, "--purge", "-t", "1")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "shard.json"
-        script = f"printf '%s' \"$SHARD_CONF\" > /tmp/shard.conf && exec nginx -e stderr -c /tmp/shard.conf"
-        cfg.write_text(json.dumps({"Entrypoint": ["sh", "-c", script], "Env": [f"SHARD_CONF={SHARD_CONF}"]}))
+        if a.shard == "nginx":
+            script = "printf '%s' \"$SHARD_CONF\" > /tmp/shard.conf && exec nginx -e stderr -c /tmp/shard.conf"
+            cfg.write_text(json.dumps({"Entrypoint": ["sh", "-c", script], "Env": [f"SHARD_CONF={SHARD_CONF}"]}))
+        else:
+            cfg.write_text(json.dumps({"Entrypoint": ["tesson"], "Cmd": ["demo-server", "--port", "8080"]}))
         r = tesson("run", "-g", GROUP, "-u", "pu", "-n", "2", "-p", f"{PORT}:8080", "--lb-image", image,
                    "-c", str(cfg), image)
         if r.returncode:
@@ -162,7 +171,7 @@ def main() -> int:
 
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99")} for k, v in results.items()}
     print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} CPUs, {platform.release()}; "
-          f"balancer image {image}; wrk {a.duration}s x {a.rounds} rounds, medians")
+          f"shard {a.shard}; balancer image {image}; wrk {a.duration}s x {a.rounds} rounds, medians")
     print(f"{'load':5} {'target':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   {'rps/direct':>10} {'p50/direct':>10} {'p99/direct':>10}")
     for load, (threads, conns, script) in loads.items():
         d = med[(load, "direct")]
