@@ -468,6 +468,7 @@ def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
     seen_core = 0  # CPUs already in a core (or cluster, die) made by an earlier CPU
     seen_cluster = 0
     seen_die = 0
+    seen_pkg = 0
     seen_cache: dict[int, int] = {}  # cache index -> CPUs already in a cache of that index
     private_caches: dict[tuple, tuple] = {}  # (index, True) -> (level, type) of per-core caches
     core_of: dict[int, int] = {}  # CPU -> its core's CPUs
@@ -531,10 +532,11 @@ def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
                     notfirst_die = True
                 if clusterset is not None and dieset is not None and dieset == clusterset:
                     clusterset = None
-        if not notfirst_die:
+        if not notfirst_die and not seen_pkg & bit:
             pkgset = read_mask(topo + pkg_file)
             if pkgset is not None:
                 pkgset &= present
+                seen_pkg |= pkgset
                 if clusterset is not None and pkgset == clusterset:
                     clusterset = None
                 if _first(pkgset) == i:

@@ -53,6 +53,7 @@ def build(
     cgroup_cpus=None,
     cgroup_mems=None,
     old_names: bool = False,
+    no_topology=(),  # online CPUs the kernel shows no topology/ folder for (hwloc skips them)
     mem_kb: int = 4 * 1024 * 1024,
 ) -> Path:
     """Write the tree under ``root`` and return ``root``."""
@@ -89,7 +90,7 @@ def build(
                 cpu = cpu_of(p, c, t)
                 d = cpu_dir / f"cpu{cpu}"
                 _w(d / "online", "0" if cpu in offline else "1")
-                if cpu in offline:
+                if cpu in offline or cpu in no_topology:
                     continue  # the kernel hides topology/ and cache/ of offline CPUs
                 topo = d / "topology"
                 core_f, pkg_f = ("thread_siblings", "core_siblings") if old_names else ("core_cpus", "package_cpus")

@@ -70,6 +70,7 @@ BUILT = {
     "no-cache-files": dict(caches=False),
     "old-sibling-names": dict(old_names=True),
     "offline-cpus": dict(offline=[0, 5, 6]),
+    "online-cpu-without-topology": dict(no_topology=[2]),
     "sub-numa-clustering": dict(cores=4, numa_per_package=2),
     "sub-numa-clustering-l3-per-node": dict(cores=4, numa_per_package=2, l3_per="numa"),
 }
