@@ -70,7 +70,9 @@ def canonical_unit(unit: str) -> str:
 
 
 def _numa_sets(topo: Topology) -> list[int]:
-    return [n.cpuset for n in topo.numa_nodes if n.cpuset]
+    """The NUMA nodes that are units: those with CPUs of their own (not memory-only nodes that
+    hwloc gives the CPUs of their closest nodes)."""
+    return [n.own for n in topo.numa_nodes if n.own]
 
 
 def units_of(topo: Topology, unit: str) -> list[int]:

@@ -138,13 +138,18 @@ class Obj:
 
 
 class NumaNode:
-    """A NUMA node: its OS index, allowed CPUs (maybe none) and memory size."""
+    """A NUMA node: its OS index, allowed CPUs (maybe none) and memory size.
 
-    __slots__ = ("id", "cpuset", "memory_bytes")
+    ``cpuset`` is its locality as hwloc reports it: a memory-only node gets the CPUs of its HMAT
+    initiators or of its closest nodes. ``own`` holds only the CPUs the kernel lists in its cpumap.
+    """
+
+    __slots__ = ("id", "cpuset", "own", "memory_bytes")
 
     def __init__(self, id: int, cpuset: int, memory_bytes: int):
         self.id = id
         self.cpuset = cpuset
+        self.own = cpuset
         self.memory_bytes = memory_bytes
 
     @property
@@ -609,17 +614,81 @@ def _discover_numa(fs: _FS) -> list[NumaNode] | None:
         )
     if not ids:
         return None
-    nodes = []
+    slots: list[NumaNode | None] = []  # one per listed id; None for a node hwloc could not make
     seen = 0
     for nid in ids:
         cpuset = fs.read_mask(f"{base}/node{nid}/cpumap")
-        if cpuset is None:
+        if cpuset is None or cpuset & seen:
+            slots.append(None)  # unreadable, or overlapping an earlier node: hwloc drops it
             continue
-        if cpuset & seen:
-            continue  # overlapping node cpusets: hwloc drops the later node
         seen |= cpuset
-        nodes.append(NumaNode(nid, cpuset, _meminfo_total(fs, f"{base}/node{nid}/meminfo")))
-    return nodes or None
+        slots.append(NumaNode(nid, cpuset, _meminfo_total(fs, f"{base}/node{nid}/meminfo")))
+    if not any(slots):
+        return None
+    _fix_numa_locality(fs, ids, slots)
+    return [n for n in slots if n is not None]
+
+
+def _node_distances(fs: _FS, ids: list[int]) -> list[list[int]] | None:
+    """The SLIT matrix from nodeN/distance (hwloc_parse_nodes_distances), or None."""
+    if len(ids) < 2:
+        return None
+    matrix = []
+    for nid in ids:
+        data = fs.read(f"/sys/devices/system/node/node{nid}/distance")
+        if data is None:
+            return None
+        try:
+            row = [int(x) for x in data.split(b"\0", 1)[0].split()[: len(ids)]]
+        except ValueError:
+            return None
+        if len(row) < len(ids):
+            return None
+        matrix.append(row)
+    return matrix
+
+
+def _fix_numa_locality(fs: _FS, ids: list[int], slots: list) -> None:
+    """Give NUMA nodes the CPUs hwloc gives them: HMAT initiators (nodeN/access0/initiators), then,
+    for a node still without CPUs, the CPUs of its strictly closest nodes by SLIT distance
+    (hwloc's read_node_initiators and fixup_cpuless_node_locality_from_distances)."""
+    base = "/sys/devices/system/node"
+    by_id = {n.id: n for n in slots if n is not None}
+
+    def initiators(node) -> bool:
+        names = fs.listdir(f"{base}/node{node.id}/access0/initiators")
+        if not names and not fs.exists(f"{base}/node{node.id}/access0/initiators"):
+            return False
+        for name in names:
+            if name.startswith("node") and name[4:].isdigit():
+                other = by_id.get(int(name[4:]))
+                if other is not None and other is not node:
+                    node.cpuset |= other.cpuset
+        return True
+
+    for node in slots:
+        if node is not None and node.cpuset:
+            initiators(node)
+    distances = None
+    for i, node in enumerate(slots):
+        if node is None or node.cpuset:
+            continue
+        if initiators(node) and node.cpuset:
+            continue
+        if distances is None:
+            distances = _node_distances(fs, ids) or []
+        if not distances:
+            continue
+        row = distances[i]
+        others = [j for j in range(len(slots)) if j != i and slots[j] is not None]
+        if not others:
+            continue
+        low = min(row[j] for j in others)
+        closest = [j for j in others if row[j] == low]
+        if low <= row[i] or len(closest) == len(slots) - 1:
+            continue  # no closer node, or all equally close: leave it without CPUs
+        for j in closest:
+            node.cpuset |= slots[j].cpuset
 
 
 def _build_tree(present: int, objs, numa: list[NumaNode]) -> Obj:
@@ -767,6 +836,7 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
         numa = [NumaNode(0, present, _meminfo_total(fs, "/proc/meminfo"))]
     for n in numa:
         n.cpuset &= present
+        n.own &= present
     root = _build_tree(present, objs, numa)
     _restrict(root, allowed)
     _prune_groups(root)
@@ -775,6 +845,7 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
         numa = [n for n in numa if allowed_mems >> n.id & 1]
     for n in numa:
         n.cpuset &= allowed
+        n.own &= allowed
     numa.sort(key=lambda n: n.id)
     _attach_memory(root, numa)
     return Topology(root, numa, fsroot)

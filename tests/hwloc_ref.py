@@ -134,6 +134,8 @@ def distrib_numa(root: XObj, n: int) -> list[list[int]]:
     An independent reference for tesson's ``numa`` unit, which hwloc-distrib cannot stop at.
     """
     nodes = [set(o.cpus) for o in root.walk() if o.type == "NUMANode" and o.cpus]
+    # memory-only nodes carry the CPUs of their closest nodes: only the smallest sets are units
+    nodes = [s for s in nodes if not any(t < s for t in nodes)]
     out: list[set] = []
 
     covered = set().union(*nodes)

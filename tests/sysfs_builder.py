@@ -54,6 +54,9 @@ def build(
     cgroup_mems=None,
     old_names: bool = False,
     no_topology=(),  # online CPUs the kernel shows no topology/ folder for (hwloc skips them)
+    cpuless_nodes: int = 0,  # extra memory-only NUMA nodes, numbered after the others
+    distances=None,  # SLIT matrix over all nodes (nodeN/distance)
+    initiators=None,  # {node: [nodes whose CPUs access it best]} (HMAT nodeN/access0/initiators)
     mem_kb: int = 4 * 1024 * 1024,
 ) -> Path:
     """Write the tree under ``root`` and return ``root``."""
@@ -114,12 +117,20 @@ def build(
                         _w(cd / "size", size)
                         _w(cd / "shared_cpu_map", mask(set(cpus) - set(offline), ncpus))
 
-    nnodes = packages * numa_per_package
+    nnodes = packages * numa_per_package + cpuless_nodes
     node_dir = root / "sys/devices/system/node"
     _w(node_dir / "online", f"0-{nnodes - 1}")
     for n in range(nnodes):
-        _w(node_dir / f"node{n}/cpumap", mask(set(numa_cpus(n)) - set(offline), ncpus))
+        cpus = numa_cpus(n) if n < packages * numa_per_package else []
+        _w(node_dir / f"node{n}/cpumap", mask(set(cpus) - set(offline), ncpus))
         _w(node_dir / f"node{n}/meminfo", f"Node {n} MemTotal:       {mem_kb} kB\nNode {n} MemFree:        {mem_kb // 2} kB\n")
+        if distances is not None:
+            _w(node_dir / f"node{n}/distance", " ".join(str(d) for d in distances[n]))
+    for n, inits in (initiators or {}).items():
+        d = node_dir / f"node{n}/access0/initiators"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in inits:
+            (d / f"node{i}").mkdir(exist_ok=True)  # a symlink to the node on a real system
 
     proc = root / "proc"
     _w(proc / "meminfo", f"MemTotal:       {mem_kb * nnodes} kB\n")

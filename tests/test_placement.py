@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tesson import placement, topology
+from tesson.topology import bits
 from tesson.errors import UsageError
 from tests import dumps, hwloc_ref, sysfs_builder
 from tests.conftest import require, tesson_cmd
@@ -64,7 +65,8 @@ def test_default_size_counts_units_like_hwloc(dump):
     assert placement.default_size(topo, "pu") == len(ref["pus"])
     assert placement.default_size(topo, "core") == len(ref["cores"])
     assert placement.default_size(topo, "package") == len(ref["packages"])
-    assert placement.default_size(topo, "numa") == sum(1 for n in ref["numa_nodes"] if n["cpus"])
+    node_sets = {tuple(n["cpus"]) for n in ref["numa_nodes"] if n["cpus"]}
+    assert placement.default_size(topo, "numa") == len(node_sets)  # no memory-only node in the dumps
     assert unit_count(topo, "l3") == len(ref["l3"])
     assert len(placement.plan(topo)) == len(ref["cores"])  # the default: one shard per core
 
@@ -75,7 +77,7 @@ def test_numa_plan_is_whole_nodes(dump):
     needs_hwloc()
     topo = topology.read(str(dump))
     tree = hwloc_ref.lstopo(dump)
-    nodes = [set(n.cpus) for n in topo.numa_nodes if n.cpus]
+    nodes = [set(bits(n.own)) for n in topo.numa_nodes if n.own]
     nodeless = set(topo.pus) - set().union(*nodes)  # CPUs whose NUMA node is not allowed / not shown
     for n in sizes(len(nodes)):
         shards = placement.plan(topo, "numa", n)
@@ -95,6 +97,10 @@ BUILT = {
     "no-cache-files": dict(caches=False),
     "sub-numa-clustering": dict(packages=2, cores=6, threads=2, numa_per_package=2),
     "offline-cpus": dict(packages=2, cores=4, offline=[0, 9, 10]),
+    # a memory-only node as close to packages 0 and 1: hwloc groups those two packages
+    "memory-only-node-between-packages": dict(
+        packages=3, cpuless_nodes=1,
+        distances=[[10, 20, 30, 15], [20, 10, 30, 15], [30, 30, 10, 40], [15, 15, 40, 10]]),
 }
 
 
@@ -111,6 +117,19 @@ def test_built_trees_equal_hwloc_distrib(tmp_path, kind):
                 assert k == 0 and unit == "l3"
                 continue
             assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
+
+
+def test_memory_only_node_is_not_a_unit(tmp_path):
+    """A memory-only node between packages 0 and 1 has their CPUs (hwloc's locality), but the numa
+    unit still splits by the nodes with CPUs; its memory goes with the shards that are close to it."""
+    root = sysfs_builder.build(tmp_path, **BUILT["memory-only-node-between-packages"])
+    topo = topology.read(str(root))
+    assert [n.id for n in topo.numa_nodes] == [0, 1, 2, 3]
+    assert topo.numa_nodes[3].cpus == [0, 1, 2, 3, 6, 7, 8, 9]
+    assert placement.default_size(topo, "numa") == 3
+    shards = placement.plan(topo, "numa")
+    assert [list(s.cpus) for s in shards] == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10, 11]]
+    assert [list(s.mems) for s in shards] == [[0, 3], [1, 3], [2]]
 
 
 def test_sub_numa_clustering_numa_unit(tmp_path):

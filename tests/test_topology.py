@@ -72,6 +72,13 @@ BUILT = {
     "offline-cpus": dict(offline=[0, 5, 6]),
     "online-cpu-without-topology": dict(no_topology=[2]),
     "sub-numa-clustering": dict(cores=4, numa_per_package=2),
+    "memory-only-node-near-node-0": dict(cpuless_nodes=1, distances=[[10, 21, 17], [21, 10, 28], [17, 28, 10]]),
+    "memory-only-node-between-nodes": dict(
+        packages=3, cpuless_nodes=1,
+        distances=[[10, 20, 30, 15], [20, 10, 30, 15], [30, 30, 10, 40], [15, 15, 40, 10]]),
+    "memory-only-node-equally-far": dict(cpuless_nodes=1, distances=[[10, 20, 30], [20, 10, 30], [30, 30, 10]]),
+    "memory-only-node-hmat-initiators": dict(
+        cpuless_nodes=1, distances=[[10, 21, 17], [21, 10, 28], [17, 28, 10]], initiators={2: [1]}),
     "sub-numa-clustering-l3-per-node": dict(cores=4, numa_per_package=2, l3_per="numa"),
 }
 
