@@ -271,6 +271,41 @@ def test_a_dead_shard_costs_no_request_and_repair_brings_it_back(group, docker_c
     assert leftovers(docker_client, group) == ([], [])
 
 
+def test_repair_reloads_only_when_shard_addresses_changed(group, docker_client, shard_image, lb_image):
+    """A healthy group is left alone; a shard whose address changed behind tesson's back (Docker
+    gave its old address to another container) is reached again after repair."""
+    port = 28125
+    run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb-image", lb_image, shard_image)
+    plan = {s["index"]: s["cpus"] for s in ps_json(group)["shards"]}
+    r = tesson_cmd("repair", "-g", group)
+    assert r.returncode == 0, r.stderr
+    assert "nothing to repair" in r.stdout and "balancer" not in r.stdout, r.stdout
+
+    net = f"tesson-{group}"
+
+    def address(name):
+        return docker_client.inspect_container(name)["NetworkSettings"]["Networks"][net]["IPAddress"]
+
+    old = address(f"{group}-1")
+    docker_client.kill(f"{group}-1")
+    squatter = docker_client.create_container(shard_image, command=["sleep", "300"], name=f"{group}-squatter",
+                                              host_config=docker_client.create_host_config(network_mode=net))
+    try:
+        docker_client.start(squatter)
+        docker_client.start(f"{group}-1")  # Docker restarting it, as its restart policy would
+        assert address(f"{group}-1") != old
+        assert {int(a["uid"]) for a in collect(port, 6)} == {0}  # nginx still knows the old address
+        r = tesson_cmd("repair", "-g", group)
+        assert r.returncode == 0, r.stderr
+        assert "reloaded balancer" in r.stdout, r.stdout
+        _serves(port, 1, plan)
+    finally:
+        docker_client.remove_container(squatter, force=True)
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [])
+
+
 def test_a_host_port_in_use_fails_cleanly(group, docker_client, shard_image, lb_image):
     with socket.socket() as held:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -44,6 +44,9 @@ LB_CPUS = "io.tesson.lb.cpus"  # "" = unpinned
 PORTS = "io.tesson.ports"  # the runtime's: JSON list of -p specs as typed
 
 READY_TIMEOUT = 15.0  # seconds for nginx to load its config in a fresh container
+# Beside the config in the balancer: the shard addresses nginx resolved when it loaded it, so
+# repair can tell whether a reload is needed.
+ADDRESSES_PATH = "/etc/tesson/upstreams.json"
 
 
 def network_name(group: str) -> str:
@@ -66,20 +69,40 @@ def _is_status(exc: BaseException, *codes: int) -> bool:
     return is_status(exc, *codes)
 
 
-def _tar_one(path: str, data: bytes) -> bytes:
-    """A tar archive holding ``path`` (relative, with its parent folders) for ``put_archive``."""
+def _tar(files: dict) -> bytes:
+    """A tar archive of ``{absolute path: bytes}`` (with parent folders) for ``put_archive`` at /."""
     buf = io.BytesIO()
     now = time.time()
+    dirs: set = set()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        parts = path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            d = tarfile.TarInfo("/".join(parts[:i]))
-            d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, now
-            tar.addfile(d)
-        f = tarfile.TarInfo("/".join(parts))
-        f.size, f.mode, f.mtime = len(data), 0o644, now
-        tar.addfile(f, io.BytesIO(data))
+        for path, data in files.items():
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+                    tar.addfile(info)
+            f = tarfile.TarInfo("/".join(parts))
+            f.size, f.mode, f.mtime = len(data), 0o644, now
+            tar.addfile(f, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _read_file(client, cid: str, path: str) -> bytes | None:
+    """One file out of a container (None if it is not there)."""
+    try:
+        stream, _stat = client.get_archive(cid, path)
+    except Exception as e:
+        if _is_status(e, 404):
+            return None
+        raise
+    data = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.next()
+        f = tar.extractfile(member) if member is not None else None
+        return f.read() if f is not None else None
 
 
 def _host_port_error(text: str) -> str | None:
@@ -212,8 +235,7 @@ class NginxFrontend(Frontend):
     def after_shards(self, ctx: Context) -> None:
         if not self.enabled:
             return
-        names = [ctx.shard_name(i) for i in sorted(ctx.started)] or ctx.shard_names()
-        self._create_lb(ctx, names, record=True)
+        self._create_lb(ctx, self._shard_addresses(ctx), record=True)
 
     # -- stop -------------------------------------------------------------------------------------
 
@@ -250,7 +272,8 @@ class NginxFrontend(Frontend):
         if not self._networks(ctx):
             self._network = self._make_network(ctx, record=False)
             lines.append(f"recreated network {network_name(ctx.group)}")
-        running = self._running_shards(ctx)
+        addresses = self._shard_addresses(ctx)
+        running = list(addresses)
         name = lb_name(ctx.group)
         if not running:
             lines.append(f"balancer {name}: no shard is running, nothing to balance")
@@ -262,12 +285,18 @@ class NginxFrontend(Frontend):
             self._check_image(ctx)
             if lb is not None:
                 client.remove_container(lb["Id"], force=True, v=True)
-            self._create_lb(ctx, running, record=False)
+            self._create_lb(ctx, addresses, record=False)
             lines.append(f"recreated balancer {name} (it was {was}): {len(running)} shards")
-        else:
-            self._reload(ctx, lb["Id"], running)
-            what = f", {len(recreated)} recreated" if recreated else ""
-            lines.append(f"reloaded balancer {name}: {len(running)} shards{what}")
+            return lines
+        import json
+
+        try:
+            loaded = json.loads(_read_file(client, lb["Id"], ADDRESSES_PATH) or b"null")
+        except (ValueError, tarfile.TarError):
+            loaded = None
+        if recreated or loaded != addresses:
+            self._reload(ctx, lb["Id"], addresses)
+            lines.append(f"reloaded balancer {name}: {len(running)} shards at their current addresses")
         return lines
 
     # -- ps ----------------------------------------------------------------------------------------
@@ -353,11 +382,18 @@ class NginxFrontend(Frontend):
     def _render(self, ctx: Context, shards: list[str]) -> str:
         return nc.render(ctx.group, shards, self.ports, self.method, workers=len(self.cpus) or None)
 
-    def _create_lb(self, ctx: Context, shards: list[str], record: bool) -> str:
+    def _files(self, ctx: Context, addresses: dict) -> bytes:
+        import json
+
+        conf = self._render(ctx, list(addresses))
+        return _tar({nc.CONFIG_PATH: conf.encode(), ADDRESSES_PATH: json.dumps(addresses).encode()})
+
+    def _create_lb(self, ctx: Context, addresses: dict, record: bool) -> str:
+        """Create, fill and start ``GROUP-lb`` for the shards ``addresses`` ({name: address})."""
         from tesson import ports as _ports
 
         client, name, net = ctx.docker, lb_name(ctx.group), network_name(ctx.group)
-        conf = self._render(ctx, shards)
+        files = self._files(ctx, addresses)
         host: dict = {
             "NetworkMode": self._network or net,
             "PortBindings": _ports.port_bindings(self.ports),
@@ -383,7 +419,7 @@ class NginxFrontend(Frontend):
             ctx.undo.add(f"balancer {name}", lambda: _remove_container(client, cid))
         try:
             try:
-                client.put_archive(cid, "/", _tar_one(nc.CONFIG_PATH, conf.encode()))
+                client.put_archive(cid, "/", files)
                 client.start(cid)
             except Exception as e:
                 taken = _host_port_error(_explain(e))
@@ -395,7 +431,7 @@ class NginxFrontend(Frontend):
             if not record:  # repair: do not leave a broken balancer behind
                 _remove_container(client, cid)
             raise
-        log.info("balancer started", container=name, id=cid[:12], shards=len(shards), image=self.image)
+        log.info("balancer started", container=name, id=cid[:12], shards=len(addresses), image=self.image)
         return cid
 
     def _wait_ready(self, client, cid: str, name: str) -> None:
@@ -421,11 +457,10 @@ class NginxFrontend(Frontend):
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    def _reload(self, ctx: Context, cid: str, shards: list[str]) -> None:
+    def _reload(self, ctx: Context, cid: str, addresses: dict) -> None:
         """New config into the running balancer, checked by its nginx, then SIGHUP (graceful)."""
         client, name = ctx.docker, lb_name(ctx.group)
-        conf = self._render(ctx, shards)
-        client.put_archive(cid, "/", _tar_one(nc.CONFIG_PATH, conf.encode()))
+        client.put_archive(cid, "/", self._files(ctx, addresses))
         exec_id = client.exec_create(cid, ["nginx", "-t", "-q", "-e", "stderr", "-c", nc.CONFIG_PATH])["Id"]
         out = client.exec_start(exec_id)
         code = client.exec_inspect(exec_id).get("ExitCode")
@@ -433,7 +468,7 @@ class NginxFrontend(Frontend):
             text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
             raise TessonError(f"balancer {name}: nginx refused the new config: {' '.join(text.split())[:300]}")
         client.kill(cid, signal="SIGHUP")
-        log.info("balancer reloaded", container=name, shards=len(shards))
+        log.info("balancer reloaded", container=name, shards=len(addresses))
 
     def _inspect(self, client, name: str):
         try:
@@ -451,8 +486,10 @@ class NginxFrontend(Frontend):
             all=True, filters={"label": [f"{GROUP}={ctx.group}", f"{ROLE}={ROLE_LB}"]}
         )
 
-    def _running_shards(self, ctx: Context) -> list[str]:
-        """Names of the group's shards that are up now, by index (the ones nginx can resolve)."""
+    def _shard_addresses(self, ctx: Context) -> dict:
+        """``{name: address on the group network}`` of the group's running shards, by index: the
+        servers nginx can resolve now."""
+        net = network_name(ctx.group)
         found = ctx.docker.containers(filters={"label": [f"{GROUP}={ctx.group}", f"{ROLE}=shard"], "status": "running"})
         out = []
         for c in found:
@@ -460,9 +497,12 @@ class NginxFrontend(Frontend):
                 index = int((c.get("Labels") or {}).get("io.tesson.shard", ""))
             except ValueError:
                 continue
-            if (c.get("Names") or [""])[0].lstrip("/") == ctx.shard_name(index):
-                out.append((index, ctx.shard_name(index)))
-        return [n for _, n in sorted(out)]
+            name = ctx.shard_name(index)
+            if (c.get("Names") or [""])[0].lstrip("/") != name:
+                continue
+            nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+            out.append((index, name, (nets.get(net) or {}).get("IPAddress", "")))
+        return {name: ip for _, name, ip in sorted(out)}
 
 
 def _check_cpus(text, fsroot: str) -> list[int]:
