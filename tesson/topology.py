@@ -167,8 +167,8 @@ class Topology:
         self.root = root
         self.fsroot = fsroot
         self.numa_nodes = numa_nodes  # sorted by id, memory-only nodes included
-        objs = list(root.walk())
-        self.levels = _connect_levels(root)
+        objs = root.walk()
+        self.levels = _connect_levels(root, objs)
         self.cpuset = root.cpuset
         self.pus = bits(root.cpuset)
         self.cores = [o for o in objs if o.kind == "core"]
@@ -285,6 +285,33 @@ class _FS:
             return os.listdir(self.root + p)
         except OSError:
             return []
+
+
+class _At(_FS):
+    """Reads relative to an open directory (shorter path walks for the many per-CPU files)."""
+
+    def __init__(self, fs: _FS, path: str):
+        super().__init__(fs.root + path)
+        self.prefix = path + "/"
+        self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def read(self, p: str) -> bytes | None:
+        try:
+            fd = os.open(p, os.O_RDONLY, dir_fd=self.fd)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 65536)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def exists(self, p: str) -> bool:
+        return os.path.exists(self.root + "/" + p)
 
 
 def _parse_list(data: bytes) -> int | None:
@@ -458,14 +485,21 @@ class _NoTopology(Exception):
 
 
 def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
+    cpu_dir = _At(fs, "/sys/devices/system/cpu")
+    try:
+        return _scan_cpus_at(fs, cpu_dir, present)
+    finally:
+        cpu_dir.close()
+
+
+def _scan_cpus_at(fs: _FS, at: _At, present: int) -> list[tuple]:
+    """The per-CPU walk of look_sysfscpu; paths are relative to sys/devices/system/cpu."""
     base = "/sys/devices/system/cpu"
     objs: list[tuple] = []
 
     # new (core_cpus, package_cpus) or old (thread_siblings, core_siblings) file names
     first = _first(present)
-    old = not (
-        fs.exists(f"{base}/cpu{first}/topology/package_cpus") or fs.exists(f"{base}/cpu{first}/topology/core_cpus")
-    )
+    old = not (at.exists(f"cpu{first}/topology/package_cpus") or at.exists(f"cpu{first}/topology/core_cpus"))
     core_file = "thread_siblings" if old else "core_cpus"
     pkg_file = "core_siblings" if old else "package_cpus"
     thread_with_coreid = -1 if _is_amd_with_compute_units(fs) else 0
@@ -477,17 +511,17 @@ def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
     seen_cache: dict[int, int] = {}  # cache index -> CPUs already in a cache of that index
     private_caches: dict[tuple, tuple] = {}  # (index, True) -> (level, type) of per-core caches
     core_of: dict[int, int] = {}  # CPU -> its core's CPUs
-    read_mask = fs.read_mask
+    read_mask = at.read_mask
     for i in bits(present):
         bit = 1 << i
-        topo = f"{base}/cpu{i}/topology/"
+        topo = f"cpu{i}/topology/"
         notfirst_core = notfirst_cluster = notfirst_die = False
         if seen_core & bit and thread_with_coreid != 1:
             coreset = None  # a sibling of an earlier CPU: hwloc reads its set and skips it
             notfirst_core = notfirst_cluster = notfirst_die = True
         else:
             coreset = read_mask(topo + core_file)
-            if coreset is None and not fs.exists(topo):
+            if coreset is None and not at.exists(topo):
                 raise _NoTopology(i)
         if coreset is not None:
             coreset &= present
@@ -497,15 +531,15 @@ def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
             core_id = None
             if thread_with_coreid == -1 and _weight(coreset) > 1:
                 # AMD compute units: siblings with different core ids are separate cores
-                core_id = fs.read_int(topo + "core_id")
+                core_id = at.read_int(topo + "core_id")
                 sib = _first(coreset)
                 if sib == i:
                     sib = _first(coreset & ~((bit << 1) - 1))
-                thread_with_coreid = int(fs.read_int(f"{base}/cpu{sib}/topology/core_id") != core_id)
+                thread_with_coreid = int(at.read_int(f"cpu{sib}/topology/core_id") != core_id)
             if _first(coreset) != i:
                 notfirst_core = notfirst_cluster = notfirst_die = True
             if not notfirst_core or thread_with_coreid == 1:
-                idx = _Lazy(fs, topo + "core_id") if core_id is None else core_id
+                idx = _Lazy(fs, f"{base}/{topo}core_id") if core_id is None else core_id
                 objs.append(("core", idx, bit if thread_with_coreid == 1 else coreset, None))
 
         clusterset = dieset = None
@@ -545,15 +579,15 @@ def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
                 if clusterset is not None and pkgset == clusterset:
                     clusterset = None
                 if _first(pkgset) == i:
-                    objs.append(("package", _Lazy(fs, topo + "physical_package_id"), pkgset, None))
+                    objs.append(("package", _Lazy(fs, f"{base}/{topo}physical_package_id"), pkgset, None))
         if clusterset is not None:
-            objs.append(("cluster", _Lazy(fs, topo + "cluster_id"), clusterset, None))
+            objs.append(("cluster", _Lazy(fs, f"{base}/{topo}cluster_id"), clusterset, None))
         if dieset is not None:
-            objs.append(("die", _Lazy(fs, topo + "die_id"), dieset, None))
+            objs.append(("die", _Lazy(fs, f"{base}/{topo}die_id"), dieset, None))
 
         objs.append(("pu", i, bit, None))
 
-        cache = f"{base}/cpu{i}/cache/index"
+        cache = f"cpu{i}/cache/index"
         core_of_i = coreset if coreset is not None else core_of.get(i, bit)
         for j in range(10):
             seen = seen_cache.get(j, 0)
@@ -576,15 +610,15 @@ def _scan_cpus(fs: _FS, present: int) -> list[tuple]:
             key = (j, cacheset == core_of_i)
             known = private_caches.get(key) if key[1] else None
             if known is None:
-                ctype = (fs.read(f"{cache}{j}/type") or b"Unified").strip().decode()
-                level = fs.read_int(f"{cache}{j}/level")
+                ctype = (at.read(f"{cache}{j}/type") or b"Unified").strip().decode()
+                level = at.read_int(f"{cache}{j}/level")
                 known = (level, ctype)
                 if key[1]:
                     private_caches[key] = known
             level, ctype = known
             if ctype.startswith("Instruction") or level is None or not 1 <= level <= 5:
                 continue  # hwloc ignores instruction caches by default
-            size = _Lazy(fs, f"{cache}{j}/size", 1024)
+            size = _Lazy(fs, f"{base}/{cache}{j}/size", 1024)
             objs.append((f"l{level}", -1, cacheset, {"size": size, "type": ctype}))
     return objs
 
@@ -723,28 +757,35 @@ def _build_tree(present: int, objs, numa: list[NumaNode]) -> Obj:
     return root
 
 
-def _connect_levels(root: Obj) -> list[list[Obj]]:
-    """Group the objects into levels the way hwloc's hwloc_connect_levels does; set each depth."""
+def _connect_levels(root: Obj, objs: list[Obj]) -> list[list[Obj]]:
+    """Group the objects into levels the way hwloc's hwloc_connect_levels does; set each depth.
+
+    ``objs``: root.walk(), parents before children.
+    """
+    lt = {k: level_type(k) for k in RANK}
     below: dict[int, set] = {}  # id(object) -> the level types found strictly below it
-    for o in reversed(root.walk()):  # children before parents
-        types = set()
-        for c in o.children:
-            types.add(level_type(c.kind))
-            types |= below[id(c)]
-        below[id(o)] = types
+    for o in reversed(objs):  # children before parents
+        if o.children:
+            types = set()
+            for c in o.children:
+                types.add(lt[c.kind])
+                types |= below[id(c)]
+            below[id(o)] = types
+        else:
+            below[id(o)] = set()
     root.depth = 0
     levels = [[root]]
     frontier = list(root.children)
     while frontier:
         top = next((o for o in frontier if o.kind != "pu"), frontier[0])
-        top_t = level_type(top.kind)
+        top_t = lt[top.kind]
         for o in frontier:
-            t = level_type(o.kind)
+            t = lt[o.kind]
             if t != top_t and top_t in below[id(o)]:
                 top, top_t = o, t
         level, rest = [], []
         for o in frontier:
-            if level_type(o.kind) == top_t:
+            if lt[o.kind] == top_t:
                 o.depth = len(levels)
                 level.append(o)
                 rest.extend(o.children)
@@ -838,7 +879,8 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
         n.cpuset &= present
         n.own &= present
     root = _build_tree(present, objs, numa)
-    _restrict(root, allowed)
+    if allowed != present:
+        _restrict(root, allowed)
     _prune_groups(root)
 
     if allowed_mems is not None:
