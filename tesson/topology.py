@@ -23,6 +23,8 @@ from tesson.errors import UsageError
 # node's memory group, a cluster) are placed between the kinds they sit between in hwloc's trees.
 RANK = {
     "machine": 0,
+    "drawer": 3,  # s390 drawers and books (hwloc Groups)
+    "book": 6,
     "package": 10,
     "numa": 15,  # the group hwloc makes for a NUMA node that does not match an existing object
     "die": 20,
@@ -35,7 +37,7 @@ RANK = {
     "core": 80,
     "pu": 90,
 }
-GROUPS = ("numa", "cluster")  # both are hwloc Group objects
+GROUPS = ("numa", "cluster", "book", "drawer")  # all are hwloc Group objects
 
 
 def level_type(kind: str) -> str:
@@ -444,6 +446,16 @@ def _is_amd_with_compute_units(fs: _FS) -> bool:
     return vendor == "AuthenticAMD" and family in ("21", "22")
 
 
+def _arch(fs: _FS) -> str:
+    """The machine's architecture: a dump's proc/hwloc-nofile-info says it, else this kernel's."""
+    data = fs.read("/proc/hwloc-nofile-info")
+    if data:
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("Architecture: "):
+                return line[len("Architecture: "):].strip()
+    return os.uname().machine
+
+
 def _discover_cpus(fs: _FS):
     """Return (present cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's look_sysfscpu.
 
@@ -503,6 +515,7 @@ def _scan_cpus_at(fs: _FS, at: _At, present: int) -> list[tuple]:
     core_file = "thread_siblings" if old else "core_cpus"
     pkg_file = "core_siblings" if old else "package_cpus"
     thread_with_coreid = -1 if _is_amd_with_compute_units(fs) else 0
+    s390 = _arch(fs).startswith("s390")
 
     seen_core = 0  # CPUs already in a core (or cluster, die) made by an earlier CPU
     seen_cluster = 0
@@ -584,6 +597,17 @@ def _scan_cpus_at(fs: _FS, at: _At, present: int) -> list[tuple]:
             objs.append(("cluster", _Lazy(fs, f"{base}/{topo}cluster_id"), clusterset, None))
         if dieset is not None:
             objs.append(("die", _Lazy(fs, f"{base}/{topo}die_id"), dieset, None))
+
+        if s390:  # books and drawers, made only when their id is readable (as hwloc does)
+            for kind in ("book", "drawer"):
+                kset = read_mask(f"{topo}{kind}_siblings")
+                if kset is None:
+                    break
+                kset &= present
+                if _first(kset) == i:
+                    kid = at.read_int(f"{topo}{kind}_id")
+                    if kid is not None:
+                        objs.append((kind, kid, kset, None))
 
         objs.append(("pu", i, bit, None))
 

@@ -20,9 +20,14 @@ def available() -> bool:
     return shutil.which("lstopo-no-graphics") is not None and shutil.which("hwloc-distrib") is not None
 
 
-def _env(fsroot: str) -> dict:
+def _env(fsroot: str, thissystem: bool = True) -> dict:
+    """hwloc's environment for a folder. ``thissystem=False`` lets hwloc take the architecture from
+    the folder's proc/hwloc-nofile-info (with HWLOC_THISSYSTEM=1 it assumes this machine's, and
+    e.g. never reads s390 books on an x86 host)."""
     env = dict(os.environ)
     env.update(HWLOC_ENV, HWLOC_FSROOT=str(fsroot))
+    if not thissystem:
+        del env["HWLOC_THISSYSTEM"]
     return env
 
 
@@ -42,7 +47,7 @@ def format_bitmap(ids) -> str:
     return ",".join(f"0x{(value >> (32 * w)) & 0xFFFFFFFF:08x}" for w in reversed(range(words)))
 
 
-def distrib(fsroot: str, unit: str, n: int, restrict=None) -> list[list[int]] | None:
+def distrib(fsroot: str, unit: str, n: int, restrict=None, thissystem: bool = True) -> list[list[int]] | None:
     """hwloc-distrib --to TYPE N: the cpusets, or None when hwloc refuses (no such objects).
 
     ``restrict``: CPU ids to restrict the topology to first (hwloc-distrib --restrict).
@@ -50,7 +55,7 @@ def distrib(fsroot: str, unit: str, n: int, restrict=None) -> list[list[int]] | 
     extra = ["--restrict", format_bitmap(restrict)] if restrict is not None else []
     r = subprocess.run(
         ["hwloc-distrib", *extra, "--to", HWLOC_TYPES[unit], str(n)],
-        env=_env(fsroot),
+        env=_env(fsroot, thissystem),
         capture_output=True,
         text=True,
         timeout=60,
@@ -93,11 +98,11 @@ def _build(el: ET.Element, parent):
     return obj
 
 
-def lstopo(fsroot: str) -> XObj:
+def lstopo(fsroot: str, thissystem: bool = True) -> XObj:
     """The root (Machine) of hwloc's tree for this folder, from lstopo's XML."""
     r = subprocess.run(
         ["lstopo-no-graphics", "--no-io", "--of", "xml", "-"],
-        env=_env(fsroot),
+        env=_env(fsroot, thissystem),
         capture_output=True,
         text=True,
         timeout=60,

@@ -57,6 +57,8 @@ def build(
     cpuless_nodes: int = 0,  # extra memory-only NUMA nodes, numbered after the others
     distances=None,  # SLIT matrix over all nodes (nodeN/distance)
     initiators=None,  # {node: [nodes whose CPUs access it best]} (HMAT nodeN/access0/initiators)
+    books: int = 0,  # s390: packages per book (0: none), with proc/hwloc-nofile-info saying s390x
+    drawers: int = 0,  # s390: books per drawer
     mem_kb: int = 4 * 1024 * 1024,
 ) -> Path:
     """Write the tree under ``root`` and return ``root``."""
@@ -101,6 +103,16 @@ def build(
                 _w(topo / pkg_f, mask(set(pkg_cpus(p)) - set(offline), ncpus))
                 _w(topo / "core_id", str(c))
                 _w(topo / "physical_package_id", str(p))
+                if books:
+                    b = p // books
+                    _w(topo / "book_id", str(b))
+                    _w(topo / "book_siblings", mask({x for q in range(packages) if q // books == b
+                                                     for x in pkg_cpus(q)} - set(offline), ncpus))
+                    if drawers:
+                        dr = b // drawers
+                        _w(topo / "drawer_id", str(dr))
+                        _w(topo / "drawer_siblings", mask({x for q in range(packages) if q // books // drawers == dr
+                                                           for x in pkg_cpus(q)} - set(offline), ncpus))
                 if caches:
                     l3 = numa_cpus(numa_of(p, c)) if l3_per == "numa" else pkg_cpus(p)
                     for idx, (level, ctype, size, cpus) in enumerate(
@@ -133,6 +145,8 @@ def build(
             (d / f"node{i}").mkdir(exist_ok=True)  # a symlink to the node on a real system
 
     proc = root / "proc"
+    if books:
+        _w(proc / "hwloc-nofile-info", "OSName: Linux\nArchitecture: s390x\n")
     _w(proc / "meminfo", f"MemTotal:       {mem_kb * nnodes} kB\n")
     _w(proc / "cpuinfo", "".join(f"processor\t: {c}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\n" for c in online))
     mounts = ["sysfs /sys sysfs rw 0 0", "proc /proc proc rw 0 0"]

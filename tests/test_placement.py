@@ -119,6 +119,28 @@ def test_built_trees_equal_hwloc_distrib(tmp_path, kind):
             assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
 
 
+S390 = {
+    # 8 packages in 4 books in 2 drawers: hwloc Groups that split the machine
+    "books-drawers": dict(packages=8, cores=2, threads=1, books=2, drawers=2),
+    "books-uneven": dict(packages=3, cores=2, threads=2, books=2),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(S390))
+def test_s390_books_and_drawers(tmp_path, kind):
+    """An s390 dump (its proc/hwloc-nofile-info says so): books and drawers are levels of the walk.
+    hwloc runs without HWLOC_THISSYSTEM here, so that it takes the dump's architecture."""
+    needs_hwloc()
+    root = sysfs_builder.build(tmp_path, **S390[kind])
+    topo = topology.read(str(root))
+    assert {"book"} <= {o.kind for o in topo.objects}
+    assert topo.to_json() == hwloc_ref.summary(hwloc_ref.lstopo(root, thissystem=False))
+    for unit in HWLOC_UNITS:
+        for n in sizes(unit_count(topo, unit)):
+            ref = hwloc_ref.distrib(root, unit, n, thissystem=False)
+            assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
+
+
 def test_memory_only_node_is_not_a_unit(tmp_path):
     """A memory-only node between packages 0 and 1 has their CPUs (hwloc's locality), but the numa
     unit still splits by the nodes with CPUs; its memory goes with the shards that are close to it."""

@@ -30,6 +30,8 @@ def _label(obj) -> str:
         return f"Cluster P#{obj.os_index}" if obj.os_index >= 0 else "Cluster"
     if k == "numa":
         return "Group (NUMA)"
+    if k in ("book", "drawer"):
+        return f"{k.capitalize()} P#{obj.os_index}"
     if k.startswith("l") and k[1:].isdigit():
         size = obj.attrs.get("size") or 0
         suffix = "d" if k == "l1" and obj.attrs.get("type") == "Data" else ""
