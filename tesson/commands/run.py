@@ -27,8 +27,7 @@ def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdo
             "unit": unit,
             "shards": [{"index": s.index, "cpus": list(s.cpus), "mems": list(s.mems)} for s in shards],
         }
-        json.dump(doc, out, indent=2)
-        out.write("\n")
+        out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
 

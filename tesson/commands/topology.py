@@ -81,8 +81,7 @@ def main(args) -> int:
 
     topo = topology.read(args.fsroot, include_isolated=not args.no_isolated)
     if args.format == "json":
-        json.dump(topo.to_json(), sys.stdout)
-        sys.stdout.write("\n")
+        sys.stdout.write(json.dumps(topo.to_json()) + "\n")
     else:
         sys.stdout.write(render_text(topo))
     return 0
