@@ -211,11 +211,10 @@ class Topology:
 
 
 class _FS:
+    """Reads files under the root (``p`` is an absolute path on the machine being read)."""
+
     def __init__(self, root: str):
         self.root = root.rstrip("/")
-
-    def path(self, p: str) -> str:
-        return self.root + p
 
     def read(self, p: str) -> bytes | None:
         try:
@@ -294,7 +293,6 @@ class _At(_FS):
 
     def __init__(self, fs: _FS, path: str):
         super().__init__(fs.root + path)
-        self.prefix = path + "/"
         self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
 
     def close(self) -> None:
@@ -340,11 +338,12 @@ def _parse_list(data: bytes) -> int | None:
 
 
 def _unescape_mount(field: str) -> str:
+    """/proc/mounts writes a space in a path as \\040 (octal), like getmntent() undoes it."""
     if "\\" not in field:
         return field
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
             out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
