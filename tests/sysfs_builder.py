@@ -49,7 +49,8 @@ def build(
     l3_per: str = "package",  # "package" or "numa"
     offline=(),
     isolated=(),
-    cgroup: str | None = None,  # None, "v1", "v2", "cpuset" (old cpuset fs), "v1-mounts" (found via mounts)
+    cgroup: str | None = None,  # None, "v1", "v2", "cpuset" (old cpuset fs), "v1-mounts" (found via
+    # mounts), "v1-noprefix" (a v1 cpuset hierarchy with the old file names, found via mounts)
     cgroup_cpus=None,
     cgroup_mems=None,
     old_names: bool = False,
@@ -173,9 +174,15 @@ def build(
         _w(base / name.lstrip("/") / "cpuset.cpus", cg_cpus)
         _w(base / name.lstrip("/") / "cpuset.mems", cg_mems)
         _w(proc / "self/cgroup", f"4:memory:{name}\n3:cpuset:{name}\n2:cpu,cpuacct:{name}\n1:name=systemd:/\n")
-    elif cgroup == "cpuset":
-        mounts.append("none /dev/cpuset cpuset rw 0 0")
-        base = root / "dev/cpuset"
+    elif cgroup in ("cpuset", "v1-noprefix"):
+        if cgroup == "cpuset":
+            mnt = "/dev/cpuset"
+            mounts.append("none /dev/cpuset cpuset rw 0 0")
+        else:  # a cgroup v1 cpuset hierarchy mounted to look like the old cpuset filesystem
+            mnt = "/my\\040cpusets"  # a space in the path, escaped as /proc/mounts does
+            mounts.append(f"cgroup {mnt} cgroup rw,relatime,cpuset,noprefix 0 0")
+            mnt = "/my cpusets"
+        base = root / mnt.lstrip("/")
         _w(base / "cpus", f"0-{ncpus - 1}")
         _w(base / "mems", f"0-{nnodes - 1}")
         _w(base / name.lstrip("/") / "cpus", cg_cpus)

@@ -67,6 +67,7 @@ BUILT = {
     "cgroup-v1-found-in-mounts": dict(cgroup="v1-mounts", cgroup_cpus=[4, 5, 6, 7]),
     "cgroup-v2": dict(cgroup="v2", cgroup_cpus=[1, 2, 3, 12, 13], cgroup_mems=[1]),
     "old-cpuset-fs": dict(cgroup="cpuset", cgroup_cpus=[0, 3, 8]),
+    "cgroup-v1-noprefix": dict(cgroup="v1-noprefix", cgroup_cpus=[2, 3, 6]),
     "no-cache-files": dict(caches=False),
     "old-sibling-names": dict(old_names=True),
     "offline-cpus": dict(offline=[0, 5, 6]),
@@ -98,7 +99,7 @@ def test_built_tree_matches_hwloc(built):
 @pytest.mark.parametrize(
     "kind,expected",
     [("cgroup-v1", [0, 1, 2]), ("cgroup-v2", [1, 2, 3]), ("old-cpuset-fs", [0, 3]),
-     ("cgroup-v1-found-in-mounts", [4, 5, 6, 7])],
+     ("cgroup-v1-found-in-mounts", [4, 5, 6, 7]), ("cgroup-v1-noprefix", [2, 3, 6])],
 )
 def test_cgroup_restricts_cpus(tmp_path, kind, expected):
     """2 packages x 2 cores x 2 threads = CPUs 0-7; the cgroup lists CPUs beyond 7 that do not exist."""
