@@ -7,9 +7,14 @@ to its number of allowed PUs, rounded as hwloc rounds it::
 
 The walk stops at the unit's depth, at a leaf, or when a share is at most 1; every shard of that share
 gets the child's whole cpuset; a child whose share is 0 merges its cpuset into the shard before it.
-For ``pu``, ``core``, ``l3`` and ``package`` the result equals ``hwloc-distrib --to pu|core|l3cache|package N``;
-for ``numa`` the same walk stops at the objects that lie within one NUMA node, so every shard is made
-of whole NUMA nodes.
+For ``pu``, ``core``, ``l3`` and ``package`` the result equals ``hwloc-distrib --to pu|core|l3cache|package N``
+(and, like hwloc-distrib, a unit the machine does not show, e.g. ``l3`` without cache information, is
+refused). For ``numa`` the same walk stops at the objects that lie within one NUMA node (of those with
+CPUs of their own), so every shard is made of whole NUMA nodes; CPUs outside every allowed NUMA node
+are taken whole at the highest object that holds no NUMA node's CPUs.
+
+A shard's ``mems`` are the NUMA nodes whose CPUs (hwloc's locality, so memory-only nodes close to those
+CPUs too) it uses.
 """
 
 from __future__ import annotations
