@@ -883,7 +883,9 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
     fs = _FS(fsroot)
     present, objs = _discover_cpus(fs)
     if not present:
-        raise UsageError(f"no CPUs found in {os.path.join(fsroot, 'sys/devices/system/cpu')}")
+        raise UsageError(
+            f"no online CPU with topology information in {os.path.join(fsroot, 'sys/devices/system/cpu')}"
+        )
 
     allowed_cpus, allowed_mems = _allowed_from_cgroup(fs)
     allowed = present if allowed_cpus is None else present & allowed_cpus
