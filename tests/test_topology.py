@@ -195,3 +195,12 @@ def test_cpulist_and_mask_files_with_trailing_nul(tmp_path):
     f = root / "sys/devices/system/cpu/cpu0/topology/core_cpus"
     f.write_bytes(f.read_bytes() + b"\0")
     assert [c.cpus for c in topology.read(str(root)).cores] == [[0], [1]]
+
+
+def test_sysfs_without_cpu_topology(tmp_path):
+    (tmp_path / "sys/devices/system/cpu/cpu0").mkdir(parents=True)  # a CPU, but no topology/
+    (tmp_path / "sys/devices/system/cpu/online").write_text("0\n")
+    with pytest.raises(UsageError, match="topology"):
+        topology.read(str(tmp_path))
+    r = tesson_cmd("--fsroot", str(tmp_path), "run", "--dry-run", "img")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
