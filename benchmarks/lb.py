@@ -23,10 +23,11 @@ Printed: requests/s, p50 and p99 latency per target and load, medians over the r
 ratios to ``direct``.
 
     .venv/bin/python benchmarks/lb.py [--rounds 3] [--duration 5] [--high-conns 32] [--lb-image IMAGE]
-                                      [--shard nginx|demo]
+                                      [--shard nginx|cgi|demo]
 
-``--shard demo`` measures ``tesson demo-server`` (Python's http.server, a new connection per request)
-as the shard instead: a slower, more app-like shard, where the balancer's fixed cost weighs less.
+Other shards: ``--shard cgi`` is the test suite's busybox httpd whose CGI forks a shell per request
+(and closes the connection after each answer), an app that does some work per request;
+``--shard demo`` is ``tesson demo-server`` (Python's http.server).
 
 Target (issue 4): through the balancer, p50 latency at most 1.2x the direct one at low load.
 """
@@ -124,8 +125,9 @@ def main() -> int:
     ap.add_argument("--high-conns", type=int, default=32)
     ap.add_argument("--pace-ms", type=int, default=5, help="low load: milliseconds between requests")
     ap.add_argument("--lb-image", default=None)
-    ap.add_argument("--shard", choices=("nginx", "demo"), default="nginx",
-                    help="nginx: a static reply on keep-alive connections (default); demo: tesson demo-server")
+    ap.add_argument("--shard", choices=("nginx", "cgi", "demo"), default="nginx",
+                    help="nginx: a static reply on keep-alive connections (default); cgi: busybox httpd CGI "
+                    "(a fork per request); demo: tesson demo-server")
     ap.add_argument("--json", action="store_true", help="also print the medians as JSON")
     a = ap.parse_args()
     if not shutil.which("wrk"):
@@ -138,17 +140,33 @@ def main() -> int:
         if a.shard == "nginx":
             script = "printf '%s' \"$SHARD_CONF\" > /tmp/shard.conf && exec nginx -e stderr -c /tmp/shard.conf"
             cfg.write_text(json.dumps({"Entrypoint": ["sh", "-c", script], "Env": [f"SHARD_CONF={SHARD_CONF}"]}))
-        else:
+        elif a.shard == "demo":
             cfg.write_text(json.dumps({"Entrypoint": ["tesson"], "Cmd": ["demo-server", "--port", "8080"]}))
+        else:
+            cfg.write_text("{}")
+        shard_image = image
+        if a.shard == "cgi":
+            sys.path.insert(0, str(ROOT))
+            from tests import conftest
+
+            client = conftest.docker_api()
+            try:
+                client.inspect_image(conftest.SHARD_IMAGE)
+            except Exception:
+                repo, tag = conftest.SHARD_IMAGE.split(":")
+                client.import_image_from_data(conftest._shard_image_tar(), repository=repo, tag=tag,
+                                              changes=['CMD ["/start"]', "EXPOSE 8080/tcp", "WORKDIR /"])
+            shard_image = conftest.SHARD_IMAGE
         r = tesson("run", "-g", GROUP, "-u", "pu", "-n", "2", "-p", f"{PORT}:8080", "--lb-image", image,
-                   "-c", str(cfg), image)
+                   "-c", str(cfg), shard_image)
         if r.returncode:
             raise SystemExit(f"tesson run failed: {r.stderr.strip()}")
     try:
+        path = "/cgi-bin/id" if a.shard == "cgi" else "/"
         targets = {
-            "direct": f"http://{container_ip(GROUP + '-0')}:8080/",
-            "lb": f"http://{container_ip(GROUP + '-lb')}:8080/",
-            "front": f"http://{host_address()}:{PORT}/",
+            "direct": f"http://{container_ip(GROUP + '-0')}:8080{path}",
+            "lb": f"http://{container_ip(GROUP + '-lb')}:8080{path}",
+            "front": f"http://{host_address()}:{PORT}{path}",
         }
         for name, url in targets.items():  # every target answers before measuring
             deadline = time.monotonic() + 10

@@ -306,6 +306,30 @@ def test_repair_reloads_only_when_shard_addresses_changed(group, docker_client, 
     assert leftovers(docker_client, group) == ([], [])
 
 
+def test_a_burst_of_connections_is_not_turned_into_an_outage(group, docker_client, shard_image, lb_image):
+    """More connections at once than the shards' accept queues hold: connects time out and shards
+    get marked failed, but the balancer keeps passing connections on (backups), so every request
+    is answered; nginx never runs out of upstreams."""
+    from concurrent.futures import ThreadPoolExecutor
+    import urllib.request
+
+    port = 28128
+    run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb-image", lb_image, shard_image)
+    http_get("127.0.0.1", port)
+
+    def one(_):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cgi-bin/id", timeout=30) as r:
+            return parse_shard_answer(r.read().decode())["uid"]
+
+    with ThreadPoolExecutor(max_workers=96) as pool:
+        uids = list(pool.map(one, range(480)))
+    assert len(uids) == 480 and set(uids) == {"0", "1"}
+    logs = docker_client.logs(f"{group}-lb").decode(errors="replace")
+    assert "no live upstreams" not in logs
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_host_port_in_use_fails_cleanly(group, docker_client, shard_image, lb_image):
     with socket.socket() as held:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

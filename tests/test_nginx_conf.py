@@ -101,6 +101,13 @@ def test_every_method_is_accepted_by_nginx(method, directive, tmp_path):
     assert_nginx_ok(conf, tmp_path)
 
 
+@pytest.mark.parametrize("method, backups", [("least_conn", True), ("round_robin", True), ("random", False),
+                                             ("random_two_least_conn", False), ("hash", False)])
+def test_backups_only_where_nginx_allows_them(method, backups):
+    conf = nc.render(GROUP, SHARDS, P("80"), method=method)
+    assert (" backup " in conf) is backups
+
+
 def test_default_methods_are_least_conn_for_tcp_and_round_robin_for_udp():
     conf = nc.render(GROUP, SHARDS, P("80", "53/udp"))
     tcp = conf.split("upstream tcp_80 {")[1].split("}")[0]
@@ -127,6 +134,8 @@ def test_config_has_one_upstream_and_listener_per_port_with_every_shard(tmp_path
         assert [s[0] for s in servers] == [f"{s}:{port}" for s in SHARDS]
         assert all(int(s[1]) >= 1 for s in servers)
         assert f"zone {proto}_{port} " in body  # one view of connections and failures for all workers
+        # every shard again as a backup never marked failed: overload cannot empty the upstream
+        assert re.findall(r"server (\S+) backup max_fails=0;", body) == [f"{s}:{port}" for s in SHARDS]
     # runs as a container's only process
     assert re.search(r"^daemon off;$", conf, re.M)
     assert re.search(r"^error_log stderr", conf, re.M)

@@ -29,13 +29,20 @@ DEBIAN_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 PID_FILE = "/tmp/tesson-nginx.pid"
 CONFIG_PATH = "/etc/tesson/nginx.conf"
 
-# Passive health: one refused/timed-out connect takes a shard out for FAIL_TIMEOUT, and the
-# connection is retried on the next shard. On a local bridge a connect takes well under a
-# millisecond, so one second only ever runs out for a shard that is gone.
+# Passive health: one refused or timed-out connect takes a shard out for FAIL_TIMEOUT, and the
+# connection is retried on the next shard, so a dead shard costs a client a slower connection,
+# not a failed one. On a local bridge a connect takes well under a millisecond; the timeout still
+# lets one SYN retransmission (at 1 s) through, for a shard that is alive but whose accept queue
+# overflowed under load.
 MAX_FAILS = 1
 FAIL_TIMEOUT = "10s"
-CONNECT_TIMEOUT = "1s"
-NEXT_UPSTREAM_TIMEOUT = "5s"
+CONNECT_TIMEOUT = "2s"
+NEXT_UPSTREAM_TIMEOUT = "10s"
+# Overload must not become an outage: when every shard has been marked failed (all of them timing
+# out at once under a burst), nginx would refuse every connection for FAIL_TIMEOUT. So the
+# methods that allow it (round robin, least_conn) also list every shard again as a backup that is
+# never marked failed: with all primaries out, connections still go to the shards and wait.
+BACKUP_METHODS = ("least_conn", "round_robin", "default")
 UDP_SESSION_TIMEOUT = "30s"
 WORKER_CONNECTIONS = 4096
 # Shared memory per upstream, so every worker sees the same connection counts and failures.
@@ -167,6 +174,9 @@ def render(
             lines.append(f"        {snippet};")
         for s in shard_names:
             lines.append(f"        server {s}:{port} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT};")
+        if key in BACKUP_METHODS:
+            for s in shard_names:
+                lines.append(f"        server {s}:{port} backup max_fails=0;")
         lines.append("    }")
         lines.append("    server {")
         lines.append(f"        listen {port}{' udp' if proto == 'udp' else ''};")
