@@ -231,3 +231,28 @@ def test_cli_l3_on_machine_without_l3(tmp_path):
     root = str(sysfs_builder.build(tmp_path, caches=False))
     r = tesson_cmd("--fsroot", root, "run", "--dry-run", "-u", "l3", "app")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "l3" in r.stderr
+
+
+def test_shard_is_a_frozen_record():
+    s = placement.Shard(index=1, cpus=(0, 4), mems=(0,))
+    assert s == placement.Shard(1, [0, 4], [0]) and hash(s) == hash(placement.Shard(1, (0, 4), (0,)))
+    assert s != placement.Shard(2, (0, 4), (0,))
+    assert (s.index, s.cpus, s.mems) == (1, (0, 4), (0,))
+    with pytest.raises(AttributeError):
+        s.cpus = (1,)
+    assert repr(s) == "Shard(index=1, cpus=(0, 4), mems=(0,))"
+
+
+def test_dry_run_imports_nothing_heavy(tmp_path):
+    """The dry-run path stays light: no docker, requests or structlog is imported."""
+    import subprocess
+    import sys
+
+    root = str(sysfs_builder.build(tmp_path))
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tesson", "--fsroot", root, "run", "--dry-run",
+                        "--format", "json", "img"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "tesson.topology" in imported and "tesson.placement" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("docker", "requests", "structlog", "urllib3")}
+    assert not heavy, sorted(heavy)
