@@ -380,6 +380,16 @@ def test_bad_balancer_options_are_usage_errors(group, docker_client, shard_image
     assert leftovers(docker_client, group) == ([], [])
 
 
+def test_a_group_name_too_long_for_dns_is_refused_before_anything_is_made(docker_client, shard_image):
+    name = "t4-" + "x" * 59  # a valid group name, but "NAME-0" is 64 characters: not a DNS label
+    _cleanup(docker_client, name)
+    r = tesson_cmd("run", "-g", name, "-u", "pu", "-n", "2", "-p", "28165:8080", shard_image)
+    assert r.returncode == 2, r.stderr
+    assert "too long" in r.stderr and "--lb none" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert leftovers(docker_client, name) == ([], [])
+
+
 def test_a_missing_balancer_image_fails_before_any_shard(group, docker_client, shard_image):
     r = tesson_cmd("run", "-g", group, "-u", "pu", "-n", "2", "-p", "28160:8080",
                    "--lb-image", "t4-no-such-image:1", shard_image)

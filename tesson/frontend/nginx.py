@@ -43,6 +43,7 @@ LB_IMAGE = "io.tesson.lb.image"
 LB_CPUS = "io.tesson.lb.cpus"  # "" = unpinned
 PORTS = "io.tesson.ports"  # the runtime's: JSON list of -p specs as typed
 
+DNS_LABEL_MAX = 63  # a shard's name is one DNS label on the group network
 READY_TIMEOUT = 15.0  # seconds for nginx to load its config in a fresh container
 # Beside the config in the balancer: the shard addresses nginx resolved when it loaded it, so
 # repair can tell whether a reload is needed.
@@ -219,6 +220,13 @@ class NginxFrontend(Frontend):
     def before_shards(self, ctx: Context) -> None:
         if not self.enabled:
             return
+        longest = max((ctx.shard_name(sh.index) for sh in ctx.shards), key=len, default="")
+        if len(longest) > DNS_LABEL_MAX:
+            raise UsageError(
+                f"group name {ctx.group!r} is too long for the balancer, which finds shards by name in DNS "
+                f"(at most {DNS_LABEL_MAX} characters, and {longest} has {len(longest)}): use a group name "
+                f"of at most {len(ctx.group) - (len(longest) - DNS_LABEL_MAX)} characters, or --lb none"
+            )
         mode = ((ctx.config or {}).get("HostConfig") or {}).get("NetworkMode")
         if mode and mode != network_name(ctx.group):
             raise UsageError(
