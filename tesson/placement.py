@@ -86,7 +86,7 @@ def units_of(topo: Topology, unit: str) -> list[int]:
     if unit == "numa":
         return _numa_sets(topo)
     depth = topo.depth_of(unit)
-    return [] if depth is None else [o.cpuset for o in topo.levels[depth]]
+    return [] if depth is None else [o.cpuset for o in topo.levels[depth] if o.cpuset]
 
 
 def default_size(topo: Topology, unit: str) -> int:

@@ -23,6 +23,7 @@ from tesson.errors import UsageError
 # node's memory group, a cluster) are placed between the kinds they sit between in hwloc's trees.
 RANK = {
     "machine": 0,
+    "distance": 2,  # hwloc's Groups of NUMA nodes close to each other by SLIT distance
     "drawer": 3,  # s390 drawers and books (hwloc Groups)
     "book": 6,
     "package": 10,
@@ -37,11 +38,12 @@ RANK = {
     "core": 80,
     "pu": 90,
 }
-GROUPS = ("numa", "cluster", "book", "drawer")  # all are hwloc Group objects
+GROUPS = ("numa", "cluster", "book", "drawer", "distance")  # all are hwloc Group objects
 
 
 def level_type(kind: str) -> str:
-    return "group" if kind in GROUPS else kind
+    """The level an object kind sits at: hwloc Groups of different kinds are different levels."""
+    return "group:" + kind if kind in GROUPS else kind
 
 
 def bits(mask: int) -> list[int]:
@@ -85,12 +87,15 @@ class _Lazy:
 class Obj:
     """One object of the tree: a kind, its OS index (or -1), its allowed cpuset, children."""
 
-    __slots__ = ("kind", "_os_index", "cpuset", "children", "parent", "_attrs", "memory", "depth")
+    __slots__ = ("kind", "_os_index", "cpuset", "complete", "children", "parent", "_attrs", "memory", "depth")
 
-    def __init__(self, kind: str, os_index, cpuset: int, attrs: dict | None = None):
+    def __init__(self, kind: str, os_index, cpuset: int, attrs: dict | None = None, complete: int | None = None):
         self.kind = kind
         self._os_index = os_index
-        self.cpuset = cpuset
+        self.cpuset = cpuset  # allowed CPUs (empty for an object kept only for its memory)
+        # all its CPUs as the kernel lists them (before the cgroup/isolation restriction; a NUMA
+        # node's group may also list online CPUs that have no topology)
+        self.complete = cpuset if complete is None else complete
         self.children: list[Obj] = []
         self.parent: Obj | None = None
         self._attrs = attrs
@@ -173,13 +178,15 @@ class Topology:
         self.levels = _connect_levels(root, objs)
         self.cpuset = root.cpuset
         self.pus = bits(root.cpuset)
-        self.cores = [o for o in objs if o.kind == "core"]
-        self.packages = [o for o in objs if o.kind == "package"]
-        self.l3 = [o for o in objs if o.kind == "l3"]
+        # objects with allowed CPUs (the tree also keeps CPU-less ones that hold memory, as hwloc does)
+        self.cores = [o for o in objs if o.kind == "core" and o.cpuset]
+        self.packages = [o for o in objs if o.kind == "package" and o.cpuset]
+        self.l3 = [o for o in objs if o.kind == "l3" and o.cpuset]
         self.objects = objs
 
     def objects_of(self, kind: str) -> list[Obj]:
-        return [o for o in self.objects if o.kind == kind]
+        """The objects of a kind that hold allowed CPUs, in logical order."""
+        return [o for o in self.objects if o.kind == kind and o.cpuset]
 
     def depth_of(self, kind: str) -> int | None:
         """The depth of the level of ``kind`` objects, or None when the machine has none."""
@@ -456,7 +463,8 @@ def _arch(fs: _FS) -> str:
 
 
 def _discover_cpus(fs: _FS):
-    """Return (present cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's look_sysfscpu.
+    """Return (present cpuset, listed cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's
+    look_sysfscpu.
 
     Present CPUs are the online ones that have a ``topology/`` folder. Every cpuset read is restricted
     to them; an object is made by the first present CPU of its set. Reads whose only possible outcome
@@ -465,7 +473,7 @@ def _discover_cpus(fs: _FS):
     """
     base = "/sys/devices/system/cpu"
     online = fs.read_list(base + "/online")
-    present = 0
+    present = listed = 0
     for name in fs.listdir(base):
         if not name.startswith("cpu"):
             continue
@@ -473,6 +481,7 @@ def _discover_cpus(fs: _FS):
         if not num.isdigit():
             continue
         cpu = int(num)
+        listed |= 1 << cpu  # hwloc's complete cpuset: every CPU sysfs lists, offline ones too
         if online is not None:
             if not online >> cpu & 1:
                 continue
@@ -484,10 +493,10 @@ def _discover_cpus(fs: _FS):
 
     while present:
         try:
-            return present, _scan_cpus(fs, present)
+            return present, listed, _scan_cpus(fs, present)
         except _NoTopology as e:  # rare: an online CPU the kernel shows no topology for (hwloc skips it)
             present &= ~(1 << e.cpu)
-    return present, []
+    return present, listed, []
 
 
 class _NoTopology(Exception):
@@ -590,6 +599,8 @@ def _scan_cpus_at(fs: _FS, at: _At, present: int) -> list[tuple]:
                 seen_pkg |= pkgset
                 if clusterset is not None and pkgset == clusterset:
                     clusterset = None
+                if dieset is not None and pkgset == dieset:
+                    dieset = None  # a die that is the whole package: hwloc shows none
                 if _first(pkgset) == i:
                     objs.append(("package", _Lazy(fs, f"{base}/{topo}physical_package_id"), pkgset, None))
         if clusterset is not None:
@@ -642,7 +653,8 @@ def _scan_cpus_at(fs: _FS, at: _At, present: int) -> list[tuple]:
             if ctype.startswith("Instruction") or level is None or not 1 <= level <= 5:
                 continue  # hwloc ignores instruction caches by default
             size = _Lazy(fs, f"{base}/{cache}{j}/size", 1024)
-            objs.append((f"l{level}", -1, cacheset, {"size": size, "type": ctype}))
+            cid = _Lazy(fs, f"{base}/{cache}{j}/id")
+            objs.append((f"l{level}", cid, cacheset, {"size": size, "type": ctype}))
     return objs
 
 
@@ -660,7 +672,8 @@ def _meminfo_total(fs: _FS, path: str) -> int:
     return 0
 
 
-def _discover_numa(fs: _FS) -> list[NumaNode] | None:
+def _discover_numa(fs: _FS) -> tuple[list[NumaNode] | None, list[tuple[int, frozenset]]]:
+    """The NUMA nodes (None when sysfs shows none) and hwloc's distance groups (cpuset, node ids)."""
     base = "/sys/devices/system/node"
     ids_mask = fs.read_list(base + "/online")
     if ids_mask is not None and ids_mask:
@@ -670,7 +683,7 @@ def _discover_numa(fs: _FS) -> list[NumaNode] | None:
             int(n[4:]) for n in fs.listdir(base) if n.startswith("node") and n[4:].isdigit()
         )
     if not ids:
-        return None
+        return None, []
     slots: list[NumaNode | None] = []  # one per listed id; None for a node hwloc could not make
     seen = 0
     for nid in ids:
@@ -681,9 +694,10 @@ def _discover_numa(fs: _FS) -> list[NumaNode] | None:
         seen |= cpuset
         slots.append(NumaNode(nid, cpuset, _meminfo_total(fs, f"{base}/node{nid}/meminfo")))
     if not any(slots):
-        return None
-    _fix_numa_locality(fs, ids, slots)
-    return [n for n in slots if n is not None]
+        return None, []
+    distances = _node_distances(fs, ids)
+    _fix_numa_locality(fs, ids, slots, distances)
+    return [n for n in slots if n is not None], _distance_groups(slots, distances)
 
 
 def _node_distances(fs: _FS, ids: list[int]) -> list[list[int]] | None:
@@ -705,7 +719,7 @@ def _node_distances(fs: _FS, ids: list[int]) -> list[list[int]] | None:
     return matrix
 
 
-def _fix_numa_locality(fs: _FS, ids: list[int], slots: list) -> None:
+def _fix_numa_locality(fs: _FS, ids: list[int], slots: list, distances) -> None:
     """Give NUMA nodes the CPUs hwloc gives them: HMAT initiators (nodeN/access0/initiators), then,
     for a node still without CPUs, the CPUs of its strictly closest nodes by SLIT distance
     (hwloc's read_node_initiators and fixup_cpuless_node_locality_from_distances)."""
@@ -726,14 +740,11 @@ def _fix_numa_locality(fs: _FS, ids: list[int], slots: list) -> None:
     for node in slots:
         if node is not None and node.cpuset:
             initiators(node)
-    distances = None
     for i, node in enumerate(slots):
         if node is None or node.cpuset:
             continue
         if initiators(node) and node.cpuset:
             continue
-        if distances is None:
-            distances = _node_distances(fs, ids) or []
         if not distances:
             continue
         row = distances[i]
@@ -748,19 +759,91 @@ def _fix_numa_locality(fs: _FS, ids: list[int], slots: list) -> None:
             node.cpuset |= slots[j].cpuset
 
 
-def _build_tree(present: int, objs, numa: list[NumaNode]) -> Obj:
+def _distance_groups(slots: list, matrix) -> list[tuple[int, frozenset]]:
+    """hwloc's grouping of NUMA nodes by SLIT distance (hwloc__groups_by_distances, exact values):
+    nodes linked, transitively, by the smallest distance form a Group; then the same over the groups
+    with their averaged distances, and so on up. Returns (cpuset, node ids) of each group."""
+    idx = [i for i, n in enumerate(slots) if n is not None]
+    if not matrix or len(idx) <= 2:
+        return []
+    values = [[matrix[i][j] for j in idx] for i in idx]
+    members = [(slots[i].cpuset, frozenset([slots[i].id])) for i in idx]
+    out: list[tuple[int, frozenset]] = []
+    _group_by_distance(values, members, out, check=True)
+    return out
+
+
+def _group_by_distance(values, members, out, check: bool) -> None:
+    n = len(members)
+    if n <= 2:
+        return
+    if check:  # symmetric, and each object strictly closest to itself
+        for i in range(n):
+            for j in range(i + 1, n):
+                if values[i][j] != values[j][i] or values[i][j] <= values[i][i]:
+                    return
+    low = min(values[i][j] for i in range(n) for j in range(n) if i != j)
+    gids = [0] * n
+    gid, skipped = 1, 0
+    for i in range(n):
+        if gids[i]:
+            continue
+        gids[i], size, first = gid, 1, i
+        while first is not None:
+            newfirst = None
+            for j in range(first, n):
+                if gids[j] == gid:
+                    for k in range(n):
+                        if not gids[k] and values[j][k] == low:
+                            gids[k] = gid
+                            size += 1
+                            if newfirst is None:
+                                newfirst = k
+            first = newfirst
+        if size == 1:
+            gids[i] = 0
+            skipped += 1
+            continue
+        gid += 1
+    count = gid - 1
+    if count == 0 or (count == 1 and not skipped):
+        return  # no pair at the smallest distance, or one group of everything: nothing to group
+    sets = [0] * count
+    nodes: list[frozenset] = [frozenset()] * count
+    sizes = [0] * count
+    for j in range(n):
+        if gids[j]:
+            g = gids[j] - 1
+            sets[g] |= members[j][0]
+            nodes[g] = nodes[g] | members[j][1]
+            sizes[g] += 1
+    groups = list(zip(sets, nodes))
+    out.extend(groups)
+    gvalues = [[0] * count for _ in range(count)]
+    for i in range(n):
+        if gids[i]:
+            for j in range(n):
+                if gids[j]:
+                    gvalues[gids[i] - 1][gids[j] - 1] += values[i][j]
+    for a in range(count):
+        for b in range(count):
+            gvalues[a][b] //= sizes[a] * sizes[b]
+    _group_by_distance(gvalues, groups, out, check=False)
+
+
+def _build_tree(present: int, listed: int, objs, numa_sets: list[int]) -> Obj:
     """Nest the objects by cpuset, as hwloc's insert-by-cpuset does (bigger sets first; for equal
     sets, the kind order of RANK). An object that overlaps another without nesting is refused, as
     hwloc refuses it."""
-    root = Obj("machine", 0, present)
+    root = Obj("machine", 0, present, None, listed)
     items = [Obj(kind, idx, cs, attrs) for kind, idx, cs, attrs in objs if cs]
     # NUMA nodes become groups that bring structure where they split something (hwloc's memory
     # groups); those equal to another object change nothing and are dropped later
-    for n in numa:
-        if n.cpuset and n.cpuset != present:
-            items.append(Obj("numa", n.id, n.cpuset))
+    for raw in numa_sets:
+        if raw & present and raw & listed != listed:  # hwloc memory groups have no index
+            items.append(Obj("numa", -1, raw & present, None, raw & listed))
     rank = RANK
-    items.sort(key=lambda o: (-_weight(o.cpuset), rank[o.kind]))
+    items.sort(key=lambda o: (-_weight(o.complete), rank[o.kind]))
     owner: dict[int, Obj] = {}  # CPU -> the smallest object so far that holds it
     for obj in items:
         cpus = bits(obj.cpuset)
@@ -820,7 +903,16 @@ def _connect_levels(root: Obj, objs: list[Obj]) -> list[list[Obj]]:
 
 
 def _prune_groups(root: Obj) -> None:
-    """Drop groups that bring no structure (same CPUs as their parent or as their only child)."""
+    """Merge away groups that bring no structure: a group with the same CPUs and NUMA nodes as its
+    parent or as its only child (memory groups that hwloc merges at insertion, hwloc's
+    merge_useless_child for the others)."""
+    nodesets: dict[int, frozenset] = {}
+    for o in reversed(root.walk()):
+        ids = frozenset(n.id for n in o.memory)
+        for c in o.children:
+            ids |= nodesets[id(c)]
+        nodesets[id(o)] = ids
+
     stack = [root]
     while stack:
         o = stack.pop()
@@ -829,46 +921,95 @@ def _prune_groups(root: Obj) -> None:
             changed = False
             new = []
             for c in o.children:
-                if c.kind in GROUPS and (c.cpuset == o.cpuset or any(g.cpuset == c.cpuset for g in c.children)):
-                    for g in c.children:
-                        g.parent = o
-                    new.extend(c.children)
-                    o.memory.extend(c.memory)
-                    changed = True
-                else:
+                if c.kind not in GROUPS or not c.complete:
                     new.append(c)
+                    continue
+                if c.kind == "distance":
+                    same_parent = len(o.children) == 1 and c.complete == o.complete and nodesets[id(c)] == nodesets[id(o)]
+                    same_child = (c.children[0] if len(c.children) == 1 and not c.memory
+                                  and c.children[0].complete == c.complete else None)
+                else:
+                    same_parent = c.complete == o.complete
+                    same_child = next((g for g in c.children if g.complete == c.complete), None)
+                if not same_parent and same_child is None:
+                    new.append(c)
+                    continue
+                # merged away: its NUMA nodes go to the object it duplicates
+                (o if same_parent else same_child).memory[:0] = c.memory
+                for g in c.children:
+                    g.parent = o
+                new.extend(c.children)
+                changed = True
             if changed:
-                new.sort(key=lambda x: _first(x.cpuset))
+                new.sort(key=lambda x: _first(x.complete) if x.complete else 1 << 30)
                 o.children = new
         stack.extend(o.children)
 
 
 def _restrict(root: Obj, allowed: int) -> None:
-    """Remove disallowed PUs (hwloc's default without INCLUDE_DISALLOWED); drop emptied objects."""
+    """Remove disallowed PUs (hwloc's default without INCLUDE_DISALLOWED): objects left without CPUs
+    go, unless they hold allowed memory (hwloc keeps a package whose NUMA node may still be used)."""
+    keep: set[int] = set()
+    for o in reversed(root.walk()):  # children first
+        if o.cpuset & allowed or o.memory or any(id(c) in keep for c in o.children):
+            keep.add(id(o))
     stack = [root]
     while stack:
         o = stack.pop()
         o.cpuset &= allowed
-        o.children = [c for c in o.children if c.cpuset & allowed]
+        o.children = [c for c in o.children if id(c) in keep]
         stack.extend(o.children)
 
 
 def _attach_memory(root: Obj, numa: list[NumaNode]) -> None:
-    """For display: hang each NUMA node on the highest object with exactly its CPUs (else the root)."""
+    """For display: hang each NUMA node where hwloc does: going down from the machine, on the first
+    object with exactly its CPUs, else on the smallest object that holds them (memory-only: root)."""
     for n in numa:
         target = root
         if n.cpuset:
-            o = root
-            while o.cpuset != n.cpuset:
-                nxt = next((c for c in o.children if c.cpuset & n.cpuset == n.cpuset), None)
-                if nxt is None:
+            while True:
+                child = next((c for c in target.children if c.cpuset & n.cpuset == n.cpuset), None)
+                if child is None:
                     break
-                o = nxt
-            if o.cpuset == n.cpuset:
-                target = o
-            else:
-                target = o
+                target = child
+                if child.cpuset == n.cpuset:
+                    break
+        else:  # no CPUs at all: hwloc gives it a memory Group of its own under the machine
+            target = Obj("numa", -1, 0)
+            target.parent = root
+            root.children.append(target)
         target.memory.append(n)
+
+
+def _subtree_nodes(obj: Obj) -> frozenset:
+    return frozenset(n.id for o in obj.walk() for n in o.memory)
+
+
+def _insert_distance_group(root: Obj, cpuset: int, node_ids: frozenset) -> None:
+    """Insert one of hwloc's distance Groups by its CPUs (and, where the CPUs are the same as an
+    object's, by its NUMA nodes), adopting the children it covers."""
+    parent = root
+    while True:
+        if parent.cpuset == cpuset:
+            have = _subtree_nodes(parent)
+            if have == node_ids:
+                return  # the same object: merged
+            if not node_ids < have:
+                return  # hwloc would refuse it (conflicting node sets)
+        child = next((c for c in parent.children if c.cpuset & cpuset == cpuset and c.cpuset), None)
+        if child is None or (child.cpuset == cpuset and node_ids > _subtree_nodes(child)):
+            break
+        parent = child
+    group = Obj("distance", -1, cpuset)
+    inside = [c for c in parent.children if c.cpuset and c.cpuset & cpuset == c.cpuset]
+    if any(c.cpuset & cpuset and c not in inside for c in parent.children):
+        return  # overlaps a child without containing it: hwloc refuses such a group
+    parent.children = [c for c in parent.children if c not in inside] + [group]
+    parent.children.sort(key=lambda c: _first(c.complete) if c.complete else 1 << 30)
+    group.parent = parent
+    group.children = inside
+    for c in inside:
+        c.parent = group
 
 
 def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
@@ -881,7 +1022,7 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
     if not os.path.isdir(os.path.join(fsroot, "sys")):
         raise UsageError(f"no sys/ under {fsroot!r}: --fsroot must name a folder holding sys/ and proc/")
     fs = _FS(fsroot)
-    present, objs = _discover_cpus(fs)
+    present, listed, objs = _discover_cpus(fs)
     if not present:
         raise UsageError(
             f"no online CPU with topology information in {os.path.join(fsroot, 'sys/devices/system/cpu')}"
@@ -897,22 +1038,25 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
         why = " and not isolated" if not include_isolated else ""
         raise UsageError(f"no CPU is both online and allowed by this process's cpuset{why} (fsroot {fsroot!r})")
 
-    numa = _discover_numa(fs)
+    numa, groups = _discover_numa(fs)
     if numa is None:
         numa = [NumaNode(0, present, _meminfo_total(fs, "/proc/meminfo"))]
+    raw = [n.cpuset for n in numa]
     for n in numa:
         n.cpuset &= present
         n.own &= present
-    root = _build_tree(present, objs, numa)
-    if allowed != present:
-        _restrict(root, allowed)
-    _prune_groups(root)
-
+    root = _build_tree(present, listed, objs, raw)
     if allowed_mems is not None:
         numa = [n for n in numa if allowed_mems >> n.id & 1]
-    for n in numa:
-        n.cpuset &= allowed
-        n.own &= allowed
     numa.sort(key=lambda n: n.id)
     _attach_memory(root, numa)
+    for cpuset, node_ids in groups:  # after the NUMA nodes, as hwloc adds them
+        if cpuset & present:
+            _insert_distance_group(root, cpuset & present, node_ids)
+    _prune_groups(root)
+    if allowed != present:
+        _restrict(root, allowed)
+        for n in numa:
+            n.cpuset &= allowed
+            n.own &= allowed
     return Topology(root, numa, fsroot)

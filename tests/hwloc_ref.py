@@ -8,6 +8,7 @@ dump's topology (an L3 that the dump does not have, "intersection without inclus
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -168,3 +169,22 @@ def distrib_numa(root: XObj, n: int) -> list[list[int]]:
 
     rec([root], n)
     return [sorted(s) for s in out]
+
+
+def lstopo_console(fsroot: str, thissystem: bool = True) -> list[str]:
+    """``lstopo-no-graphics -p --no-io``'s tree, without the instruction caches (which hwloc itself
+    ignores by default, and tesson too)."""
+    r = subprocess.run(
+        ["lstopo-no-graphics", "-p", "--no-io"],
+        env=_env(fsroot, thissystem),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out = []
+    for line in r.stdout.splitlines():
+        line = re.sub(r" \+ L\di( P#\d+)? \([^)]*\)", "", line)
+        line = re.sub(r"L\di( P#\d+)? \([^)]*\) \+ ", "", line)
+        out.append(line.rstrip())
+    return out

@@ -97,6 +97,12 @@ BUILT = {
     "no-cache-files": dict(caches=False),
     "sub-numa-clustering": dict(packages=2, cores=6, threads=2, numa_per_package=2),
     "offline-cpus": dict(packages=2, cores=4, offline=[0, 9, 10]),
+    # SLIT distances pair the packages: hwloc adds a Group per pair (distance grouping)
+    "numa-distance-pairs": dict(packages=4, cores=2, threads=2, distances=[
+        [10, 16, 32, 32], [16, 10, 32, 32], [32, 32, 10, 16], [32, 32, 16, 10]]),
+    "numa-distance-uneven": dict(packages=5, cores=3, threads=1, distances=[
+        [10, 12, 20, 20, 20], [12, 10, 20, 20, 20], [20, 20, 10, 12, 12], [20, 20, 12, 10, 12],
+        [20, 20, 12, 12, 10]]),
     # a memory-only node as close to packages 0 and 1: hwloc groups those two packages
     "memory-only-node-between-packages": dict(
         packages=3, cpuless_nodes=1,
@@ -139,6 +145,13 @@ def test_s390_books_and_drawers(tmp_path, kind):
         for n in sizes(unit_count(topo, unit)):
             ref = hwloc_ref.distrib(root, unit, n, thissystem=False)
             assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
+
+
+def test_distance_groups_are_levels(tmp_path):
+    root = sysfs_builder.build(tmp_path, **BUILT["numa-distance-pairs"])
+    topo = topology.read(str(root))
+    groups = [o.cpus for o in topo.objects if o.kind == "distance"]
+    assert groups == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]
 
 
 def test_memory_only_node_is_not_a_unit(tmp_path):

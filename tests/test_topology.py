@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -44,20 +45,21 @@ def test_cli_topology_json_matches_hwloc(dump):
     assert doc == hwloc_ref.summary(hwloc_ref.lstopo(dump))
 
 
+def tesson_tree(text: str) -> list[str]:
+    """tesson's text tree without what it adds to lstopo's (allowed PUs, each object's CPUs)."""
+    text = re.sub(r"^Machine \(([^,]*) total, [^)]*\)", r"Machine (\1 total)", text)
+    return [re.sub(r"  \[cpus [^\]]*\]", "", line).rstrip() for line in text.splitlines()]
+
+
 @pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
-def test_cli_topology_text_tree(dump):
+def test_cli_topology_text_is_lstopos_tree(dump):
+    """The text view is lstopo's console view: same objects, same nesting, same order and labels."""
+    needs_hwloc()
     r = tesson_cmd("topology", env={"TESSON_FSROOT": str(dump)})
     assert r.returncode == 0, r.stderr
     topo = topology.read(str(dump))
-    lines = r.stdout.splitlines()
-    assert lines[0].startswith("Machine (")
-    for pu in topo.pus:
-        assert any(f"PU P#{pu}" in line.split(" + ")[-1].split() or line.rstrip().endswith(f"PU P#{pu}")
-                   for line in lines), pu
-    assert sum("NUMANode P#" in line for line in lines) == len(topo.numa_nodes)
-    assert sum("Package P#" in line for line in lines) == len(topo.packages)
-    # children are indented below their parent
-    assert all(line.startswith("  ") for line in lines[1:])
+    assert r.stdout.splitlines()[0].startswith(f"Machine (") and f"{len(topo.pus)} PUs allowed" in r.stdout
+    assert tesson_tree(r.stdout) == hwloc_ref.lstopo_console(dump)
 
 
 # ---- hand-built trees: what the dumps lack ------------------------------------------------------
@@ -73,6 +75,8 @@ BUILT = {
     "offline-cpus": dict(offline=[0, 5, 6]),
     "online-cpu-without-topology": dict(no_topology=[2]),
     "sub-numa-clustering": dict(cores=4, numa_per_package=2),
+    "numa-distance-pairs": dict(packages=4, cores=2, threads=1, distances=[
+        [10, 16, 32, 32], [16, 10, 32, 32], [32, 32, 10, 16], [32, 32, 16, 10]]),
     "memory-only-node-near-node-0": dict(cpuless_nodes=1, distances=[[10, 21, 17], [21, 10, 28], [17, 28, 10]]),
     "memory-only-node-between-nodes": dict(
         packages=3, cpuless_nodes=1,
@@ -93,7 +97,11 @@ def built(request, tmp_path):
 def test_built_tree_matches_hwloc(built):
     needs_hwloc()
     ref = hwloc_ref.summary(hwloc_ref.lstopo(built))
-    assert topology.read(str(built)).to_json() == ref
+    topo = topology.read(str(built))
+    assert topo.to_json() == ref
+    from tesson.commands.topology import render_text
+
+    assert tesson_tree(render_text(topo)) == hwloc_ref.lstopo_console(built)
 
 
 @pytest.mark.parametrize(

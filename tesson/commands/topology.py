@@ -18,7 +18,10 @@ def _size(nbytes: int) -> str:
     return f"{round(value)}{unit}"
 
 
-def _label(obj) -> str:
+GROUP_SUBTYPES = {"cluster": "Cluster", "book": "Book", "drawer": "Drawer", "numa": "", "distance": ""}
+
+
+def _label(obj, group_index: dict) -> str:
     k = obj.kind
     if k == "machine":
         return "Machine"
@@ -26,16 +29,15 @@ def _label(obj) -> str:
         return f"Package P#{obj.os_index}"
     if k == "die":
         return f"Die P#{obj.os_index}"
-    if k == "cluster":
-        return f"Cluster P#{obj.os_index}" if obj.os_index >= 0 else "Cluster"
-    if k == "numa":
-        return "Group (NUMA)"
-    if k in ("book", "drawer"):
-        return f"{k.capitalize()} P#{obj.os_index}"
+    if k in GROUP_SUBTYPES:  # hwloc Groups: GroupN(Subtype), N counting group levels from the top
+        sub = GROUP_SUBTYPES[k]
+        name = f"Group{group_index.get(obj.depth, 0)}" + (f"({sub})" if sub else "")
+        return f"{name} P#{obj.os_index}" if obj.os_index >= 0 else name
     if k.startswith("l") and k[1:].isdigit():
         size = obj.attrs.get("size") or 0
         suffix = "d" if k == "l1" and obj.attrs.get("type") == "Data" else ""
-        return f"L{k[1:]}{suffix} ({_size(size)})" if size else f"L{k[1:]}{suffix}"
+        idx = f" P#{obj.os_index}" if obj.os_index >= 0 else ""
+        return f"L{k[1:]}{suffix}{idx} ({_size(size)})" if size else f"L{k[1:]}{suffix}{idx}"
     if k == "core":
         return f"Core P#{obj.os_index}" if obj.os_index >= 0 else "Core"
     if k == "pu":
@@ -48,16 +50,21 @@ def _numa_line(node) -> str:
 
 
 def render_text(topo) -> str:
+    """lstopo's console view (``lstopo-no-graphics -p``), less instruction caches, plus each
+    object's allowed CPUs."""
     lines: list[str] = []
     total = sum(n.memory_bytes for n in topo.numa_nodes)
     head = f"Machine ({_size(total)} total, {len(topo.pus)} PUs allowed: {cpulist.format(topo.pus)})"
 
+    group_levels = [d for d, level in enumerate(topo.levels) if level[0].kind in GROUP_SUBTYPES]
+    group_index = {d: i for i, d in enumerate(group_levels)}
+
     def emit(obj, indent: int, label: str | None = None) -> None:
-        parts = [label or _label(obj)]
-        # lstopo-style: an object with one child and no memory on that child is printed on one line
-        while len(obj.children) == 1 and not obj.memory and not obj.children[0].memory:
+        parts = [label or _label(obj, group_index)]
+        # as lstopo does: an object without memory and with a single child shares its line
+        while len(obj.children) == 1 and not obj.memory:
             obj = obj.children[0]
-            parts.append(_label(obj))
+            parts.append(_label(obj, group_index))
         text = " + ".join(parts)
         if obj.kind != "pu" and obj.children:
             text += f"  [cpus {cpulist.format(obj.cpus)}]"
@@ -67,12 +74,7 @@ def render_text(topo) -> str:
         for c in obj.children:
             emit(c, indent + 1)
 
-    root = topo.root
-    lines.append(head)
-    for n in root.memory:
-        lines.append("  " + _numa_line(n))
-    for c in root.children:
-        emit(c, 1)
+    emit(topo.root, 0, head)
     return "\n".join(lines) + "\n"
 
 
