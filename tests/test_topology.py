@@ -58,7 +58,7 @@ def test_cli_topology_text_is_lstopos_tree(dump):
     r = tesson_cmd("topology", env={"TESSON_FSROOT": str(dump)})
     assert r.returncode == 0, r.stderr
     topo = topology.read(str(dump))
-    assert r.stdout.splitlines()[0].startswith(f"Machine (") and f"{len(topo.pus)} PUs allowed" in r.stdout
+    assert r.stdout.splitlines()[0].startswith("Machine (") and f"{len(topo.pus)} PUs allowed" in r.stdout
     assert tesson_tree(r.stdout) == hwloc_ref.lstopo_console(dump)
 
 
