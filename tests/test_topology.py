@@ -166,6 +166,9 @@ def test_real_machine_matches_hwloc():
     assert topo.pus and set(os.sched_getaffinity(0)) <= set(topo.pus)
     needs_hwloc()
     assert topo.to_json() == hwloc_ref.summary(hwloc_ref.lstopo("/"))
+    from tesson.commands.topology import render_text
+
+    assert tesson_tree(render_text(topo)) == hwloc_ref.lstopo_console("/")
 
 
 # ---- bad input -----------------------------------------------------------------------------------
