@@ -54,6 +54,10 @@ def identity() -> dict:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so load generators measure the server, not handshakes
     server_version = "tesson-demo"
+    # Headers and body leave in one write (http.server flushes wfile after each request), and
+    # without Nagle: otherwise delayed ACKs hold a kept-alive answer back for ~40 ms.
+    wbufsize = -1
+    disable_nagle_algorithm = True
 
     def _answer(self, body: bool) -> None:
         # Read the CPUs at every request: they are what the kernel allows now.
