@@ -414,7 +414,6 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
             if batch.errors:
                 item, exc = batch.errors[0]
                 raise TessonError(f"repair of {item.name} failed: {explain(exc)}")
-            lines.extend(fe.repair(ctx, sorted(done)))
     except BaseException as e:
         with _interrupts(ignore=True):
             ctx.undo.rollback()
@@ -424,6 +423,15 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
         if isinstance(e, TessonError):
             raise
         raise TessonError(f"repair failed: {explain(e)}") from None
+    # The shards are healthy now: a frontend that cannot be brought in line (Gorb down, say) must
+    # not take them away again. Say what was done, and that repair can simply be run again.
+    try:
+        lines.extend(fe.repair(ctx, sorted(done)))
+    except TessonError as e:
+        did = "; ".join(sorted(lines, key=_line_order)) or "no shard needed it"
+        raise TessonError(
+            f"{e} (shards repaired: {did}; run 'tesson repair -g {ctx.group}' again once that is fixed)"
+        ) from None
     return sorted(lines, key=_line_order)
 
 

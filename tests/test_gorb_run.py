@@ -201,6 +201,27 @@ def test_repair_reregisters_recreated_shards_and_removes_stale_backends(gorb, gr
     assert [c for c in gorb.calls() if c[0] != "GET"] == [("PUT", f"/service/{vs}", {"port": 8080, "protocol": "tcp"})]
 
 
+def test_repair_keeps_the_shards_it_recreated_when_gorb_fails(gorb, group, shard_image, docker_client):
+    ok(run(gorb.uri(), group, shard_image, "-p", "8080"))
+    docker_client.remove_container(f"{group}-1", force=True)
+    gorb.fail_after(0, mode="500")  # every Gorb call of this repair fails
+    try:
+        r = tesson_cmd("repair", "-g", group, env=NO_ENV_GORB)
+    finally:
+        gorb.fail_after(10**6)  # Gorb answers again
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "error while calling into IPVS" in r.stderr
+    assert f"recreated {group}-1" in r.stderr and "repair -g" in r.stderr
+    # the recreated shard was not taken away again: it runs and serves
+    state = docker_client.inspect_container(f"{group}-1")["State"]
+    assert state["Running"], state
+    # and once Gorb answers, repair registers it
+    r = ok(tesson_cmd("repair", "-g", group, env=NO_ENV_GORB))
+    port = published_port(docker_client, f"{group}-1", "8080/tcp")
+    assert gorb.state()["backends"][f"{group}-1-8080-tcp"]["options"]["port"] == port
+
+
 # --- all or nothing --------------------------------------------------------------------------------------
 
 
