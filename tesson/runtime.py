@@ -18,7 +18,7 @@ from tesson import cpulist, log
 from tesson import group as G
 from tesson.docker_client import explain, is_status
 from tesson.errors import TessonError
-from tesson.frontend import Context, Frontend, Undo
+from tesson.frontend import Context, Frontend
 
 MAX_WORKERS = 16
 

@@ -7,42 +7,24 @@ removed by label at its end.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
 
 from tesson import cpulist
-from tests.conftest import ROOT, http_get, parse_shard_answer, require, tesson_cmd
+from tests.conftest import http_get, parse_shard_answer, tesson_cmd
 
 pytestmark = pytest.mark.docker
 
 LB_LABEL = "io.tesson.role=lb"
 
 
-def _image_exists(client, name: str) -> bool:
-    import docker.errors
-
-    try:
-        client.inspect_image(name)
-        return True
-    except docker.errors.NotFound:
-        return False
-
-
 @pytest.fixture(scope="session")
-def lb_image(docker_client):
-    """The balancer's image: ``tesson:latest`` when it is built, else ``tesson-base:bookworm`` (Debian
-    nginx + stream module), made with scripts/base-image when missing."""
-    for name in ("tesson:latest", "tesson-base:bookworm"):
-        if _image_exists(docker_client, name):
-            return name
-    require(shutil.which("debootstrap") is not None, "debootstrap is needed to build tesson-base:bookworm")
-    r = subprocess.run([str(ROOT / "scripts" / "base-image")], capture_output=True, text=True, timeout=1200)
-    require(r.returncode == 0, f"scripts/base-image failed: {r.stderr[-500:]}")
-    return "tesson-base:bookworm"
+def lb_image(tesson_image):
+    """The balancer's image: the tesson image itself (it carries Debian's nginx + stream module), built
+    the CI way once per session, so the balancer is tested as users get it."""
+    return tesson_image
 
 
 def _cleanup(client, group: str) -> None:
