@@ -257,6 +257,15 @@ def _sweep(client, run_id: str) -> list[str]:
     return failed
 
 
+def _summary(whats) -> str:
+    """``["container web-0", "container web-1", "network tesson-web"]`` -> ``"2 containers, 1 network"``."""
+    counts: dict[str, int] = {}
+    for what in whats:
+        kind = what.rsplit(" ", 1)[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items())
+
+
 def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
     """Create and start every shard of ``ctx.shards`` and the frontend; all or nothing."""
     client = ctx.docker
@@ -296,14 +305,13 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
             finally:
                 progress.close()
     except BaseException as e:
+        made = _summary(what for what, _fn, _batch in ctx.undo.steps)
         with _interrupts(ignore=True):
             failed = ctx.undo.rollback() + _sweep(client, run_id)
-        made = len(created)
-        tail = (
-            f"; could not remove: {', '.join(failed)}"
-            if failed
-            else f"; removed what this run made ({made} container{'s' if made != 1 else ''})" if made else ""
-        )
+        if failed:
+            tail = f"; could not remove: {', '.join(failed)}"
+        else:
+            tail = f"; removed what this run made ({made})" if made else ""
         if isinstance(e, KeyboardInterrupt):
             raise Interrupted(f"interrupted{tail}") from None
         if isinstance(e, TessonError):

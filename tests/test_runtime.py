@@ -333,7 +333,7 @@ def test_frontend_failure_or_ctrl_c_undoes_everything(docker_client, shard_image
     if failure == "interrupt":
         assert isinstance(e.value, runtime.Interrupted) and e.value.exit_code == 130
     else:
-        assert "balancer would not start" in str(e.value) and "removed what this run made (3 containers)" in str(e.value)
+        assert "balancer would not start" in str(e.value) and "removed what this run made (3 containers, 1 network)" in str(e.value)
     assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
 
