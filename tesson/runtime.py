@@ -305,7 +305,7 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
             finally:
                 progress.close()
     except BaseException as e:
-        made = _summary(what for what, _fn, _batch in ctx.undo.steps)
+        made = _summary(what for what, _fn, _batch in reversed(ctx.undo.steps))  # as undone: newest first
         with _interrupts(ignore=True):
             failed = ctx.undo.rollback() + _sweep(client, run_id)
         if failed:
