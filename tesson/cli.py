@@ -86,7 +86,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument(
         "--fsroot",
         metavar="DIR",
-        default=default(os.environ.get("TESSON_FSROOT", "/")),
+        default=default(os.environ.get("TESSON_FSROOT") or None),  # None: not given (see parse)
         help="read the topology from DIR/sys and DIR/proc (env TESSON_FSROOT; default: /)",
     )
     g.add_argument(
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tesson {__version__}")
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    parser.verb_parsers = sub.choices  # type: ignore[attr-defined]
 
     def verb(name: str, **kw) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1].capitalize() + ".", **kw)
@@ -171,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan and call no daemon")
     run.add_argument(
-        "--format", choices=("table", "json"), default="table", help="output of --dry-run (default: table)"
+        "--format", choices=("table", "json"), default="table", help="output: the plan, or the group started (default: table)"
     )
-    run.add_argument("image", metavar="IMAGE", help="the image every shard runs")
+    # nargs="?" and a check in main: argparse would otherwise call the optional COMMAND required too
+    run.add_argument("image", metavar="IMAGE", nargs="?", help="the image every shard runs")
     run.add_argument(
         "command", metavar="COMMAND", nargs=argparse.REMAINDER, help="command and arguments for every shard"
     )
@@ -210,12 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse a command line. ``args.fsroot_given`` says whether the user chose the topology's root
+    (``--fsroot`` or ``TESSON_FSROOT``); ``args.fsroot`` is then that root, else ``/``."""
+    args = (parser or build_parser()).parse_args(argv)
+    args.fsroot_given = args.fsroot is not None
+    if args.fsroot is None:
+        args.fsroot = "/"
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(argv, parser)
     if args.verb is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.verb == "run" and not args.image:
+        parser.verb_parsers["run"].error("the following argument is required: IMAGE")
 
     from tesson import log
     from tesson.errors import TessonError

@@ -8,7 +8,6 @@ Failing to connect is one line naming what was tried, exit 1.
 from __future__ import annotations
 
 import os
-import sys
 from urllib.parse import urlparse
 
 from tesson.errors import TessonError, UsageError
@@ -38,18 +37,9 @@ def is_remote(url: str | None = None) -> bool:
     return (parsed.hostname or "") not in LOCAL_HOSTS
 
 
-def fsroot_given(args) -> bool:
-    """Whether --fsroot (or TESSON_FSROOT) was set by the user rather than left at its default."""
-    if os.environ.get("TESSON_FSROOT"):
-        return True
-    if getattr(args, "fsroot", "/") not in ("/", None):
-        return True
-    return any(a == "--fsroot" or a.startswith("--fsroot=") for a in sys.argv[1:])
-
-
 def check_topology_source(args) -> None:
     """Refuse to plan a remote daemon's shards from this machine's topology."""
-    if is_remote() and not fsroot_given(args):
+    if is_remote() and not getattr(args, "fsroot_given", False):
         raise UsageError(
             f"DOCKER_HOST={os.environ.get('DOCKER_HOST')} names a remote daemon, whose CPUs tesson "
             "cannot read from here: give --fsroot DIR holding a copy of that host's /sys and /proc"

@@ -49,3 +49,9 @@ def test_cpulist_roundtrip():
     assert cpulist.format([11, 0, 1, 2, 3, 8, 10]) == "0-3,8,10-11"
     assert cpulist.parse("") == [] and cpulist.format([]) == ""
     assert cpulist.parse_mask("00000000,0000000f") == [0, 1, 2, 3]
+
+
+def test_run_without_image_names_only_the_image():
+    r = tesson_cmd("run", "-n", "2")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "IMAGE" in r.stderr and "COMMAND" not in r.stderr

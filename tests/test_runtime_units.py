@@ -15,7 +15,7 @@ from tesson.frontend.none import NoneFrontend
 
 
 def test_port_specs_as_docker_takes_them():
-    got = {p.spec: [] for p in []}
+    got: dict = {}
     for p in ports.parse(["80", "8080:80/udp", "127.0.0.1::81", "8000-8001:90-91", "8100-8110:92"]):
         got.setdefault(p.spec, []).append((p.port, p.proto, p.host_ip, p.host_port))
     assert got == {
@@ -147,19 +147,23 @@ def test_frontend_selection():
 
 
 def test_remote_docker_host_needs_fsroot(monkeypatch):
-    from tesson import docker_client
+    from tesson import cli, docker_client
 
     monkeypatch.delenv("TESSON_FSROOT", raising=False)
-    monkeypatch.setattr("sys.argv", ["tesson", "run", "img"])
     for host, remote in (("unix:///var/run/docker.sock", False), ("tcp://127.0.0.1:2375", False),
                          ("tcp://10.1.2.3:2376", True), ("ssh://me@box", True)):
         monkeypatch.setenv("DOCKER_HOST", host)
         assert docker_client.is_remote() is remote
-        args = SimpleNamespace(fsroot="/")
+        args = cli.parse(["run", "img"])
+        assert args.fsroot == "/" and not args.fsroot_given
         if remote:
             with pytest.raises(UsageError, match="--fsroot"):
                 docker_client.check_topology_source(args)
-            docker_client.check_topology_source(SimpleNamespace(fsroot="/srv/box"))
+            docker_client.check_topology_source(cli.parse(["--fsroot", "/srv/box", "run", "img"]))
+            docker_client.check_topology_source(cli.parse(["run", "--fsroot", "/", "img"]))
+            monkeypatch.setenv("TESSON_FSROOT", "/srv/box")
+            docker_client.check_topology_source(cli.parse(["run", "img"]))
+            monkeypatch.delenv("TESSON_FSROOT")
         else:
             docker_client.check_topology_source(args)
 
