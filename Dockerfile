@@ -14,6 +14,8 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# Marks this stage's leftover image, which scripts/build-image prunes once it is dangling.
+LABEL io.tesson.stage=build
 COPY . /src
 RUN set -eu; \
     python3 -m venv --without-pip /opt/tesson; \
