@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
@@ -21,6 +22,7 @@ from tesson.errors import TessonError
 from tesson.frontend import Context, Frontend
 
 MAX_WORKERS = 16
+SETTLE = 0.5  # seconds the last-started shard is given to fall over before run trusts the group
 
 
 class Interrupted(TessonError):
@@ -50,9 +52,10 @@ class Progress:
                 self.stream.flush()
 
     def close(self) -> None:
-        if self.tty and self.done:
+        if self.tty and self.done and not getattr(self, "_closed", False):
             self.stream.write("\n")
             self.stream.flush()
+        self._closed = True
 
 
 @contextmanager
@@ -140,8 +143,9 @@ class _Batch:
     """Run one task per item on a bounded pool; stop starting new ones after the first failure or
     Ctrl-C, and wait for those in flight (they record what they made) before returning."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, stop_on_error: bool = True) -> None:
         self.workers = workers
+        self.stop_on_error = stop_on_error
         self.cancelled = threading.Event()
         self.errors: list[tuple[object, BaseException]] = []
         self._lock = threading.Lock()
@@ -165,7 +169,8 @@ class _Batch:
             except BaseException as e:  # noqa: BLE001 - reported by the caller
                 with self._lock:
                     self.errors.append((item, e))
-                self.cancelled.set()
+                if self.stop_on_error:
+                    self.cancelled.set()
 
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="tesson")
         futures = [pool.submit(task, it) for it in items]
@@ -195,9 +200,13 @@ def _remove(client, cid: str) -> None:
             raise
 
 
-def _start_shard(ctx: Context, fe: Frontend, shard, batch: _Batch, progress: Progress, created: dict) -> None:
-    """Create (unless created already), start and inspect one shard; record it for rollback."""
+def _start_shard(ctx: Context, fe: Frontend, shard, batch: _Batch, progress: Progress, created: dict,
+                 undo=None, starts: dict | None = None) -> None:
+    """Create (unless created already) and start one shard; record it in ``undo`` (default
+    ``ctx.undo``) for rollback. Without ``starts`` the shard is inspected into ``ctx.started``;
+    with it, when its start returned is noted there (``run`` inspects every shard after the settle)."""
     client = ctx.docker
+    undo = ctx.undo if undo is None else undo
     name = ctx.shard_name(shard.index)
     cid = created.get(shard.index)
     if cid is None:
@@ -205,11 +214,14 @@ def _start_shard(ctx: Context, fe: Frontend, shard, batch: _Batch, progress: Pro
         body = shard_body(ctx, fe, shard)
         cid = client.create_container_from_config(body, name=name)["Id"]
         created[shard.index] = cid
-        ctx.undo.add(f"container {name}", lambda: _remove(client, cid), batch="containers")
+        undo.add(f"container {name}", lambda: _remove(client, cid), batch="containers")
         log.info("shard created", shard=name, id=cid[:12], cpus=cpulist.format(shard.cpus))
     batch.check()
     client.start(cid)
-    ctx.started[shard.index] = client.inspect_container(cid)
+    if starts is None:
+        ctx.started[shard.index] = client.inspect_container(cid)
+    else:
+        starts[shard.index] = time.monotonic()
     log.info("shard started", shard=name, id=cid[:12])
     progress.step()
 
@@ -217,6 +229,107 @@ def _start_shard(ctx: Context, fe: Frontend, shard, batch: _Batch, progress: Pro
 def _shard_error(ctx: Context, item, exc: BaseException, doing: str) -> str:
     name = ctx.shard_name(item.index) if hasattr(item, "index") else str(item)
     return f"shard {name} failed to {doing}: {explain(exc)}"
+
+
+def _last_log_line(client, cid: str, until: float | None = None) -> str:
+    """The last non-empty line a container wrote (stdout or stderr; before ``until``, an epoch
+    time), for an error message."""
+    try:
+        text = client.logs(cid, stdout=True, stderr=True, tail=20, **({"until": until} if until else {}))
+    except Exception as e:
+        return f"its log cannot be read ({explain(e)})"
+    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
+    return f"last log line: {lines[-1][:200]}" if lines else "it logged nothing"
+
+
+def _exit_of(client, info: dict, since: float) -> tuple:
+    """(exit code, when) of a shard that fell over. Its state says, unless Docker has restarted it
+    already (which resets the state's code): then its latest ``die`` event since the run began does,
+    and ``when`` (epoch seconds) lets its log be cut there, before the next attempt's output."""
+    state = info.get("State") or {}
+    if not state.get("Running") or state.get("Restarting"):
+        return state.get("ExitCode"), None
+    try:
+        events = list(client.events(since=int(since) - 1, until=time.time(),
+                                    filters={"container": info["Id"], "event": "die"}, decode=True))
+    except Exception:
+        return None, None
+    for e in reversed(events):
+        code = ((e.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
+        if code is not None:
+            when = e.get("timeNano")
+            return int(code), (when / 1e9 + 0.01 if when else None)
+    return None, None
+
+
+def _fell_over(info: dict) -> bool:
+    state = info.get("State") or {}
+    return not state.get("Running") or bool(state.get("Restarting")) or (info.get("RestartCount") or 0) > 0
+
+
+def _settle(ctx: Context, created: dict, starts: dict, since: float, workers: int) -> None:
+    """Make sure every shard is still up a moment after it started: wait until the last-started one
+    has had ``SETTLE`` seconds, inspect them all in parallel (into ``ctx.started``), and fail the run
+    when any is not running, is restarting or has been restarted (a command that exits at once)."""
+    client = ctx.docker
+    delay = max(starts.values()) + SETTLE - time.monotonic() if starts else 0
+    if delay > 0:
+        time.sleep(delay)
+    gone: dict[int, str] = {}
+
+    def look(index, _batch):
+        try:
+            ctx.started[index] = client.inspect_container(created[index])
+        except Exception as e:
+            gone[index] = explain(e)
+
+    batch = _Batch(workers, stop_on_error=False)
+    batch.run(look, sorted(created))
+    if batch.errors:
+        item, exc = batch.errors[0]
+        raise TessonError(f"shard {ctx.shard_name(item)} could not be inspected after it started: {explain(exc)}")
+    bad = sorted(set(gone) | {i for i, info in ctx.started.items() if _fell_over(info)})
+    if not bad:
+        return
+    first = bad[0]
+    name = ctx.shard_name(first)
+    if first in gone:
+        msg = f"shard {name} vanished right after it started ({gone[first]})"
+    else:
+        info = ctx.started[first]
+        state = info.get("State") or {}
+        code, until = _exit_of(client, info, since)
+        how = f"exit code {code}" if code is not None else "exit code unknown"
+        if state.get("OOMKilled"):
+            how += ", killed for lack of memory"
+        restarts = info.get("RestartCount") or 0
+        if restarts:
+            how += f", restarted {restarts} time{'s' if restarts != 1 else ''} by Docker"
+        msg = f"shard {name} exited right after it started ({how}); {_last_log_line(client, created[first], until)}"
+    if len(bad) > 1:
+        others = ", ".join(ctx.shard_name(i) for i in bad[1:])
+        msg += f"; so did {others}"
+    for i in bad:
+        log.info("shard fell over after start", shard=ctx.shard_name(i))
+    raise TessonError(msg)
+
+
+def _claim_conflict(ctx: Context, name: str) -> TessonError:
+    """Creating GROUP-0 hit a name conflict: another run of this group, or a stranger's container."""
+    try:
+        labels = (ctx.docker.inspect_container(name).get("Config") or {}).get("Labels") or {}
+    except Exception:
+        labels = {G.GROUP: ctx.group}  # gone again, or unreadable: most likely a run of this group
+    if labels.get(G.GROUP) != ctx.group:
+        return GroupInUse(
+            f"a container named {name} exists and is not part of tesson group {ctx.group!r}: "
+            f"remove or rename it, or choose another -g"
+        )
+    return GroupInUse(
+        f"group {ctx.group!r} is already in use: a container named {name} exists "
+        f"(stop it first: tesson stop -g {ctx.group} --purge)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +383,7 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
     """Create and start every shard of ``ctx.shards`` and the frontend; all or nothing."""
     client = ctx.docker
     run_id = _new_run_id(ctx)
+    began = time.time()
     progress = Progress(len(ctx.shards), "started")
     created: dict[int, str] = {}
     batch = _Batch(workers)
@@ -291,16 +405,16 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
                 if claim_batch.errors:
                     exc = claim_batch.errors[0][1]
                     if is_status(exc, 409):
-                        raise GroupInUse(
-                            f"group {ctx.group!r} is already in use: a container named {name} exists "
-                            f"(stop it first: tesson stop -g {ctx.group} --purge)"
-                        )
+                        raise _claim_conflict(ctx, name)
                     raise TessonError(_shard_error(ctx, first, exc, "be created"))
-                batch.run(lambda s, b: _start_shard(ctx, fe, s, b, progress, created), ctx.shards)
+                starts: dict[int, float] = {}
+                batch.run(lambda s, b: _start_shard(ctx, fe, s, b, progress, created, starts=starts), ctx.shards)
                 if batch.errors:
                     item, exc = min(batch.errors, key=lambda e: getattr(e[0], "index", 0))
                     doing = "start" if getattr(item, "index", None) in created else "be created"
                     raise TessonError(_shard_error(ctx, item, exc, doing))
+                progress.close()
+                _settle(ctx, created, starts, began, workers)  # before the frontend sees any shard
                 fe.after_shards(ctx)
             finally:
                 progress.close()
@@ -375,9 +489,17 @@ class _Never:
 
 
 def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
-    """Restart exited shards, recreate dead and vanished ones on their planned CPUs; then the frontend."""
+    """Restart exited shards, recreate dead and vanished ones on their planned CPUs; then the frontend.
+
+    Every shard is tried; those repaired are kept whatever happens to the others or to the frontend,
+    whose ``repair`` is still called for them. If any shard (or the frontend) could not be brought
+    back, TessonError (exit 1) names it and why, and says what was repaired. Ctrl-C removes only
+    what is half-made (a recreated shard not started yet); shards already repaired stay.
+    """
+    from tesson.frontend import Undo
+
     client, grp = ctx.docker, ctx.state
-    run_id = _new_run_id(ctx)
+    _new_run_id(ctx)
     lines: list[str] = []
     restart, recreate = [], []
     for st in grp.shards:
@@ -399,48 +521,78 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
             batch.check()
             client.start(st.id)
             ctx.started[st.index] = client.inspect_container(st.id)
-            with lock:
-                lines.append(f"restarted {st.name} (cpus {cpulist.format(st.cpus)})")
+            line = f"restarted {st.name} (cpus {cpulist.format(st.cpus)})"
         else:
             if st.id:
                 _remove(client, st.id)
-            created: dict[int, str] = {}
-            _start_shard(ctx, fe, plan[st.index], batch, _NoProgress(), created)
-            with lock:
-                lines.append(f"recreated {st.name} (cpus {cpulist.format(plan[st.index].cpus)})")
+            # A recreated shard that fails to start is kept, created: it holds the shard's place
+            # and labels, and the next repair starts it. Only Ctrl-C takes away what is half-made.
+            mine = Undo()
+            try:
+                _start_shard(ctx, fe, plan[st.index], batch, _NoProgress(), {}, undo=mine)
+            except _Cancelled:
+                mine.rollback()
+                raise
+            line = f"recreated {st.name} (cpus {cpulist.format(plan[st.index].cpus)})"
         with lock:
+            lines.append(line)
             done.append(st.index)
         progress.step()
 
-    batch = _Batch(workers)
+    batch = _Batch(workers, stop_on_error=False)
     try:
         with _interrupts():
             try:
                 batch.run(one, restart + recreate)
             finally:
                 progress.close()
-            if batch.errors:
-                item, exc = batch.errors[0]
-                raise TessonError(f"repair of {item.name} failed: {explain(exc)}")
-    except BaseException as e:
+    except KeyboardInterrupt:
         with _interrupts(ignore=True):
-            ctx.undo.rollback()
-            _sweep(client, run_id)
-        if isinstance(e, KeyboardInterrupt):
-            raise Interrupted("interrupted; removed the shards this repair had recreated") from None
-        if isinstance(e, TessonError):
-            raise
-        raise TessonError(f"repair failed: {explain(e)}") from None
-    # The shards are healthy now: a frontend that cannot be brought in line (Gorb down, say) must
-    # not take them away again. Say what was done, and that repair can simply be run again.
+            half = _half_made(client, ctx, recreate, done)
+        kept = ", ".join(sorted((ctx.shard_name(i) for i in done), key=_line_order)) or "none"
+        raise Interrupted(f"interrupted; shards already repaired are kept ({kept}){half}") from None
+    failed = [f"{item.name} ({explain(exc)})" for item, exc in sorted(batch.errors, key=lambda e: e[0].index)]
+    # The repaired shards are healthy now: neither a shard that could not be repaired nor a frontend
+    # that cannot be brought in line (Gorb down, say) takes them away again.
+    fe_error = None
     try:
         lines.extend(fe.repair(ctx, sorted(done)))
     except TessonError as e:
-        did = "; ".join(sorted(lines, key=_line_order)) or "no shard needed it"
-        raise TessonError(
-            f"{e} (shards repaired: {did}; run 'tesson repair -g {ctx.group}' again once that is fixed)"
-        ) from None
-    return sorted(lines, key=_line_order)
+        fe_error = str(e)
+    except Exception as e:  # a daemon error inside the frontend: still one line, never "internal error"
+        fe_error = f"{fe.kind} frontend could not be brought in line: {explain(e)}"
+    lines.sort(key=_line_order)
+    if not failed and fe_error is None:
+        return lines
+    did = "; ".join(lines) or "no shard"
+    again = f"run 'tesson repair -g {ctx.group}' again once that is fixed"
+    if failed:
+        msg = f"could not repair {', '.join(failed)}"
+        if fe_error:
+            msg += f"; and: {fe_error}"
+        raise TessonError(f"{msg} (repaired: {did}; {again})")
+    raise TessonError(f"{fe_error} (shards repaired: {did}; {again})")
+
+
+def _half_made(client, ctx: Context, recreate: list, done: list[int]) -> str:
+    """After Ctrl-C in repair: remove recreated shards that never started (this repair's run id)."""
+    removed = []
+    for st in recreate:
+        if st.index in done:
+            continue
+        try:
+            found = client.containers(all=True, filters={"label": [f"{G.RUN}={ctx.labels[G.RUN]}", f"{G.SHARD}={st.index}"]})
+        except Exception:
+            continue
+        for c in found:
+            if c.get("State") == "running":
+                continue
+            try:
+                _remove(client, c["Id"])
+                removed.append(st.name)
+            except Exception as e:
+                log.warning("could not remove a half-made shard", shard=st.name, error=explain(e))
+    return f"; removed the half-made {', '.join(removed)}" if removed else ""
 
 
 def _line_order(line: str):

@@ -227,8 +227,12 @@ def load(kind: str) -> type[Frontend]:
 def select(args) -> Frontend:
     """The frontend ``run`` asked for: ``--gorb``/``GORB_URI`` -> gorb, else ``--lb`` (default nginx)."""
     if getattr(args, "gorb", None):
-        if getattr(args, "lb", None) == "nginx":
-            raise UsageError("--lb nginx and --gorb exclude each other: Gorb is the group's balancer")
+        lb = getattr(args, "lb", None)
+        if lb in ("nginx", "none"):
+            raise UsageError(
+                f"--lb {lb} and --gorb (or GORB_URI) exclude each other: Gorb is the group's balancer "
+                f"(drop --lb {lb}, or --gorb and GORB_URI)"
+            )
         kind = "gorb"
     else:
         kind = getattr(args, "lb", None) or "nginx"
