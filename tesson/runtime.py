@@ -462,15 +462,8 @@ def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[
         batch.run(one, grp.container_ids())
     finally:
         progress.close()
-    if fe is not None:
+    if fe is not None:  # with --purge, the frontend removes what it made (the nginx network)
         fe.after_stop(ctx)
-    if ctx.purge:
-        for net in client.networks(filters={"label": [f"{G.GROUP}={grp.name}"]}):
-            try:
-                client.remove_network(net["Id"])
-            except Exception as e:
-                if not is_status(e, 404):
-                    errors.append(f"network {net.get('Name')}: {explain(e)}")
     return errors
 
 
