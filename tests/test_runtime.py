@@ -385,3 +385,118 @@ def test_progress_on_a_terminal(docker_client, shard_image, cleanup):
         os.close(master)
     assert p.returncode == 0
     assert b"started 2/2" in seen and b"started 2/2" not in p.stdout
+
+
+# --- shards that fall over at once, a stranger's GROUP-0, repair that cannot do everything ----------
+
+
+@pytest.mark.parametrize("lb", ["none", "nginx"])
+def test_a_command_that_exits_at_once_fails_the_run_and_leaves_nothing(docker_client, shard_image, tesson_image,
+                                                                       cleanup, lb):
+    """Docker starts such a shard fine and then restarts it in a loop: run must see that, before the
+    balancer is made, and roll back."""
+    g = f"t3-crash-{lb}"
+    cleanup.append(g)
+    front = ["--lb", "none"] if lb == "none" else ["-p", "8080", "--lb-image", tesson_image]
+    r = tesson_cmd("run", "-g", g, "-n", "2", *front, shard_image, "false")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    line = _one_line(r)
+    assert f"shard {g}-0 exited right after it started (exit code 1" in line and "it logged nothing" in line
+    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    # what it said last, and its own exit code, even once Docker has restarted it
+    r = tesson_cmd("run", "-g", g, "-n", "1", *front, shard_image, "sh", "-c", "echo t3 gave up >&2; exit 7")
+    assert r.returncode == 1
+    line = _one_line(r)
+    assert f"shard {g}-0 exited right after it started (exit code 7" in line and "last log line: t3 gave up" in line
+    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+
+
+def test_a_shard_that_exits_with_restart_policy_no_fails_the_run(docker_client, shard_image, cleanup, tmp_path):
+    g = "t3-crash-no"
+    cleanup.append(g)
+    cfg = tmp_path / "norestart.json"
+    cfg.write_text(json.dumps({"HostConfig": {"RestartPolicy": {"Name": "no"}}}))
+    r = tesson_cmd("run", "-g", g, "-n", "2", "--lb", "none", "-c", str(cfg), shard_image,
+                   "sh", "-c", 'if [ "$TESSON_UID" = 1 ]; then echo t3 shard one quits; exit 4; fi; exec /start')
+    assert r.returncode == 1
+    line = _one_line(r)
+    assert f"shard {g}-1 exited right after it started (exit code 4)" in line and "t3 shard one quits" in line
+    assert f"{g}-0 " not in line.split(";")[0]  # the healthy shard is not blamed
+    assert _containers(docker_client, g) == []
+
+
+def test_a_foreign_container_named_group_0_is_not_called_a_group(docker_client, shard_image, cleanup):
+    g = "t3-foreign"
+    cleanup.append(g)
+    foreign = docker_client.create_container(shard_image, name=f"{g}-0")["Id"]  # no tesson labels
+    try:
+        r = tesson_cmd("run", "-g", g, "-n", "2", "--lb", "none", shard_image)
+        assert r.returncode == 1
+        line = _one_line(r)
+        assert f"a container named {g}-0 exists and is not part of tesson group '{g}'" in line
+        assert "tesson stop" not in line and "choose another -g" in line
+        # the stranger's container is untouched, and the run made nothing
+        assert docker_client.inspect_container(f"{g}-0")["Id"] == foreign
+        assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+        assert docker_client.containers(all=True, filters={"name": f"^/{g}-1$"}) == []
+    finally:
+        docker_client.remove_container(foreign, force=True)
+
+
+def test_repair_keeps_what_it_repaired_and_names_what_it_could_not(docker_client, shard_image, cleanup):
+    g = "t3-rep-part"
+    cleanup.append(g)
+    r = tesson_cmd("run", "-g", g, "-n", "3", "-u", "pu", "--lb", "none", "-p", "8080", shard_image)
+    assert r.returncode == 0, r.stderr
+    plan = {s["index"]: s["cpus"] for s in _ps(g)["shards"]}
+    docker_client.remove_container(f"{g}-0", force=True)
+    docker_client.remove_container(f"{g}-1", force=True)
+    # a stranger takes shard 1's name: it cannot be recreated, shard 0 can
+    stranger = docker_client.create_container(shard_image, name=f"{g}-1")["Id"]
+    try:
+        r = tesson_cmd("repair", "-g", g)
+        assert r.returncode == 1
+        line = _one_line(r)
+        assert line.startswith(f"tesson: could not repair {g}-1 (") and "already in use" in line
+        assert f"recreated {g}-0" in line and f"tesson repair -g {g}" in line
+        info = docker_client.inspect_container(f"{g}-0")
+        assert info["State"]["Running"] and info["Config"]["Labels"]["io.tesson.group"] == g
+        answer = parse_shard_answer(http_get("127.0.0.1", _published(docker_client, info["Id"])))
+        assert answer["Cpus_allowed_list"] == cpulist.format(plan[0])
+        assert docker_client.inspect_container(f"{g}-1")["Id"] == stranger  # not ours: untouched
+        assert [s["state"] for s in _ps(g)["shards"]] == ["running", "missing", "running"]
+    finally:
+        docker_client.remove_container(stranger, force=True)
+    r = tesson_cmd("repair", "-g", g)
+    assert r.returncode == 0, r.stderr
+    assert f"recreated {g}-1" in r.stdout and _ps(g)["status"] == "running 3/3"
+
+
+def test_repair_turns_a_frontend_daemon_error_into_one_line_and_keeps_the_shards(docker_client, shard_image, cleanup):
+    """A frontend whose repair meets a daemon error (here: inspecting a container that is not there)."""
+    from tesson import group as G
+    from tesson import runtime
+    from tesson.errors import TessonError
+    from tesson.frontend.none import NoneFrontend
+
+    g = "t3-rep-fe"
+    cleanup.append(g)
+    r = tesson_cmd("run", "-g", g, "-n", "2", "--lb", "none", shard_image)
+    assert r.returncode == 0, r.stderr
+    docker_client.remove_container(f"{g}-1", force=True)
+    seen = {}
+
+    class Broken(NoneFrontend):
+        def repair(self, ctx, recreated):
+            seen["recreated"] = recreated
+            ctx.docker.inspect_container(f"{g}-no-such-balancer")
+            return []
+
+    grp = G.find(docker_client, g)
+    with pytest.raises(TessonError) as e:
+        runtime.repair(runtime.group_context(grp, docker_client), Broken())
+    text = str(e.value)
+    assert type(e.value) is TessonError and "\n" not in text
+    assert text.startswith("none frontend could not be brought in line:") and f"{g}-no-such-balancer" in text
+    assert f"recreated {g}-1" in text and seen == {"recreated": [1]}
+    assert docker_client.inspect_container(f"{g}-1")["State"]["Running"]
