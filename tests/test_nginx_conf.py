@@ -1,8 +1,8 @@
 """The balancer's nginx config: port specs, methods, injection attempts, and the real nginx's verdict.
 
-Configs are checked with the host's nginx (``nginx -t``, Debian's nginx + libnginx-mod-stream). nginx
-resolves upstream server names when it loads a config, so the check runs in a private mount namespace
-where a temporary /etc/hosts names the test shards, as Docker's DNS does on the group network.
+Configs are checked with the host's nginx (``nginx -t``, Debian's nginx + libnginx-mod-stream). Shards
+are written as IP addresses, so nginx needs no name service to load them: the check runs in a private
+mount namespace whose /etc/hosts and /etc/resolv.conf are empty, where any name in a config would fail.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from tesson.frontend import nginx_conf as nc
 from tests.conftest import require
 
 GROUP = "t4x"
-SHARDS = [f"{GROUP}-{i}" for i in range(3)]
+SHARDS = {f"{GROUP}-{i}": f"10.99.0.{i + 2}" for i in range(3)}
+ADDRESSES = list(SHARDS.values())
 
 
 def P(*specs):
@@ -34,17 +35,18 @@ def _nginx_usable() -> tuple[bool, str]:
     if not Path(nc.DEBIAN_STREAM_MODULE).exists():
         return False, "the nginx stream module is not installed (apt-get install libnginx-mod-stream)"
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False, "checking configs needs root and unshare (a private /etc/hosts for upstream names)"
+        return False, "checking configs needs root and unshare (a private, empty /etc/hosts and resolv.conf)"
     return True, ""
 
 
-def nginx_check(conf: str, tmp_path: Path, hosts=SHARDS) -> subprocess.CompletedProcess:
-    """``nginx -t`` on ``conf``, with ``hosts`` resolving to loopback addresses."""
+def nginx_check(conf: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``nginx -t`` on ``conf`` where no name resolves (empty /etc/hosts and /etc/resolv.conf)."""
     ok, why = _nginx_usable()
     require(ok, why)
     (tmp_path / "nginx.conf").write_text(conf)
-    (tmp_path / "hosts").write_text("".join(f"127.0.0.{i + 2} {h}\n" for i, h in enumerate(hosts)))
-    script = 'mount --bind "$1/hosts" /etc/hosts && exec nginx -t -q -e stderr -p "$1" -c "$1/nginx.conf"'
+    (tmp_path / "empty").write_text("")
+    script = ('mount --bind "$1/empty" /etc/hosts && mount --bind "$1/empty" /etc/resolv.conf && '
+              'exec nginx -t -q -e stderr -p "$1" -c "$1/nginx.conf"')
     return subprocess.run(
         ["unshare", "-m", "sh", "-c", script, "sh", str(tmp_path)],
         capture_output=True,
@@ -131,11 +133,14 @@ def test_config_has_one_upstream_and_listener_per_port_with_every_shard(tmp_path
     for port, proto in [(80, "tcp"), (90, "tcp"), (91, "tcp"), (53, "udp")]:
         body = conf.split(f"upstream {proto}_{port} {{")[1].split("}")[0]
         servers = re.findall(r"server (\S+) max_fails=(\d+) fail_timeout=(\w+);", body)
-        assert [s[0] for s in servers] == [f"{s}:{port}" for s in SHARDS]
+        assert [s[0] for s in servers] == [f"{a}:{port}" for a in ADDRESSES]
         assert all(int(s[1]) >= 1 for s in servers)
         assert f"zone {proto}_{port} " in body  # one view of connections and failures for all workers
         # every shard again as a backup never marked failed: overload cannot empty the upstream
-        assert re.findall(r"server (\S+) backup max_fails=0;", body) == [f"{s}:{port}" for s in SHARDS]
+        assert re.findall(r"server (\S+) backup max_fails=0;", body) == [f"{a}:{port}" for a in ADDRESSES]
+    # no name anywhere but in comments: nginx needs no DNS to start, whichever shard is down
+    for name in SHARDS:
+        assert [ln for ln in conf.splitlines() if name in ln] == [f"# shard {name} at {SHARDS[name]}"]
     # runs as a container's only process
     assert re.search(r"^daemon off;$", conf, re.M)
     assert re.search(r"^error_log stderr", conf, re.M)
@@ -151,21 +156,28 @@ def test_the_checker_does_reject_a_broken_config(tmp_path):
     bad = conf.replace("proxy_next_upstream on;", "proxy_next_upstream on; bogus_directive 1;")
     r = nginx_check(bad, tmp_path)
     assert r.returncode != 0 and "bogus_directive" in r.stderr
-    # and a shard name that does not resolve fails it too (nginx resolves upstreams at load)
-    r = nginx_check(conf, tmp_path, hosts=SHARDS[:1])
+    # and a server written as a name fails it here, where nothing resolves (as nginx fails to
+    # start in a balancer whose shard is down, when shards are named): the check sees names
+    named = conf.replace(f"server {ADDRESSES[1]}:", f"server {GROUP}-1:")
+    r = nginx_check(named, tmp_path)
     assert r.returncode != 0 and "host not found" in r.stderr
 
 
 @pytest.mark.parametrize(
     "group, shards",
     [
-        ("web; include /etc/passwd", ["web-0"]),
-        ("web}", ["web}-0"]),
-        ("web\nstream{", ["web-0"]),
-        ("web", ["web-0;server evil:80"]),
-        ("web", ["web-0 backup"]),
-        ("web", ["other-0"]),
-        ("web", []),
+        ("web; include /etc/passwd", {"web-0": "10.0.0.2"}),
+        ("web}", {"web}-0": "10.0.0.2"}),
+        ("web\nstream{", {"web-0": "10.0.0.2"}),
+        ("web", {"web-0;server evil:80": "10.0.0.2"}),
+        ("web", {"web-0\nserver 6.6.6.6:80;": "10.0.0.2"}),
+        ("web", {"web-0": "10.0.0.2:80;server 6.6.6.6"}),
+        ("web", {"web-0": "10.0.0.2 backup"}),
+        ("web", {"web-0": "web-0"}),
+        ("web", {"web-0": ""}),
+        ("web", {"other-0": "10.0.0.2"}),
+        ("web", ["web-0"]),
+        ("web", {}),
     ],
 )
 def test_names_cannot_inject_directives(group, shards):
@@ -194,3 +206,60 @@ def test_entries_built_by_hand_cannot_inject_either():
 def test_no_module_line_when_the_image_has_stream_built_in():
     conf = nc.render(GROUP, SHARDS, P("80"), stream_module=None)
     assert "load_module" not in conf
+
+
+def test_ipv6_addresses_are_bracketed(tmp_path):
+    conf = nc.render(GROUP, {f"{GROUP}-0": "fd00::2", f"{GROUP}-1": "10.99.0.3"}, P("80"))
+    assert "server [fd00::2]:80 max_fails" in conf and "server 10.99.0.3:80 max_fails" in conf
+    assert_nginx_ok(conf, tmp_path)
+
+
+def test_the_start_script_marks_the_containers_own_address_down(tmp_path):
+    """A balancer restarting while a shard is down can get that shard's address: its copy of the
+    config marks that server down (primary and backup), keeps the others, and nginx accepts it."""
+    ok, why = _nginx_usable()
+    require(ok, why)
+    conf = nc.render(GROUP, SHARDS, P("80", "53/udp"), pid_file=str(tmp_path / "pid"))
+    (tmp_path / "nginx.conf").write_text(conf)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    own = ADDRESSES[1]
+    (bin_dir / "hostname").write_text(f"#!/bin/sh\necho '{own} fd00::9 '\n")  # as hostname -I prints
+    (bin_dir / "hostname").chmod(0o755)
+    live = tmp_path / "live.conf"
+    script = nc.prepare_script(str(tmp_path / "nginx.conf"), str(live)) + f"exec nginx -t -q -e stderr -c {live}"
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                       env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert r.returncode == 0, r.stderr
+    text = live.read_text()
+    servers = re.findall(r"^ +server (.*);$", text, re.M)
+    down = [s for s in servers if s.endswith(" down")]
+    assert down and all(s.startswith(f"{own}:") for s in down)
+    assert len(down) == 4  # primary and backup, in both upstreams
+    assert len(servers) - len(down) == 8 and not any(s.startswith(f"{own}:") for s in servers if s not in down)
+    # nothing else changed
+    assert text.replace(" down;", ";") == conf
+
+
+def test_the_start_script_leaves_a_config_without_its_address_alone(tmp_path):
+    conf = nc.render(GROUP, {f"{GROUP}-0": "10.99.0.3", f"{GROUP}-1": "10.99.0.30"}, P("80"))
+    (tmp_path / "nginx.conf").write_text(conf)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hostname").write_text("#!/bin/sh\necho '10.99.0.4'\n")
+    (bin_dir / "hostname").chmod(0o755)
+    live = tmp_path / "live.conf"
+    r = subprocess.run(["sh", "-c", nc.prepare_script(str(tmp_path / "nginx.conf"), str(live))],
+                       capture_output=True, text=True, timeout=30, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert live.read_text() == conf
+
+
+def test_start_and_check_commands_run_nginx_on_the_live_copy():
+    for cmd in (nc.start_command(), nc.check_command()):
+        assert cmd[:2] == ["/bin/sh", "-c"]
+        assert cmd[2].startswith(nc.prepare_script())
+        assert cmd[2].endswith(f"-e stderr -c {nc.LIVE_PATH}")
+    assert " -t " in nc.check_command()[2] and " -t " not in nc.start_command()[2]
+    with pytest.raises(UsageError):
+        nc.prepare_script("/x; rm -rf /", nc.LIVE_PATH)

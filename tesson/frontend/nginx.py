@@ -10,10 +10,11 @@
   would. The run waits until nginx has loaded its config (its pid file exists), so a config nginx
   refuses or a host port that is taken fails the run, with nginx's or the daemon's reason.
 
-Shards are upstream servers by container name, resolved by Docker's DNS on the group network when
-nginx loads its config. ``repair`` therefore reloads nginx (SIGHUP, after ``nginx -t`` inside the
-container) whenever the balancer is up, so recreated shards, which get new addresses, are reached
-again; a missing or dead balancer is recreated.
+Shards are upstream servers by their IP address on the group network (see :mod:`nginx_conf`), so
+nginx starts and reloads without DNS, also while a shard is down. The addresses written are saved
+beside the config (``upstreams.json``): ``ps`` says the balancer is stale when a running shard's
+address is not among them, and ``repair`` then reloads nginx (``nginx -t`` inside the container,
+then SIGHUP); a missing or dead balancer is recreated.
 
 A group run without ``-p`` has nothing to balance: no network, no balancer.
 """
@@ -42,11 +43,11 @@ LB_METHOD = "io.tesson.lb.method"  # "" = per-protocol default
 LB_IMAGE = "io.tesson.lb.image"
 LB_CPUS = "io.tesson.lb.cpus"  # "" = unpinned
 PORTS = "io.tesson.ports"  # the runtime's: JSON list of -p specs as typed
+RUN_LABEL = "io.tesson.run"  # the runtime's: a fresh id per run/repair (tesson.group.RUN)
 
-DNS_LABEL_MAX = 63  # a shard's name is one DNS label on the group network
 READY_TIMEOUT = 15.0  # seconds for nginx to load its config in a fresh container
-# Beside the config in the balancer: the shard addresses nginx resolved when it loaded it, so
-# repair can tell whether a reload is needed.
+# Beside the config in the balancer: {shard name: address} as written into the config, so ps can
+# tell a stale balancer and repair whether a reload is needed.
 ADDRESSES_PATH = "/etc/tesson/upstreams.json"
 
 
@@ -179,6 +180,8 @@ class NginxFrontend(Frontend):
         method = nc.normalize_method(getattr(args, "lb_method", None))
         image = getattr(args, "lb_image", None) or os.environ.get("TESSON_IMAGE") or DEFAULT_IMAGE
         cpus = _check_cpus(getattr(args, "lb_cpus", None), getattr(args, "fsroot", "/") or "/")
+        if not ports and getattr(args, "lb", None) == KIND:
+            raise UsageError("--lb nginx needs at least one -p (the ports the balancer publishes)")
         if not ports and (method or getattr(args, "lb_cpus", None) or getattr(args, "lb_image", None)):
             log.warning("no -p given: the group has no balancer, --lb-* options are ignored")
         return cls(ports, method, image, cpus)
@@ -220,13 +223,6 @@ class NginxFrontend(Frontend):
     def before_shards(self, ctx: Context) -> None:
         if not self.enabled:
             return
-        longest = max((ctx.shard_name(sh.index) for sh in ctx.shards), key=len, default="")
-        if len(longest) > DNS_LABEL_MAX:
-            raise UsageError(
-                f"group name {ctx.group!r} is too long for the balancer, which finds shards by name in DNS "
-                f"(at most {DNS_LABEL_MAX} characters, and {longest} has {len(longest)}): use a group name "
-                f"of at most {len(ctx.group) - (len(longest) - DNS_LABEL_MAX)} characters, or --lb none"
-            )
         mode = ((ctx.config or {}).get("HostConfig") or {}).get("NetworkMode")
         if mode and mode != network_name(ctx.group):
             raise UsageError(
@@ -243,7 +239,14 @@ class NginxFrontend(Frontend):
     def after_shards(self, ctx: Context) -> None:
         if not self.enabled:
             return
-        self._create_lb(ctx, self._shard_addresses(ctx), record=True)
+        addresses = self._shard_addresses(ctx)
+        down = [n for n in ctx.shard_names() if not addresses.get(n)]
+        if down:
+            raise TessonError(
+                f"shard{'s' if len(down) > 1 else ''} {', '.join(down)} not running after start "
+                f"(see docker logs {down[0]}): no balancer made"
+            )
+        self._create_lb(ctx, addresses, record=True)
 
     # -- stop -------------------------------------------------------------------------------------
 
@@ -258,17 +261,44 @@ class NginxFrontend(Frontend):
                 log.warning("could not stop the balancer first", error=_explain(e))
 
     def after_stop(self, ctx: Context) -> None:
-        """With --purge, the network goes too (the runtime removes the group's labelled networks;
-        this makes sure of it and says which one)."""
+        """With --purge, the group's network goes too (the only place that removes it). When it
+        cannot (a container outside the group still attached, say), the group's containers are
+        gone already and no tesson command finds the group any more: so the error says what holds
+        the network and the docker commands that finish the job."""
         if not ctx.purge:
             return
+        client = ctx.docker
         for net in self._networks(ctx):
+            name = net.get("Name") or network_name(ctx.group)
             try:
-                ctx.docker.remove_network(net["Id"])
-                log.info("network removed", network=net.get("Name"))
+                client.remove_network(net["Id"])
+                log.info("network removed", network=name)
+                continue
             except Exception as e:
-                if not _is_status(e, 404):
-                    raise TessonError(f"could not remove network {net.get('Name')}: {_explain(e)}") from None
+                if _is_status(e, 404):
+                    continue
+                why = _explain(e)
+            try:
+                attached = (client.inspect_network(net["Id"]).get("Containers") or {}).values()
+                holders = sorted(c.get("Name") or "?" for c in attached)
+            except Exception:
+                holders = []
+            try:
+                left = client.containers(all=True, filters={"label": [f"{GROUP}={ctx.group}"]})
+            except Exception:
+                left = []
+            gone = (
+                "the group's containers are removed"
+                if not left
+                else f"{len(left)} of the group's containers are left ({', '.join(sorted((c.get('Names') or ['?'])[0].lstrip('/') for c in left))})"
+            )
+            if holders:
+                raise TessonError(
+                    f"group {ctx.group}: {gone}, but network {name} is still used by {', '.join(holders)}: "
+                    f"'docker network disconnect {name} {holders[0]}' (for each), then 'docker network rm {name}'"
+                )
+            raise TessonError(f"group {ctx.group}: {gone}, but network {name} was not removed ({why}): "
+                              f"'docker network rm {name}'")
 
     # -- repair ------------------------------------------------------------------------------------
 
@@ -292,18 +322,25 @@ class NginxFrontend(Frontend):
             was = "missing" if lb is None else (state.get("Status") or "not running")
             self._check_image(ctx)
             if lb is not None:
-                client.remove_container(lb["Id"], force=True, v=True)
+                try:
+                    _remove_container(client, lb["Id"])
+                except Exception as e:
+                    raise TessonError(f"balancer {name} ({was}) could not be removed: {_explain(e)}") from None
             self._create_lb(ctx, addresses, record=False)
             lines.append(f"recreated balancer {name} (it was {was}): {len(running)} shards")
             return lines
-        import json
-
         try:
-            loaded = json.loads(_read_file(client, lb["Id"], ADDRESSES_PATH) or b"null")
-        except (ValueError, tarfile.TarError):
+            loaded = self._loaded(client, lb["Id"])
+        except Exception as e:
+            log.warning("balancer addresses unreadable", error=_explain(e))
             loaded = None
         if recreated or loaded != addresses:
-            self._reload(ctx, lb["Id"], addresses)
+            try:
+                self._reload(ctx, lb["Id"], addresses)
+            except TessonError:
+                raise
+            except Exception as e:
+                raise TessonError(f"balancer {name} could not be reloaded: {_explain(e)}") from None
             lines.append(f"reloaded balancer {name}: {len(running)} shards at their current addresses")
         return lines
 
@@ -322,13 +359,22 @@ class NginxFrontend(Frontend):
             if p.get("PublicPort"):
                 ip = p.get("IP") or "0.0.0.0"
                 host = f"[{ip}]" if ":" in ip else ip
-                published.append((p.get("Type", "tcp"), p["PrivatePort"], f"{host}:{p['PublicPort']}/{p.get('Type', 'tcp')}"))
+                proto = p.get("Type", "tcp")
+                published.append((proto, p["PrivatePort"], ":" in ip, ip, p["PublicPort"],
+                                  f"{host}:{p['PublicPort']}->{p['PrivatePort']}/{proto}"))
         ports = [t for *_, t in sorted(set(published))] or self._wanted_ports()
+        status = c.get("State", "unknown")
+        stale: list[str] = []
+        if status == "running":
+            stale = self._stale(ctx, c["Id"])
+            if stale:
+                status = f"running, stale: run tesson repair ({', '.join(stale)} not in its config)"
         return {
             "kind": KIND,
             "container": ((c.get("Names") or ["/" + name])[0]).lstrip("/"),
             "id": c.get("Id", "")[:12],
-            "status": c.get("State", "unknown"),
+            "status": status,
+            "stale": stale,
             "detail": c.get("Status", ""),
             "ports": ports,
             "image": c.get("Image") or self.image,
@@ -342,7 +388,7 @@ class NginxFrontend(Frontend):
         for p in self.ports:
             host = p.host_ip or "0.0.0.0"
             host = f"[{host}]" if ":" in host else host
-            out.append(f"{host}:{p.host_port or '*'}/{p.proto}")
+            out.append(f"{host}:{p.host_port or '*'}->{p.port}/{p.proto}")
         return out
 
     def _check_image(self, ctx: Context) -> None:
@@ -384,16 +430,37 @@ class NginxFrontend(Frontend):
             return existing["Id"]
         log.info("network created", network=name, id=net_id[:12])
         if record:
-            ctx.undo.add(f"network {name}", lambda: _remove_network(client, net_id))
+            run_id = ctx.labels.get(RUN_LABEL)
+            ctx.undo.add(f"network {name}", lambda: _undo_network(client, ctx.group, name, net_id, run_id))
         return net_id
 
-    def _render(self, ctx: Context, shards: list[str]) -> str:
-        return nc.render(ctx.group, shards, self.ports, self.method, workers=len(self.cpus) or None)
+    def _stale(self, ctx: Context, cid: str) -> list[str]:
+        """The running shards whose current address is not among those the balancer's config lists
+        (recreated or restarted onto another address since it was written): nginx does not reach
+        them until a reload (``tesson repair``)."""
+        loaded = self._loaded(ctx.docker, cid)
+        if loaded is None:
+            return []
+        have = set(loaded.values())
+        return [n for n, ip in self._shard_addresses(ctx).items() if ip not in have]
+
+    def _loaded(self, client, cid: str) -> dict | None:
+        """``{shard name: address}`` as written into the balancer's config (None: unreadable)."""
+        import json
+
+        try:
+            loaded = json.loads(_read_file(client, cid, ADDRESSES_PATH) or b"null")
+        except (ValueError, tarfile.TarError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    def _render(self, ctx: Context, addresses: dict) -> str:
+        return nc.render(ctx.group, addresses, self.ports, self.method, workers=len(self.cpus) or None)
 
     def _files(self, ctx: Context, addresses: dict) -> bytes:
         import json
 
-        conf = self._render(ctx, list(addresses))
+        conf = self._render(ctx, addresses)
         return _tar({nc.CONFIG_PATH: conf.encode(), ADDRESSES_PATH: json.dumps(addresses).encode()})
 
     def _create_lb(self, ctx: Context, addresses: dict, record: bool) -> str:
@@ -411,8 +478,8 @@ class NginxFrontend(Frontend):
             host["CpusetCpus"] = cpulist.format(self.cpus)
         body = {
             "Image": self.image,
-            "Entrypoint": ["nginx"],
-            "Cmd": ["-e", "stderr", "-c", nc.CONFIG_PATH],
+            # a copy of the config with its own address marked down, then nginx (see nginx_conf)
+            "Entrypoint": nc.start_command(),
             "Labels": {**ctx.labels, **self.labels(), ROLE: ROLE_LB, GROUP: ctx.group},
             "ExposedPorts": _ports.exposed_ports(self.ports),
             "HostConfig": host,
@@ -443,8 +510,8 @@ class NginxFrontend(Frontend):
         return cid
 
     def _wait_ready(self, client, cid: str, name: str) -> None:
-        """Until nginx wrote its pid file: it has parsed the config, resolved every shard and
-        opened every listening socket. Fail with nginx's own words if it exits instead."""
+        """Until nginx wrote its pid file: it has parsed the config and opened every listening
+        socket. Fail with nginx's own words if it exits instead."""
         deadline = time.monotonic() + READY_TIMEOUT
         delay = 0.02
         while True:
@@ -466,10 +533,11 @@ class NginxFrontend(Frontend):
             delay = min(delay * 2, 0.25)
 
     def _reload(self, ctx: Context, cid: str, addresses: dict) -> None:
-        """New config into the running balancer, checked by its nginx, then SIGHUP (graceful)."""
+        """New config into the running balancer, made live and checked by its nginx, then SIGHUP
+        (graceful: nginx re-reads the live config, which the check has just written)."""
         client, name = ctx.docker, lb_name(ctx.group)
         client.put_archive(cid, "/", self._files(ctx, addresses))
-        exec_id = client.exec_create(cid, ["nginx", "-t", "-q", "-e", "stderr", "-c", nc.CONFIG_PATH])["Id"]
+        exec_id = client.exec_create(cid, nc.check_command())["Id"]
         out = client.exec_start(exec_id)
         code = client.exec_inspect(exec_id).get("ExitCode")
         if code != 0:
@@ -495,8 +563,8 @@ class NginxFrontend(Frontend):
         )
 
     def _shard_addresses(self, ctx: Context) -> dict:
-        """``{name: address on the group network}`` of the group's running shards, by index: the
-        servers nginx can resolve now."""
+        """``{name: address on the group network}`` of the group's running shards that have one, by
+        index: the servers the balancer can reach now."""
         net = network_name(ctx.group)
         found = ctx.docker.containers(filters={"label": [f"{GROUP}={ctx.group}", f"{ROLE}=shard"], "status": "running"})
         out = []
@@ -510,7 +578,7 @@ class NginxFrontend(Frontend):
                 continue
             nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
             out.append((index, name, (nets.get(net) or {}).get("IPAddress", "")))
-        return {name: ip for _, name, ip in sorted(out)}
+        return {name: ip for _, name, ip in sorted(out) if ip}
 
 
 def _check_cpus(text, fsroot: str) -> list[int]:
@@ -553,7 +621,23 @@ def _remove_container(client, cid: str) -> None:
             raise
 
 
-def _remove_network(client, net_id: str) -> None:
+def _undo_network(client, group: str, name: str, net_id: str, run_id: str | None) -> None:
+    """A failed run's undo of the network it made, unless another run of the group uses it.
+
+    The network is made before shard 0 claims the group's name, so two concurrent runs of one
+    group can both get here: the one that made the network may be the one that loses the name,
+    while the winner (which found the network and reuses it) has containers on it that are only
+    created, holding no endpoint yet, so Docker would let the network go from under them. Any
+    container of the group from another run (another ``io.tesson.run``) keeps the network.
+    """
+    others = [
+        c for c in client.containers(all=True, filters={"label": [f"{GROUP}={group}"]})
+        if (c.get("Labels") or {}).get(RUN_LABEL) != run_id
+    ]
+    if others:
+        log.info("network kept: another run of the group uses it", network=name,
+                 containers=[(c.get("Names") or ["?"])[0].lstrip("/") for c in others])
+        return
     try:
         client.remove_network(net_id)
     except Exception as e:
