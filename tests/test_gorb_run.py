@@ -290,12 +290,22 @@ def test_bad_gorb_uri_is_exit_2_and_makes_nothing(uri, says, group, shard_image,
         (("-p", "8080", "--gorb-method", "fastest"), "unknown --gorb-method"),
         (("-p", "9000/sctp"), "tcp and udp only"),
         (("-p", "8080:80", "-p", "8081:80"), "published twice"),
+        (("-p", "8080", "--lb", "none"), "--lb none and --gorb (or GORB_URI) exclude each other"),
+        (("-p", "8080", "--lb", "nginx"), "--lb nginx and --gorb (or GORB_URI) exclude each other"),
     ],
 )
 def test_options_gorb_cannot_take_are_exit_2(args, says, group, shard_image, docker_client):
     r = run("lo://127.0.0.1:4672", group, shard_image, *args)
     assert r.returncode == 2, r.stderr
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert containers_of(docker_client, group) == []
+
+
+def test_gorb_uri_from_the_environment_with_lb_none_is_exit_2(group, shard_image, docker_client):
+    r = run(None, group, shard_image, "-p", "8080", "--lb", "none", env={"GORB_URI": "lo://127.0.0.1:4672"})
+    assert r.returncode == 2, r.stderr
+    assert "--lb none and --gorb (or GORB_URI) exclude each other" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     assert containers_of(docker_client, group) == []
 
 
