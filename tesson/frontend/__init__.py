@@ -18,14 +18,17 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
     labels = ... | fe.labels()              # on every container of the group
     fe.before_shards(ctx)                   # e.g. make the network; ctx.undo.add(...) what it made
     for each shard: fe.shape_shard(ctx, shard, body)   # then create (shard 0 first: it claims the name)
-    ...start every shard, inspect it into ctx.started[index]...
+    ...start every shard; ~0.5 s after the last start, inspect them all into ctx.started[index];
+    a shard not running, restarting or restarted by then fails the run (the frontend never sees it)...
     fe.after_shards(ctx)                    # e.g. make + start the lb, or register with Gorb
     # any exception above -> ctx.undo.rollback(): everything recorded is undone, newest first
 
 ``stop``:   ``fe.before_stop(ctx)``; every container of the group (shards and frontend containers
             labelled with the group) is stopped, or removed with ``--purge``; ``fe.after_stop(ctx)``.
 ``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started, then
-            ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it).
+            ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it, and also
+            when some shard could not be repaired: it gets those that were). Any exception it
+            raises becomes one line; the repaired shards stay either way.
 ``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
 
 In ``stop``, ``repair`` and ``ps`` the frontend is rebuilt from the group's labels alone
