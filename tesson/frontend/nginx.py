@@ -295,7 +295,8 @@ class NginxFrontend(Frontend):
             if holders:
                 raise TessonError(
                     f"group {ctx.group}: {gone}, but network {name} is still used by {', '.join(holders)}: "
-                    f"'docker network disconnect {name} {holders[0]}' (for each), then 'docker network rm {name}'"
+                    f"'docker network disconnect {name} {holders[0]}'{' (and each other one)' if len(holders) > 1 else ''}, "
+                    f"then 'docker network rm {name}'"
                 )
             raise TessonError(f"group {ctx.group}: {gone}, but network {name} was not removed ({why}): "
                               f"'docker network rm {name}'")
