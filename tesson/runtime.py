@@ -282,7 +282,9 @@ def _settle(ctx: Context, created: dict, starts: dict, since: float, workers: in
         try:
             ctx.started[index] = client.inspect_container(created[index])
         except Exception as e:
-            gone[index] = explain(e)
+            if not is_status(e, 404):
+                raise
+            gone[index] = explain(e)  # removed behind our back (docker rm, --rm in the config)
 
     batch = _Batch(workers, stop_on_error=False)
     batch.run(look, sorted(created))

@@ -172,3 +172,41 @@ def test_labels_json_is_compact_and_parsable():
     ctx = _ctx({"HostConfig": {"Memory": 1}})
     assert json.loads(ctx.labels[G.CONFIG]) == {"HostConfig": {"Memory": 1}}
     assert json.loads(ctx.labels[G.PLAN]) == [["0-1", "0"], ["2-3", "0-1"]]
+
+
+@pytest.mark.parametrize(
+    "state, restarts, fell",
+    [
+        ({"Running": True, "Restarting": False}, 0, False),
+        ({"Running": True, "Restarting": False, "Paused": True}, 0, False),  # paused on purpose: up
+        ({"Running": True, "Restarting": False}, 1, True),  # Docker restarted it already
+        ({"Running": True, "Restarting": True, "ExitCode": 1}, 1, True),
+        ({"Running": False, "Restarting": False, "ExitCode": 0}, 0, True),  # exited, even cleanly
+        ({"Running": False, "Status": "created"}, 0, True),
+    ],
+)
+def test_a_shard_that_is_not_steadily_running_fell_over(state, restarts, fell):
+    assert runtime._fell_over({"State": state, "RestartCount": restarts}) is fell
+
+
+def test_progress_ends_its_line_once(tmp_path):
+    class Tty:
+        def __init__(self):
+            self.text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    out = Tty()
+    p = runtime.Progress(2, "started", stream=out)
+    p.step()
+    p.step()
+    p.close()
+    p.close()
+    assert out.text == "\rstarted 1/2\rstarted 2/2\n"
