@@ -369,7 +369,7 @@ class NginxFrontend(Frontend):
         if status == "running":
             stale = self._stale(ctx, c["Id"])
             if stale:
-                status = f"running, stale: run tesson repair ({', '.join(stale)} not in its config)"
+                status = f"running, stale: run tesson repair to reach {', '.join(stale)}"
         return {
             "kind": KIND,
             "container": ((c.get("Names") or ["/" + name])[0]).lstrip("/"),
