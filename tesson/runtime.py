@@ -3,7 +3,12 @@
 ``run`` is all or nothing: everything it makes (containers, and whatever the frontend records in
 ``ctx.undo``) is removed again if any step fails or the user presses Ctrl-C. Shards are created and
 started by a bounded thread pool; shard 0 is created first, alone, because creating it claims the
-group's name: of two concurrent runs of one group, exactly one gets the name ``GROUP-0``.
+group's name: of two concurrent runs of one group, exactly one gets the name ``GROUP-0``. Once
+all are started, ``run`` gives the last one ``SETTLE`` seconds and inspects them all again: a shard
+that exits at once (a bad command) fails the run like one that could not start.
+
+``repair`` tries every shard, keeps each one it brings back, and only then reports what it could not
+repair.
 """
 
 from __future__ import annotations
