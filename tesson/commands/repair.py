@@ -4,15 +4,13 @@ from __future__ import annotations
 
 
 def main(args) -> int:
-    from tesson import docker_client, names, runtime
     from tesson import group as G
+    from tesson import runtime
+    from tesson.commands import find_group
     from tesson.errors import TessonError
 
-    name = names.validate_group(args.group)
-    client = docker_client.connect(workers=runtime.MAX_WORKERS)
-    grp = G.find(client, name)
-    if grp is None:
-        raise TessonError(f"no group named {name!r}: nothing is left to repair it from (run it again)")
+    client, grp = find_group(args, ": nothing is left to repair it from (run it again)")
+    name = grp.name
     if grp.spec is None:
         raise TessonError(f"group {name!r}: its containers' labels are incomplete, cannot rebuild its plan")
     fe = runtime.group_frontend(grp)

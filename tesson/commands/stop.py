@@ -4,15 +4,12 @@ from __future__ import annotations
 
 
 def main(args) -> int:
-    from tesson import docker_client, names, runtime
-    from tesson import group as G
+    from tesson import runtime
+    from tesson.commands import find_group
     from tesson.errors import TessonError
 
-    name = names.validate_group(args.group)
-    client = docker_client.connect(workers=runtime.MAX_WORKERS)
-    grp = G.find(client, name)
-    if grp is None:
-        raise TessonError(f"no group named {name!r} (tesson ps lists every group)")
+    client, grp = find_group(args, " (tesson ps lists every group)")
+    name = grp.name
     fe = runtime.group_frontend(grp)
     ctx = runtime.group_context(grp, client, purge=args.purge, timeout=args.time)
     errors = runtime.stop(ctx, fe)

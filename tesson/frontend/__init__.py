@@ -206,7 +206,7 @@ class Frontend:
         return []
 
     def describe(self, ctx: Context) -> dict:
-        """For ``ps``: ``{"kind": ..., "status": ..., "ports": ["host:port/proto", ...], ...}``.
+        """For ``ps``: ``{"kind": ..., "status": ..., "ports": ["0.0.0.0:8080->80/tcp", ...], ...}``.
 
         It is the JSON ``"frontend"`` object; the table shows kind, status and ports. Never raise
         for a frontend that cannot be reached: say so in ``status``."""
