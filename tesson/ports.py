@@ -78,8 +78,10 @@ def parse_one(spec: str) -> list[Port]:
     try:
         internal, external = split_port(text)
     except ValueError as e:
+        # docker-py's "Invalid port ..." restates the grammar; its other messages say what is wrong
+        why = "" if str(e).startswith("Invalid port") else f" ({e})"
         raise UsageError(
-            f"invalid port spec {spec!r}: expected [[IP:]HOST_PORT[-END]:]PORT[-END][/tcp|udp|sctp] ({e})"
+            f"invalid port spec {spec!r}: expected [[IP:]HOST_PORT[-END]:]PORT[-END][/tcp|udp|sctp]{why}"
         ) from None
     out: list[Port] = []
     for i, item in enumerate(internal):
