@@ -426,9 +426,9 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
             finally:
                 progress.close()
     except BaseException as e:
-        made = _summary(what for what, _fn, _batch in reversed(ctx.undo.steps))  # as undone: newest first
         with _interrupts(ignore=True):
             failed = ctx.undo.rollback() + _sweep(client, run_id)
+        made = _summary(ctx.undo.undone)
         if failed:
             tail = f"; could not remove: {', '.join(failed)}"
         else:

@@ -58,11 +58,16 @@ class Undo:
     ``add(what, fn)`` records one thing right after it is made; ``rollback()`` calls every ``fn``,
     newest first, best effort (a failing undo is logged and the rest still run) and returns the
     descriptions of those that failed. Consecutive steps given the same ``batch`` name (the
-    runtime's shard containers) are undone concurrently.
+    runtime's shard containers) are undone concurrently. An ``fn`` that decides to leave its thing
+    in place (someone else uses it now) returns :attr:`KEPT`; ``undone`` lists, after a rollback,
+    what really went, in the order it went.
     """
+
+    KEPT = object()
 
     def __init__(self) -> None:
         self.steps: list[tuple[str, Callable[[], Any], str | None]] = []
+        self.undone: list[str] = []
         import threading
 
         self._lock = threading.Lock()
@@ -83,8 +88,11 @@ class Undo:
 
         def one(what: str, fn: Callable[[], Any]) -> None:
             try:
-                fn()
+                if fn() is Undo.KEPT:
+                    return
                 log.info("undone", what=what)
+                with self._lock:
+                    self.undone.append(what)
             except Exception as e:  # best effort: keep undoing the rest
                 log.warning("undo failed", what=what, error=str(e))
                 failed.append(what)

@@ -29,7 +29,7 @@ import time
 
 from tesson import cpulist, log
 from tesson.errors import TessonError, UsageError
-from tesson.frontend import GROUP, ROLE, Context, Frontend
+from tesson.frontend import GROUP, ROLE, Context, Frontend, Undo
 from tesson.frontend import nginx_conf as nc
 
 KIND = "nginx"
@@ -622,7 +622,7 @@ def _remove_container(client, cid: str) -> None:
             raise
 
 
-def _undo_network(client, group: str, name: str, net_id: str, run_id: str | None) -> None:
+def _undo_network(client, group: str, name: str, net_id: str, run_id: str | None):
     """A failed run's undo of the network it made, unless another run of the group uses it.
 
     The network is made before shard 0 claims the group's name, so two concurrent runs of one
@@ -638,7 +638,7 @@ def _undo_network(client, group: str, name: str, net_id: str, run_id: str | None
     if others:
         log.info("network kept: another run of the group uses it", network=name,
                  containers=[(c.get("Names") or ["?"])[0].lstrip("/") for c in others])
-        return
+        return Undo.KEPT
     try:
         client.remove_network(net_id)
     except Exception as e:
