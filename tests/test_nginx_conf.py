@@ -255,11 +255,56 @@ def test_the_start_script_leaves_a_config_without_its_address_alone(tmp_path):
     assert live.read_text() == conf
 
 
-def test_start_and_check_commands_run_nginx_on_the_live_copy():
-    for cmd in (nc.start_command(), nc.check_command()):
+def test_start_and_reload_commands_run_nginx_on_the_live_copy():
+    start, reload = nc.start_command(), nc.reload_command(also=["/etc/tesson/upstreams.json"])
+    for cmd in (start, reload):
         assert cmd[:2] == ["/bin/sh", "-c"]
-        assert cmd[2].startswith(nc.prepare_script())
-        assert cmd[2].endswith(f"-e stderr -c {nc.LIVE_PATH}")
-    assert " -t " in nc.check_command()[2] and " -t " not in nc.start_command()[2]
+    assert start[2].startswith(nc.prepare_script()) and start[2].endswith(f"-e stderr -c {nc.LIVE_PATH}")
+    # a reload prepares and checks a copy of the staged config, never the files in use
+    assert reload[2].startswith(nc.prepare_script(nc.CONFIG_PATH + nc.STAGED, nc.LIVE_PATH + ".next"))
+    assert f'nginx -t -q -e stderr -c "{nc.LIVE_PATH}.next"' in reload[2] and " -t " not in start[2]
     with pytest.raises(UsageError):
         nc.prepare_script("/x; rm -rf /", nc.LIVE_PATH)
+    with pytest.raises(UsageError):
+        nc.reload_command(also=["/etc/x; reboot"])
+
+
+def test_a_reload_installs_only_a_config_nginx_accepts(tmp_path):
+    """Review 2, finding 5: a refused config replaces nothing (config, live copy, addresses) and
+    leaves no staged file; an accepted one replaces all three, its live copy marked as at start."""
+    ok, why = _nginx_usable()
+    require(ok, why)
+    files = tmp_path / "files"
+    files.mkdir()
+    config, live, addresses = files / "nginx.conf", files / "live.conf", files / "upstreams.json"
+    old = nc.render(GROUP, SHARDS, P("80"), pid_file=str(tmp_path / "pid"))
+    config.write_text(old)
+    live.write_text(old)
+    addresses.write_text("old")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    own = ADDRESSES[1]
+    (bin_dir / "hostname").write_text(f"#!/bin/sh\necho '{own}'\n")
+    (bin_dir / "hostname").chmod(0o755)
+    script = nc.reload_script(str(config), str(live), also=[str(addresses)])
+
+    def reload(conf: str, addr: str) -> subprocess.CompletedProcess:
+        Path(str(config) + nc.STAGED).write_text(conf)
+        Path(str(addresses) + nc.STAGED).write_text(addr)
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                              env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+    refused = old.replace("stream {", "stream {\n    no_such_directive on;")
+    r = reload(refused, "refused")
+    assert r.returncode != 0
+    assert 'unknown directive "no_such_directive"' in r.stderr, r.stderr
+    assert (config.read_text(), live.read_text(), addresses.read_text()) == (old, old, "old")
+    assert sorted(p.name for p in files.iterdir()) == ["live.conf", "nginx.conf", "upstreams.json"]
+
+    new = nc.render(GROUP, {**SHARDS, f"{GROUP}-3": "10.99.0.9"}, P("80"), pid_file=str(tmp_path / "pid"))
+    r = reload(new, "new")
+    assert r.returncode == 0, r.stderr
+    assert (config.read_text(), addresses.read_text()) == (new, "new")
+    text = live.read_text()
+    assert text.replace(" down;", ";") == new and f"server {own}:80 max_fails=1 fail_timeout=10s down;" in text
+    assert sorted(p.name for p in files.iterdir()) == ["live.conf", "nginx.conf", "upstreams.json"]

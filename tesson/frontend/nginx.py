@@ -13,8 +13,11 @@
 Shards are upstream servers by their IP address on the group network (see :mod:`nginx_conf`), so
 nginx starts and reloads without DNS, also while a shard is down. The addresses written are saved
 beside the config (``upstreams.json``): ``ps`` says the balancer is stale when a running shard's
-address is not among them, and ``repair`` then reloads nginx (``nginx -t`` inside the container,
-then SIGHUP); a missing or dead balancer is recreated.
+address is not among them (or that the check itself failed, ports still shown), and ``repair``
+then reloads nginx: the new files are written beside the old ones, checked with ``nginx -t`` inside
+the container and moved into place only if nginx accepts them, then SIGHUP. A refused config
+leaves the previous one live and on disk (so the balancer still starts after a restart) and repair
+fails with nginx's message. A missing or dead balancer is recreated.
 
 A group run without ``-p`` has nothing to balance: no network, no balancer.
 """
@@ -365,9 +368,13 @@ class NginxFrontend(Frontend):
                                   f"{host}:{p['PublicPort']}->{p['PrivatePort']}/{proto}"))
         ports = [t for *_, t in sorted(set(published))] or self._wanted_ports()
         status = c.get("State", "unknown")
-        stale: list[str] = []
+        stale: list[str] | None = []
         if status == "running":
-            stale = self._stale(ctx, c["Id"])
+            try:
+                stale = self._stale(ctx, c["Id"])
+            except Exception as e:  # the balancer's state is still worth showing: its ports
+                stale = None
+                status = f"running, stale check failed: {_explain(e)}"
             if stale:
                 status = f"running, stale: run tesson repair to reach {', '.join(stale)}"
         return {
@@ -458,11 +465,13 @@ class NginxFrontend(Frontend):
     def _render(self, ctx: Context, addresses: dict) -> str:
         return nc.render(ctx.group, addresses, self.ports, self.method, workers=len(self.cpus) or None)
 
-    def _files(self, ctx: Context, addresses: dict) -> bytes:
+    def _files(self, ctx: Context, addresses: dict, suffix: str = "") -> bytes:
+        """The config and the addresses it lists, as a tar for ``put_archive`` at / (each path +
+        ``suffix``: a reload stages them beside the live ones)."""
         import json
 
         conf = self._render(ctx, addresses)
-        return _tar({nc.CONFIG_PATH: conf.encode(), ADDRESSES_PATH: json.dumps(addresses).encode()})
+        return _tar({nc.CONFIG_PATH + suffix: conf.encode(), ADDRESSES_PATH + suffix: json.dumps(addresses).encode()})
 
     def _create_lb(self, ctx: Context, addresses: dict, record: bool) -> str:
         """Create, fill and start ``GROUP-lb`` for the shards ``addresses`` ({name: address})."""
@@ -534,16 +543,20 @@ class NginxFrontend(Frontend):
             delay = min(delay * 2, 0.25)
 
     def _reload(self, ctx: Context, cid: str, addresses: dict) -> None:
-        """New config into the running balancer, made live and checked by its nginx, then SIGHUP
-        (graceful: nginx re-reads the live config, which the check has just written)."""
+        """New config into the running balancer, then SIGHUP (graceful: nginx re-reads the live config).
+
+        The files are staged beside the current ones and installed only if the balancer's nginx
+        accepts them (:func:`nginx_conf.reload_script`): when it refuses them, the previous config
+        stays live and on disk (the next start of the container still works), and this raises
+        TessonError with nginx's message."""
         client, name = ctx.docker, lb_name(ctx.group)
-        client.put_archive(cid, "/", self._files(ctx, addresses))
-        exec_id = client.exec_create(cid, nc.check_command())["Id"]
+        client.put_archive(cid, "/", self._files(ctx, addresses, suffix=nc.STAGED))
+        exec_id = client.exec_create(cid, nc.reload_command(also=[ADDRESSES_PATH]))["Id"]
         out = client.exec_start(exec_id)
         code = client.exec_inspect(exec_id).get("ExitCode")
         if code != 0:
             text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
-            raise TessonError(f"balancer {name}: nginx refused the new config: {' '.join(text.split())[:300]}")
+            raise TessonError(f"balancer {name}: nginx refused the new config, the previous one stays: {' '.join(text.split())[:300]}")
         client.kill(cid, signal="SIGHUP")
         log.info("balancer reloaded", container=name, shards=len(addresses))
 

@@ -22,6 +22,10 @@ the network, so a balancer that restarts while a shard is down may get that shar
 nginx would then proxy to itself. The balancer therefore starts (and reloads) through
 :func:`prepare_script`, which copies the config to :data:`LIVE_PATH` with any server at one of the
 container's own addresses marked ``down``.
+
+A reload (:func:`reload_script`) writes the new config beside the old one and checks it with
+``nginx -t`` before anything is replaced: a config nginx refuses never becomes live, nor the one
+the next start reads.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ DEBIAN_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 PID_FILE = "/tmp/tesson-nginx.pid"
 CONFIG_PATH = "/etc/tesson/nginx.conf"  # as tesson wrote it
 LIVE_PATH = "/tmp/tesson-nginx.conf"  # what nginx loads: CONFIG_PATH, own address marked down
+STAGED = ".new"  # a reload's files wait at PATH.new until nginx accepts them (see reload_script)
 
 # Passive health: one refused or timed-out connect takes a shard out for FAIL_TIMEOUT, and the
 # connection is retried on the next shard, so a dead shard costs a client a slower connection,
@@ -243,6 +248,31 @@ def start_command() -> list[str]:
     return ["/bin/sh", "-c", prepare_script() + f"exec nginx -e stderr -c {LIVE_PATH}"]
 
 
-def check_command() -> list[str]:
-    """For a reload: prepare the live config from a new ``CONFIG_PATH`` and let nginx check it."""
-    return ["/bin/sh", "-c", prepare_script() + f"exec nginx -t -q -e stderr -c {LIVE_PATH}"]
+def reload_script(config: str = CONFIG_PATH, live: str = LIVE_PATH, also: Iterable[str] = ()) -> str:
+    """Shell text for a reload that never leaves a config nginx refuses in place.
+
+    The new config waits at ``config + STAGED`` (and each file of ``also``, written with it, at
+    ``PATH + STAGED``). Its live copy is prepared (:func:`prepare_script`) at ``live + ".next"`` and
+    checked there by ``nginx -t``. Only when nginx accepts it do the staged files replace the
+    previous ones (``config``, then ``also``, then ``live`` last), so a SIGHUP afterwards loads it.
+    When nginx refuses it, the staged files are removed and the script exits with nginx's status,
+    its message on stderr: the previous config stays both live and on disk, for the running nginx
+    and for the container's next start. Fixed text: only the checked paths are put in."""
+    also = list(also)
+    for path in (config, live, *also):
+        if not _PATH_RE.match(path):
+            raise UsageError(f"refusing path {path!r} in the balancer's reload script")
+    nxt = live + ".next"
+    moves = [(config + STAGED, config), *((p + STAGED, p) for p in also), (nxt, live)]
+    staged = " ".join(f'"{a}"' for a, _ in moves) + f' "{nxt}.new"'
+    return (
+        prepare_script(config + STAGED, nxt)
+        + f'nginx -t -q -e stderr -c "{nxt}" || {{ rc=$?; rm -f {staged}; exit "$rc"; }}; '
+        + "".join(f'mv "{a}" "{b}"; ' for a, b in moves)
+    )
+
+
+def reload_command(also: Iterable[str] = ()) -> list[str]:
+    """For a reload: check the staged config and install it only if nginx accepts it
+    (:func:`reload_script`); the caller sends SIGHUP when this exits 0."""
+    return ["/bin/sh", "-c", reload_script(also=also)]
