@@ -8,7 +8,8 @@ all are started, ``run`` gives the last one ``SETTLE`` seconds and inspects them
 that exits at once (a bad command) fails the run like one that could not start.
 
 ``repair`` tries every shard, keeps each one it brings back, and only then reports what it could not
-repair.
+repair. It makes the same settle check as ``run``: a shard that falls over again at once is not
+counted as repaired (nor passed to the frontend), but left in place for a later repair.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from tesson import cpulist, log
 from tesson import group as G
@@ -273,52 +275,76 @@ def _fell_over(info: dict) -> bool:
     return not state.get("Running") or bool(state.get("Restarting")) or (info.get("RestartCount") or 0) > 0
 
 
-def _settle(ctx: Context, created: dict, starts: dict, since: float, workers: int) -> None:
-    """Make sure every shard is still up a moment after it started: wait until the last-started one
-    has had ``SETTLE`` seconds, inspect them all in parallel (into ``ctx.started``), and fail the run
-    when any is not running, is restarting or has been restarted (a command that exits at once)."""
+class _Down(NamedTuple):
+    """A shard the settle check found down: ``kind`` is ``exited`` (not running, restarting or
+    restarted by Docker), ``vanished`` (a 404) or ``unreadable`` (another inspect error, ``detail``)."""
+
+    kind: str
+    detail: str = ""
+
+
+def _settle_check(ctx: Context, created: dict, starts: dict, workers: int) -> dict[int, _Down]:
+    """Wait until the last-started shard has had ``SETTLE`` seconds, inspect every shard of
+    ``created`` (index -> container id) in parallel into ``ctx.started``, and return each one that
+    is not steadily up, by index. Used by ``run`` (which fails) and ``repair`` (which reports)."""
     client = ctx.docker
     delay = max(starts.values()) + SETTLE - time.monotonic() if starts else 0
     if delay > 0:
         time.sleep(delay)
-    gone: dict[int, str] = {}
+    down: dict[int, _Down] = {}
+    lock = threading.Lock()
 
     def look(index, _batch):
         try:
-            ctx.started[index] = client.inspect_container(created[index])
+            info = client.inspect_container(created[index])
         except Exception as e:
-            if not is_status(e, 404):
-                raise
-            gone[index] = explain(e)  # removed behind our back (docker rm, --rm in the config)
+            # a 404: removed behind our back (docker rm, --rm in the config); else the daemon's trouble
+            with lock:
+                down[index] = _Down("vanished" if is_status(e, 404) else "unreadable", explain(e))
+            return
+        ctx.started[index] = info
+        if _fell_over(info):
+            with lock:
+                down[index] = _Down("exited")
 
-    batch = _Batch(workers, stop_on_error=False)
-    batch.run(look, sorted(created))
-    if batch.errors:
-        item, exc = batch.errors[0]
-        raise TessonError(f"shard {ctx.shard_name(item)} could not be inspected after it started: {explain(exc)}")
-    bad = sorted(set(gone) | {i for i, info in ctx.started.items() if _fell_over(info)})
-    if not bad:
+    _Batch(workers, stop_on_error=False).run(look, sorted(created))
+    for i in sorted(down):
+        log.info("shard fell over after start", shard=ctx.shard_name(i), how=down[i].kind)
+    return dict(sorted(down.items()))
+
+
+def _down_reason(ctx: Context, created: dict, index: int, down: _Down, since: float) -> str:
+    """What happened to a shard ``_settle_check`` found down, to follow its name in a message:
+    for one that exited, its exit code (and restarts, OOM) and the last line it logged."""
+    if down.kind == "vanished":
+        return f"vanished right after it started ({down.detail})"
+    if down.kind == "unreadable":
+        return f"could not be inspected after it started: {down.detail}"
+    client = ctx.docker
+    info = ctx.started[index]
+    state = info.get("State") or {}
+    code, until = _exit_of(client, info, since)
+    how = f"exit code {code}" if code is not None else "exit code unknown"
+    if state.get("OOMKilled"):
+        how += ", killed for lack of memory"
+    restarts = info.get("RestartCount") or 0
+    if restarts:
+        how += f", restarted {restarts} time{'s' if restarts != 1 else ''} by Docker"
+    return f"exited right after it started ({how}); {_last_log_line(client, created[index], until)}"
+
+
+def _settle(ctx: Context, created: dict, starts: dict, since: float, workers: int) -> None:
+    """``run``'s settle: fail the run when any shard is not steadily up a moment after it started
+    (a command that exits at once), naming the first (one the daemon could not inspect first)."""
+    down = _settle_check(ctx, created, starts, workers)
+    if not down:
         return
-    first = bad[0]
-    name = ctx.shard_name(first)
-    if first in gone:
-        msg = f"shard {name} vanished right after it started ({gone[first]})"
-    else:
-        info = ctx.started[first]
-        state = info.get("State") or {}
-        code, until = _exit_of(client, info, since)
-        how = f"exit code {code}" if code is not None else "exit code unknown"
-        if state.get("OOMKilled"):
-            how += ", killed for lack of memory"
-        restarts = info.get("RestartCount") or 0
-        if restarts:
-            how += f", restarted {restarts} time{'s' if restarts != 1 else ''} by Docker"
-        msg = f"shard {name} exited right after it started ({how}); {_last_log_line(client, created[first], until)}"
-    if len(bad) > 1:
-        others = ", ".join(ctx.shard_name(i) for i in bad[1:])
-        msg += f"; so did {others}"
-    for i in bad:
-        log.info("shard fell over after start", shard=ctx.shard_name(i))
+    first = min(down, key=lambda i: (down[i].kind != "unreadable", i))
+    msg = f"shard {ctx.shard_name(first)} {_down_reason(ctx, created, first, down[first], since)}"
+    unreadable = down[first].kind == "unreadable"  # the daemon's trouble, not the shards'
+    others = [i for i in down if i != first and (down[i].kind == "unreadable") == unreadable]
+    if others:
+        msg += f"; so did {', '.join(ctx.shard_name(i) for i in others)}"
     raise TessonError(msg)
 
 
@@ -471,7 +497,36 @@ def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[
         progress.close()
     if fe is not None:  # with --purge, the frontend removes what it made (the nginx network)
         fe.after_stop(ctx)
+    elif ctx.purge:  # a frontend this tesson cannot load: its networks still go
+        _purge_networks(ctx, errors)
     return errors
+
+
+def _purge_networks(ctx: Context, errors: list[str]) -> None:
+    """``stop --purge`` of a group whose frontend cannot be loaded: remove every network labelled
+    with the group, after its containers. One that stays (a stranger still attached, say) fails the
+    stop with what is left and the docker commands that finish the job: the group's containers are
+    gone, so no tesson command finds it any more."""
+    client, group = ctx.docker, ctx.group
+    left: list[str] = []
+    try:
+        nets = client.networks(filters={"label": [f"{G.GROUP}={group}"]})
+    except Exception as e:
+        nets = []
+        left.append(f"its networks could not be listed ({explain(e)}): 'docker network ls --filter label={G.GROUP}={group}'")
+    for net in nets:
+        name = net.get("Name") or net["Id"][:12]
+        try:
+            client.remove_network(net["Id"])
+            log.info("network removed", network=name, group=group)
+        except Exception as e:
+            if not is_status(e, 404):
+                left.append(f"network {name} was not removed ({explain(e)}): 'docker network rm {name}'")
+    if not left:
+        return
+    n = len(ctx.state.container_ids())
+    gone = f"{len(errors)} of {n} containers could not be removed: {'; '.join(errors)}" if errors else "its containers are removed"
+    raise TessonError(f"group {group}: {gone}, but {'; '.join(left)}")
 
 
 class _Never:
@@ -492,14 +547,18 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
     """Restart exited shards, recreate dead and vanished ones on their planned CPUs; then the frontend.
 
     Every shard is tried; those repaired are kept whatever happens to the others or to the frontend,
-    whose ``repair`` is still called for them. If any shard (or the frontend) could not be brought
-    back, TessonError (exit 1) names it and why, and says what was repaired. Ctrl-C removes only
-    what is half-made (a recreated shard not started yet); shards already repaired stay.
+    whose ``repair`` is still called for them. A shard counts as repaired only if it is still up
+    ``SETTLE`` seconds after its start (the check ``run`` makes); one that falls over again at once
+    is left as it is (a later repair tries again) and reported like one that could not be started.
+    If any shard (or the frontend) could not be brought back, TessonError (exit 1) names it and why,
+    and says what was repaired. Ctrl-C removes only what is half-made (a recreated shard not started
+    yet); shards already repaired stay.
     """
     from tesson.frontend import Undo
 
     client, grp = ctx.docker, ctx.state
     _new_run_id(ctx)
+    began = time.time()
     lines: list[str] = []
     restart, recreate = [], []
     for st in grp.shards:
@@ -513,14 +572,17 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
             lines.append(f"left {st.name} alone: it is {st.state}")
     plan = {s.index: s for s in ctx.shards}
     progress = Progress(len(restart) + len(recreate), "repaired")
-    done: list[int] = []
+    done: dict[int, str] = {}  # index -> what was done, for each shard started (and, later, still up)
+    created: dict[int, str] = {}  # index -> container id of each shard started
+    starts: dict[int, float] = {}  # index -> when its start returned, for the settle check
     lock = threading.Lock()
 
     def one(st, batch):
         if st in restart:
             batch.check()
             client.start(st.id)
-            ctx.started[st.index] = client.inspect_container(st.id)
+            with lock:
+                created[st.index], starts[st.index] = st.id, time.monotonic()
             line = f"restarted {st.name} (cpus {cpulist.format(st.cpus)})"
         else:
             if st.id:
@@ -529,29 +591,37 @@ def repair(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> list[str]:
             # and labels, and the next repair starts it. Only Ctrl-C takes away what is half-made.
             mine = Undo()
             try:
-                _start_shard(ctx, fe, plan[st.index], batch, _NoProgress(), {}, undo=mine)
+                _start_shard(ctx, fe, plan[st.index], batch, _NoProgress(), created, undo=mine, starts=starts)
             except _Cancelled:
                 mine.rollback()
                 raise
             line = f"recreated {st.name} (cpus {cpulist.format(plan[st.index].cpus)})"
         with lock:
-            lines.append(line)
-            done.append(st.index)
+            done[st.index] = line
         progress.step()
 
     batch = _Batch(workers, stop_on_error=False)
+    fell: list[tuple[int, str]] = []
     try:
         with _interrupts():
             try:
                 batch.run(one, restart + recreate)
             finally:
                 progress.close()
+            # the check run makes: a shard that falls over at once is not repaired (left in place)
+            up = {i: created[i] for i in done}
+            down = _settle_check(ctx, up, {i: starts[i] for i in done}, workers)
+            for i, d in down.items():
+                fell.append((i, f"{ctx.shard_name(i)} ({_down_reason(ctx, up, i, d, began)})"))
+                del done[i]
+                ctx.started.pop(i, None)
     except KeyboardInterrupt:
         with _interrupts(ignore=True):
-            half = _half_made(client, ctx, recreate, done)
+            half = _half_made(client, ctx, recreate, list(done))
         kept = ", ".join(sorted((ctx.shard_name(i) for i in done), key=_line_order)) or "none"
         raise Interrupted(f"interrupted; shards already repaired are kept ({kept}){half}") from None
-    failed = [f"{item.name} ({explain(exc)})" for item, exc in sorted(batch.errors, key=lambda e: e[0].index)]
+    lines.extend(done.values())
+    failed = [text for _, text in sorted([(item.index, f"{item.name} ({explain(exc)})") for item, exc in batch.errors] + fell)]
     # The repaired shards are healthy now: neither a shard that could not be repaired nor a frontend
     # that cannot be brought in line (Gorb down, say) takes them away again.
     fe_error = None

@@ -500,3 +500,97 @@ def test_repair_turns_a_frontend_daemon_error_into_one_line_and_keeps_the_shards
     assert text.startswith("none frontend could not be brought in line:") and f"{g}-no-such-balancer" in text
     assert f"recreated {g}-1" in text and seen == {"recreated": [1]}
     assert docker_client.inspect_container(f"{g}-1")["State"]["Running"]
+
+
+# --- repair's settle check; stop --purge of a group whose frontend cannot be loaded (groups t3r-*) ---
+
+# Up the first time; on every later start of the same container (the marker is in its own
+# filesystem) it says why and exits 5 at once.
+_SECOND_START_FAILS = ("if [ -e /tmp/t3r-started ]; then echo t3r second start fails >&2; exit 5; fi; "
+                       ": > /tmp/t3r-started; exec /start")
+
+
+def test_repair_does_not_count_a_shard_that_falls_over_again_at_once(docker_client, shard_image, cleanup):
+    from tesson import group as G
+    from tesson import runtime
+    from tesson.errors import TessonError
+    from tesson.frontend.none import NoneFrontend
+
+    g = "t3r-settle"
+    cleanup.append(g)
+    r = tesson_cmd("run", "-g", g, "-n", "2", "-u", "pu", "--lb", "none", shard_image, "sh", "-c", _SECOND_START_FAILS)
+    assert r.returncode == 0, r.stderr
+    docker_client.remove_container(f"{g}-0", force=True)  # recreated: a fresh container, up for good
+    docker_client.stop(f"{g}-1", timeout=5)  # restarted: falls over at once
+    crashing = docker_client.inspect_container(f"{g}-1")["Id"]
+    r = tesson_cmd("repair", "-g", g)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    line = _one_line(r)
+    assert line.startswith(f"tesson: could not repair {g}-1 (exited right after it started (exit code 5")
+    assert "last log line: t3r second start fails" in line
+    assert f"recreated {g}-0" in line and f"restarted {g}-1" not in line and f"tesson repair -g {g}" in line
+    # left in place, not removed: the same container, which Docker is still trying
+    assert docker_client.inspect_container(f"{g}-1")["Id"] == crashing
+    assert docker_client.inspect_container(f"{g}-0")["State"]["Running"]
+
+    # in process: the frontend's repair hook is told only of the shard that stayed up
+    docker_client.remove_container(f"{g}-0", force=True)
+    docker_client.stop(f"{g}-1", timeout=5)
+    seen = {}
+
+    class Recording(NoneFrontend):
+        def repair(self, ctx, recreated):
+            seen["recreated"], seen["started"] = recreated, sorted(ctx.started)
+            return []
+
+    ctx = runtime.group_context(G.find(docker_client, g), docker_client)
+    with pytest.raises(TessonError) as e:
+        runtime.repair(ctx, Recording())
+    assert f"could not repair {g}-1 (exited right after it started" in str(e.value)
+    assert seen == {"recreated": [0], "started": [0]}
+    assert docker_client.inspect_container(f"{g}-1")["Id"] == crashing
+
+    # a repair whose shards stay up still succeeds
+    docker_client.remove_container(f"{g}-1", force=True)
+    r = tesson_cmd("repair", "-g", g)
+    assert r.returncode == 0, r.stderr
+    assert f"recreated {g}-1" in r.stdout and _ps(g)["status"] == "running 2/2"
+
+
+def test_stop_purge_removes_the_networks_of_a_group_whose_frontend_is_unknown(docker_client, shard_image, cleanup):
+    """A group run by a tesson with a frontend kind this one cannot load: its labelled network
+    still goes with --purge; one that cannot go (a stranger attached) is named, exit 1."""
+    g = "t3r-unknown-fe"
+    cleanup.append(g)
+    labels = {"io.tesson.group": g, "io.tesson.role": "shard", "io.tesson.shard": "0",
+              "io.tesson.frontend": "t3r-no-such-kind"}
+    net_name = f"tesson-{g}"
+
+    def make():
+        net = docker_client.create_network(net_name, labels={"io.tesson.group": g})["Id"]
+        cid = docker_client.create_container(shard_image, name=f"{g}-0", labels=labels,
+                                             host_config=docker_client.create_host_config(network_mode=net_name))["Id"]
+        docker_client.start(cid)
+        return net
+
+    make()
+    r = tesson_cmd("stop", "-g", g, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+
+    net = make()
+    stranger = docker_client.create_container(shard_image, name="t3r-stranger",
+                                              host_config=docker_client.create_host_config(network_mode=net_name))["Id"]
+    try:
+        docker_client.start(stranger)
+        r = tesson_cmd("stop", "-g", g, "--purge", "-t", "1")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        # the frontend warning group_frontend logs, then the error: one line
+        warning, line = r.stderr.strip().splitlines()
+        assert "frontend unavailable" in warning and "t3r-no-such-kind" in warning
+        assert line.startswith("tesson: ")
+        assert f"group {g}: its containers are removed, but network {net_name} was not removed" in line
+        assert f"'docker network rm {net_name}'" in line
+        assert _containers(docker_client, g) == [] and [n["Id"] for n in _networks(docker_client, g)] == [net]
+    finally:
+        docker_client.remove_container(stranger, force=True)
