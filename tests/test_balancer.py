@@ -414,24 +414,33 @@ def test_the_balancer_restarts_while_a_shard_is_down(group, docker_client, shard
     fe = ps_json(group)["frontend"]
     assert fe["status"] == "running", fe
 
-    # whatever address the balancer got, its live config marks every server there down
+    # The hazard this test is about. Docker's default IPAM hands out the lowest free address of a
+    # network (no fixed subnet or --ip is possible here: tesson's network has no user subnet), so
+    # the restarted balancer holds the stopped shard's address. A daemon that allocated otherwise
+    # would not exercise the self-address marking at all: fail loudly rather than pass vacuously.
     lb_ip = _address(docker_client, f"{group}-lb", net)
+    assert lb_ip == old2, (f"precondition: the restarted balancer should hold stopped {group}-2's address {old2} "
+                           f"(Docker's lowest-free allocation), it got {lb_ip}: this daemon allocates differently")
+    # its live config lists that address (primary and backup) and marks every such server down
     ex = docker_client.exec_create(lb["Id"], ["cat", "/tmp/tesson-nginx.conf"])["Id"]
     live = docker_client.exec_start(ex).decode()
     at_self = [ln.strip() for ln in live.splitlines() if ln.strip().startswith(f"server {lb_ip}:")]
-    listed = f"server {lb_ip}:8080 " in live.replace(" down;", ";")
-    assert all(ln.endswith(" down;") for ln in at_self) and (listed == bool(at_self)), live
+    assert len(at_self) == 2 and all(ln.endswith(" down;") for ln in at_self), live
+    others = [ln.strip() for ln in live.splitlines() if ln.strip().startswith("server ") and ":8080 " in ln
+              and not ln.strip().startswith(f"server {lb_ip}:")]
+    assert len(others) == 4 and not any(ln.endswith(" down;") for ln in others), live
 
+    # the shard comes back on another address (its old one is the balancer's): ps says stale
     docker_client.start(f"{group}-2")
     new2 = _address(docker_client, f"{group}-2", net)
-    if new2 != old2:  # the balancer holds its old address: the config no longer reaches it
-        fe = ps_json(group)["frontend"]
-        assert fe["status"].startswith("running, stale: run tesson repair") and fe["stale"] == [f"{group}-2"], fe
-        table = tesson_cmd("ps", "-g", group)
-        assert "stale: run tesson repair" in table.stdout, table.stdout
-        r = tesson_cmd("repair", "-g", group)
-        assert r.returncode == 0, r.stderr
-        assert "reloaded balancer" in r.stdout, r.stdout
+    assert new2 != old2, f"{group}-2 came back on {new2}, the balancer's address"
+    fe = ps_json(group)["frontend"]
+    assert fe["status"].startswith("running, stale: run tesson repair") and fe["stale"] == [f"{group}-2"], fe
+    table = tesson_cmd("ps", "-g", group)
+    assert "stale: run tesson repair" in table.stdout, table.stdout
+    r = tesson_cmd("repair", "-g", group)
+    assert r.returncode == 0, r.stderr
+    assert "reloaded balancer" in r.stdout, r.stdout
     fe = ps_json(group)["frontend"]
     assert fe["status"] == "running" and fe["stale"] == [], fe
     _serves(port, 2, plan)
@@ -509,3 +518,78 @@ def test_stop_purge_with_a_foreign_container_on_the_network(group, docker_client
         for n in docker_client.networks(names=[net]):
             if n["Name"] == net:
                 docker_client.remove_network(n["Id"])
+
+
+def _cat(client, container: str, *paths: str) -> str:
+    ex = client.exec_create(container, ["cat", *paths])["Id"]
+    return client.exec_start(ex).decode(errors="replace")
+
+
+def test_a_failed_stale_check_keeps_the_front_door_in_ps(group, docker_client, shard_image, lb_image):
+    """Review 2, finding 4: when the balancer's address file cannot be read (here a symlink loop, a
+    real daemon error, not a 404), ps says the check failed and still shows the ports; repair's
+    reload writes a fresh file and the check works again."""
+    port = 28190
+    run_ok("-g", group, "-u", "pu", "-n", "1", "-p", f"{port}:8080", "--lb-image", lb_image, shard_image)
+    ex = docker_client.exec_create(f"{group}-lb", ["ln", "-sf", "upstreams.json", "/etc/tesson/upstreams.json"])
+    docker_client.exec_start(ex["Id"])
+    assert docker_client.exec_inspect(ex["Id"])["ExitCode"] == 0
+    fe = ps_json(group)["frontend"]
+    assert fe["status"].startswith("running, stale check failed: ") and fe["stale"] is None, fe
+    assert f"0.0.0.0:{port}->8080/tcp" in fe["ports"] and fe["container"] == f"{group}-lb", fe
+    table = tesson_cmd("ps", "-g", group)
+    assert table.returncode == 0, table.stderr
+    (line,) = [ln for ln in table.stdout.splitlines() if ln.startswith("Frontend:")]
+    assert "stale check failed" in line and f"0.0.0.0:{port}->8080/tcp" in line, line
+    r = tesson_cmd("repair", "-g", group)
+    assert r.returncode == 0, r.stderr
+    assert "reloaded balancer" in r.stdout, r.stdout
+    fe = ps_json(group)["frontend"]
+    assert fe["status"] == "running" and fe["stale"] == [], fe
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [])
+
+
+def test_a_config_nginx_refuses_is_never_installed(group, docker_client, shard_image, lb_image, monkeypatch,
+                                                  capsys):
+    """Review 2, finding 5: a reload whose config nginx refuses fails repair (exit 1, nginx's
+    words) and changes nothing in the balancer: the previous config stays live and on disk, so the
+    balancer still serves, also after a restart of its container."""
+    from tesson import cli
+    from tesson.frontend import nginx
+
+    port = 28195
+    run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb-image", lb_image, shard_image)
+    plan = {s["index"]: s["cpus"] for s in ps_json(group)["shards"]}
+    lb = f"{group}-lb"
+    paths = ("/etc/tesson/nginx.conf", "/etc/tesson/upstreams.json", "/tmp/tesson-nginx.conf")
+    before = [_cat(docker_client, lb, p) for p in paths]
+    assert "upstream tcp_8080" in before[0] and before[2].replace(" down;", ";") == before[0]
+
+    # a restarted shard makes repair reload; the config it renders is one nginx refuses
+    docker_client.kill(f"{group}-1")
+    render = nginx.NginxFrontend._render
+    monkeypatch.setattr(nginx.NginxFrontend, "_render", lambda self, ctx, addresses: render(
+        self, ctx, addresses).replace("stream {", "stream {\n    no_such_directive on;"))
+    capsys.readouterr()
+    code = cli.main(["repair", "-g", group])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("tesson:")]
+    assert code == 1, err
+    assert len(err) == 1 and "nginx refused the new config" in err[0], err
+    assert 'unknown directive "no_such_directive"' in err[0], err
+    monkeypatch.undo()
+
+    after = [_cat(docker_client, lb, p) for p in paths]
+    assert after == before
+    ex = docker_client.exec_create(lb, ["ls", "-A", "/etc/tesson"])["Id"]
+    assert sorted(docker_client.exec_start(ex).decode().split()) == ["nginx.conf", "upstreams.json"]
+    # the container's next start reads the config on disk: still one nginx loads
+    docker_client.restart(lb, timeout=2)
+    assert_every_shard_answers_on_its_cpus(collect(port, 8), plan)
+    state = docker_client.inspect_container(lb)
+    assert state["State"]["Running"] and state["RestartCount"] == 0, state["State"]
+
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [])
