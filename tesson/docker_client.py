@@ -110,3 +110,12 @@ def is_status(exc: BaseException, *codes: int) -> bool:
     import docker.errors
 
     return isinstance(exc, docker.errors.APIError) and exc.status_code in codes
+
+
+def remove_container(client, cid: str) -> None:
+    """Remove a container and its anonymous volumes, running or not; one already gone is fine."""
+    try:
+        client.remove_container(cid, force=True, v=True)
+    except Exception as e:
+        if not is_status(e, 404):
+            raise

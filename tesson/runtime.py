@@ -25,6 +25,7 @@ from typing import NamedTuple
 from tesson import cpulist, log
 from tesson import group as G
 from tesson.docker_client import explain, is_status
+from tesson.docker_client import remove_container as _remove
 from tesson.errors import TessonError
 from tesson.frontend import Context, Frontend
 
@@ -197,14 +198,6 @@ class _Batch:
 
 class _Cancelled(Exception):
     pass
-
-
-def _remove(client, cid: str) -> None:
-    try:
-        client.remove_container(cid, force=True, v=True)
-    except Exception as e:
-        if not is_status(e, 404):
-            raise
 
 
 def _start_shard(ctx: Context, fe: Frontend, shard, batch: _Batch, progress: Progress, created: dict,

@@ -32,6 +32,9 @@ import time
 
 from tesson import cpulist, log
 from tesson.errors import TessonError, UsageError
+from tesson.docker_client import explain as _explain
+from tesson.docker_client import is_status as _is_status
+from tesson.docker_client import remove_container as _remove_container
 from tesson.frontend import GROUP, ROLE, Context, Frontend, Undo
 from tesson.frontend import nginx_conf as nc
 
@@ -60,18 +63,6 @@ def network_name(group: str) -> str:
 
 def lb_name(group: str) -> str:
     return f"{group}-lb"
-
-
-def _explain(exc: BaseException) -> str:
-    from tesson.docker_client import explain
-
-    return explain(exc)
-
-
-def _is_status(exc: BaseException, *codes: int) -> bool:
-    from tesson.docker_client import is_status
-
-    return is_status(exc, *codes)
 
 
 def _tar(files: dict) -> bytes:
@@ -625,14 +616,6 @@ def _last_words(client, cid: str) -> str:
         return f"(no logs: {_explain(e)})"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " | ".join(lines[-3:])[:400] or "no output"
-
-
-def _remove_container(client, cid: str) -> None:
-    try:
-        client.remove_container(cid, force=True, v=True)
-    except Exception as e:
-        if not _is_status(e, 404):
-            raise
 
 
 def _undo_network(client, group: str, name: str, net_id: str, run_id: str | None):
