@@ -202,3 +202,22 @@ def _build_tesson_image() -> str:
 def tesson_image(docker_client):
     """The tesson image (tool, balancer and demo shard in one), built once per session."""
     return _build_tesson_image()
+
+
+def read_pty(master: int) -> bytes:
+    """Everything written to a pseudo-terminal until its other side is closed; closes ``master``."""
+    import os
+
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    return out

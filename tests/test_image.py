@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import tesson
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, read_pty, require
 
 SHIM = ROOT / "docker-plugin" / "docker-tesson"
 INSTALL = ROOT / "docker-plugin" / "install"
@@ -354,16 +354,7 @@ def test_under_a_terminal(plugin_env):
         master, slave = pty.openpty()
         p = subprocess.Popen(["docker", *args], stdin=slave, stdout=slave, stderr=slave, env=plugin_env)
         os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.close(master)
+        out = read_pty(master)
         return p.wait(timeout=60), out.decode(errors="replace")
 
     rc, out = run_in_pty("tesson", "--version")

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from tesson import cpulist
-from tests.conftest import ROOT, http_get, parse_shard_answer, tesson_cmd
+from tests.conftest import ROOT, http_get, parse_shard_answer, read_pty, tesson_cmd
 
 pytestmark = pytest.mark.docker
 
@@ -371,18 +371,9 @@ def test_progress_on_a_terminal(docker_client, shard_image, cleanup):
     try:
         p = subprocess.run([sys.executable, "-m", "tesson", "run", "-g", g, "-n", "2", "--lb", "none", shard_image],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, timeout=120)
-        os.close(slave)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
     finally:
-        os.close(master)
+        os.close(slave)
+        seen = read_pty(master)
     assert p.returncode == 0
     assert b"started 2/2" in seen and b"started 2/2" not in p.stdout
 
