@@ -43,13 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tesson.errors import TessonError, UsageError
+from tesson.group import FRONTEND as FRONTEND_KIND
+from tesson.group import GROUP, ROLE
 
 KINDS = ("nginx", "none", "gorb")
 
-# Label keys. Every container tesson makes carries the group's labels (see Context.base_labels).
-GROUP = "io.tesson.group"
-ROLE = "io.tesson.role"  # "shard", or the frontend's own roles ("lb")
-FRONTEND_KIND = "io.tesson.frontend"
+# Label keys (tesson.group's; ROLE is "shard", or a frontend's own roles such as "lb"). Every
+# container tesson makes carries the group's labels (see Context.base_labels).
+__all__ = ["GROUP", "ROLE", "FRONTEND_KIND", "Context", "Frontend", "Undo", "load", "select", "from_labels"]
 
 
 class Undo:

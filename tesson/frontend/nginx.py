@@ -36,6 +36,9 @@ from tesson.docker_client import explain as _explain
 from tesson.docker_client import is_status as _is_status
 from tesson.docker_client import remove_container as _remove_container
 from tesson.frontend import GROUP, ROLE, Context, Frontend, Undo
+from tesson.group import FRONTEND as FRONTEND_LABEL
+from tesson.group import PORTS, SHARD
+from tesson.group import RUN as RUN_LABEL
 from tesson.frontend import nginx_conf as nc
 
 KIND = "nginx"
@@ -48,8 +51,6 @@ NETWORK_PREFIX = "tesson-"
 LB_METHOD = "io.tesson.lb.method"  # "" = per-protocol default
 LB_IMAGE = "io.tesson.lb.image"
 LB_CPUS = "io.tesson.lb.cpus"  # "" = unpinned
-PORTS = "io.tesson.ports"  # the runtime's: JSON list of -p specs as typed
-RUN_LABEL = "io.tesson.run"  # the runtime's: a fresh id per run/repair (tesson.group.RUN)
 
 READY_TIMEOUT = 15.0  # seconds for nginx to load its config in a fresh container
 # Beside the config in the balancer: {shard name: address} as written into the config, so ps can
@@ -410,7 +411,7 @@ class NginxFrontend(Frontend):
         """Create ``tesson-GROUP``; reuse one left by an earlier run of this group (not recorded for
         undo: this run did not make it). A network of that name that is not tesson's is an error."""
         client, name = ctx.docker, network_name(ctx.group)
-        labels = {GROUP: ctx.group, ROLE: ROLE_NETWORK, "io.tesson.frontend": KIND}
+        labels = {GROUP: ctx.group, ROLE: ROLE_NETWORK, FRONTEND_LABEL: KIND}
         try:
             net_id = client.create_network(name, driver="bridge", labels=labels, check_duplicate=True)["Id"]
         except Exception as e:
@@ -575,7 +576,7 @@ class NginxFrontend(Frontend):
         out = []
         for c in found:
             try:
-                index = int((c.get("Labels") or {}).get("io.tesson.shard", ""))
+                index = int((c.get("Labels") or {}).get(SHARD, ""))
             except ValueError:
                 continue
             name = ctx.shard_name(index)
