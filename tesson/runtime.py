@@ -50,6 +50,7 @@ class Progress:
         self.total, self.verb, self.done = total, verb, 0
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self._closed = False
         self._lock = threading.Lock()
 
     def step(self) -> None:
@@ -60,7 +61,7 @@ class Progress:
                 self.stream.flush()
 
     def close(self) -> None:
-        if self.tty and self.done and not getattr(self, "_closed", False):
+        if self.tty and self.done and not self._closed:
             self.stream.write("\n")
             self.stream.flush()
         self._closed = True
