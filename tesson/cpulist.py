@@ -1,29 +1,73 @@
-"""The kernel's cpulist format ("0-3,8,10-11"), used by sysfs, cpusets and Docker's --cpuset-cpus."""
+"""Sets of CPU (or NUMA node) ids: the kernel's two ways of writing them, and int bitmasks.
+
+The one parser of the project for both kernel formats:
+
+- the *list* ("0-3,8,10-11"): sysfs ``online``/``isolated`` files, cpuset cgroups, ``/proc/self/status``,
+  Docker's ``--cpuset-cpus``, tesson's labels and options;
+- the *mask* ("00000000,0000000f": 32-bit hex words, highest first): sysfs ``*_cpus``, ``cpumap``,
+  ``shared_cpu_map``.
+
+Inside tesson a set is a Python int used as a bitmask (bit i = id i): fast to intersect and count.
+
+Malformed text raises ValueError naming the bad part: a range that goes backwards ("5-3"), a part
+that is not a number, a negative id. The kernel never writes such text, so the sysfs reader refuses a
+file holding it (one line naming the file) rather than guess. hwloc does guess: its list reader fills
+the set and clears the gaps between segments, which assumes ascending segments, so it drops a
+backwards range and silently loses CPUs on an out-of-order list; a pinning tool should not build
+shards on that.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+
+
+def _id(text: str, part: str) -> int:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"bad cpulist part {part!r}: {text!r} is not a CPU number")
+    return int(text)
+
+
+def list_to_mask(text: str) -> int:
+    """A cpulist such as ``"0-3,8"`` as a bitmask; ``""`` (or only whitespace) is 0."""
+    m = 0
+    for part in text.strip().split(","):
+        if not part.strip():
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep:
+            start, end = _id(lo, part), _id(hi, part)
+            if end < start:
+                raise ValueError(f"bad cpulist range {part.strip()!r}: it goes backwards")
+            m |= ((1 << (end - start + 1)) - 1) << start
+        else:
+            m |= 1 << _id(lo, part)
+    return m
 
 
 def parse(text: str) -> list[int]:
     """Parse a cpulist such as ``"0-3,8"`` into a sorted list of ints; ``""`` is the empty list."""
-    ids: set[int] = set()
-    text = text.strip()
-    if not text:
-        return []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        if sep:
-            start, end = int(lo), int(hi)
-            if end < start:
-                raise ValueError(f"bad cpulist range {part!r}")
-            ids.update(range(start, end + 1))
-        else:
-            ids.add(int(part))
-    return sorted(ids)
+    return bits(list_to_mask(text))
+
+
+def hex_to_mask(text: str) -> int:
+    """A kernel cpumask such as ``"00000000,0000000f"`` as a bitmask; ``""`` is 0."""
+    words = text.strip().replace(",", "")
+    if not words:
+        return 0
+    try:
+        value = int(words, 16)
+    except ValueError:
+        value = -1
+    if value < 0 or "_" in words or "x" in words or "X" in words:  # int() would take "0x1f", "1_f"
+        raise ValueError(f"bad cpumask {text.strip()!r}: not 32-bit hex words")
+    return value
+
+
+def parse_mask(text: str) -> list[int]:
+    """Parse a kernel cpumask such as ``"00000000,0000000f"`` (32-bit words, high first)."""
+    return bits(hex_to_mask(text))
 
 
 def format(ids: Iterable[int]) -> str:  # noqa: A001 - mirrors parse()
@@ -42,10 +86,29 @@ def format(ids: Iterable[int]) -> str:  # noqa: A001 - mirrors parse()
     return ",".join(out)
 
 
-def parse_mask(text: str) -> list[int]:
-    """Parse a kernel cpumask such as ``"00000000,0000000f"`` (32-bit words, high first)."""
-    words = text.strip().replace(",", "")
-    if not words:
-        return []
-    value = int(words, 16)
-    return [i for i in range(value.bit_length()) if value >> i & 1]
+def bits(mask: int) -> list[int]:
+    """The set bits of ``mask``, ascending."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
+def mask_of(ids: Iterable[int]) -> int:
+    """The bitmask of these ids."""
+    m = 0
+    for i in ids:
+        m |= 1 << i
+    return m
+
+
+def first(mask: int) -> int:
+    """The lowest set bit of ``mask`` (-1 for 0)."""
+    return (mask & -mask).bit_length() - 1
+
+
+def weight(mask: int) -> int:
+    """How many bits of ``mask`` are set."""
+    return bin(mask).count("1")

@@ -20,7 +20,8 @@ CPUs too) it uses.
 from __future__ import annotations
 
 from tesson.errors import UsageError
-from tesson.topology import Topology, _weight, bits
+from tesson.cpulist import bits, weight
+from tesson.topology import Topology
 
 UNITS = ("pu", "core", "l3", "numa", "package")
 ALIASES = {"node": "numa", "socket": "package", "l3cache": "l3", "thread": "pu"}
@@ -128,7 +129,7 @@ def _distrib(roots, n: int, stop, out: list[int]) -> None:
     tot = 0
     weights = []
     for r in roots:
-        w = _weight(r.cpuset)
+        w = weight(r.cpuset)
         weights.append(w)
         tot += w
     given_w = 0

@@ -99,7 +99,7 @@ def test_built_tree_matches_hwloc(built):
     ref = hwloc_ref.summary(hwloc_ref.lstopo(built))
     topo = topology.read(str(built))
     assert topo.to_json() == ref
-    from tesson.commands.topology import render_text
+    from tesson.topology.render import render_text
 
     assert tesson_tree(render_text(topo)) == hwloc_ref.lstopo_console(built)
 
@@ -166,7 +166,7 @@ def test_real_machine_matches_hwloc():
     assert topo.pus and set(os.sched_getaffinity(0)) <= set(topo.pus)
     needs_hwloc()
     assert topo.to_json() == hwloc_ref.summary(hwloc_ref.lstopo("/"))
-    from tesson.commands.topology import render_text
+    from tesson.topology.render import render_text
 
     assert tesson_tree(render_text(topo)) == hwloc_ref.lstopo_console("/")
 
@@ -215,3 +215,33 @@ def test_sysfs_without_cpu_topology(tmp_path):
         topology.read(str(tmp_path))
     r = tesson_cmd("--fsroot", str(tmp_path), "run", "--dry-run", "img")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# ---- one cpulist/cpumask parser: malformed text is refused, never guessed ---------------------------
+
+
+def test_cpulist_parser_refuses_malformed_text():
+    from tesson import cpulist
+
+    assert cpulist.list_to_mask("0-3,8\n") == 0b1_0000_1111 and cpulist.list_to_mask(" ") == 0
+    assert cpulist.hex_to_mask("00000001,0000000f\n") == (1 << 32) | 0xF and cpulist.hex_to_mask("") == 0
+    for bad in ("5-3", "0-3,9-8", "a", "1-", "-1", "0-3;8", "1_0"):
+        with pytest.raises(ValueError):
+            cpulist.parse(bad)
+    for bad in ("0x0f", "zz", "1_f", "-f"):
+        with pytest.raises(ValueError):
+            cpulist.parse_mask(bad)
+
+
+@pytest.mark.parametrize("path,text", [
+    ("sys/devices/system/cpu/online", "0-3,7-4"),  # hwloc would drop 7-4 and keep going
+    ("sys/devices/system/cpu/cpu1/topology/core_cpus", "0x3"),
+])
+def test_malformed_sysfs_file_is_refused_with_its_name(tmp_path, path, text):
+    root = sysfs_builder.build(tmp_path, packages=1, cores=4, threads=2)
+    (root / path).write_text(text + "\n")
+    with pytest.raises(UsageError, match=re.escape(str(root / path))):
+        topology.read(str(root))
+    r = tesson_cmd("--fsroot", str(root), "topology")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert path in r.stderr

@@ -1,0 +1,237 @@
+"""The CPU scan: cores, clusters, dies, packages, s390 books and drawers, caches and PUs, read from
+sys/devices/system/cpu as hwloc 2.x's look_sysfscpu reads them.
+
+Each object comes out as a tuple (kind, os_index, cpuset, attrs) for the tree builder; ids and sizes,
+only used for display, are :class:`~tesson.topology.model.Lazy`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tesson.cpulist import bits, first, weight
+from tesson.topology.model import Lazy
+from tesson.topology.sysfs import FS, At
+
+def _is_amd_with_compute_units(fs: FS) -> bool:
+    """Bulldozer-family AMD (family 0x15/0x16): siblings with different core ids are separate cores."""
+    data = fs.read_head("/proc/cpuinfo")  # the first processor's block is enough
+    if not data:
+        return False
+    vendor = family = None
+    for line in data.decode(errors="replace").split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id":
+            vendor = value.strip()
+        elif key == "cpu family":
+            family = value.strip()
+    return vendor == "AuthenticAMD" and family in ("21", "22")
+
+
+def _arch(fs: FS) -> str:
+    """The machine's architecture: a dump's proc/hwloc-nofile-info says it, else this kernel's."""
+    data = fs.read("/proc/hwloc-nofile-info")
+    if data:
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("Architecture: "):
+                return line[len("Architecture: "):].strip()
+    return os.uname().machine
+
+
+def discover(fs: FS):
+    """Return (present cpuset, listed cpuset, list of (kind, os_index, cpuset, attrs)) like hwloc's
+    look_sysfscpu.
+
+    Present CPUs are the online ones that have a ``topology/`` folder. Every cpuset read is restricted
+    to them; an object is made by the first present CPU of its set. Reads whose only possible outcome
+    is "not the first CPU of a set already seen" are skipped (hwloc makes them, then ignores them),
+    and ids and sizes, only used for display, are read lazily.
+    """
+    base = "/sys/devices/system/cpu"
+    online = fs.read_list(base + "/online")
+    present = listed = 0
+    for name in fs.listdir(base):
+        if not name.startswith("cpu"):
+            continue
+        num = name[3:]
+        if not num.isdigit():
+            continue
+        cpu = int(num)
+        listed |= 1 << cpu  # hwloc's complete cpuset: every CPU sysfs lists, offline ones too
+        if online is not None:
+            if not online >> cpu & 1:
+                continue
+        else:
+            o = fs.read(f"{base}/cpu{cpu}/online")
+            if o is not None and o.strip()[:1] == b"0":
+                continue
+        present |= 1 << cpu  # CPUs without a topology/ folder are taken out by _scan_cpus
+
+    while present:
+        try:
+            return present, listed, _scan_cpus(fs, present)
+        except _NoTopology as e:  # rare: an online CPU the kernel shows no topology for (hwloc skips it)
+            present &= ~(1 << e.cpu)
+    return present, listed, []
+
+
+class _NoTopology(Exception):
+    def __init__(self, cpu: int):
+        self.cpu = cpu
+
+
+def _scan_cpus(fs: FS, present: int) -> list[tuple]:
+    cpu_dir = At(fs, "/sys/devices/system/cpu")
+    try:
+        return _scan_cpus_at(fs, cpu_dir, present)
+    finally:
+        cpu_dir.close()
+
+
+def _scan_cpus_at(fs: FS, at: At, present: int) -> list[tuple]:
+    """The per-CPU walk of look_sysfscpu; paths are relative to sys/devices/system/cpu."""
+    base = "/sys/devices/system/cpu"
+    objs: list[tuple] = []
+
+    # new (core_cpus, package_cpus) or old (thread_siblings, core_siblings) file names
+    lowest = first(present)
+    old = not (at.exists(f"cpu{lowest}/topology/package_cpus") or at.exists(f"cpu{lowest}/topology/core_cpus"))
+    core_file = "thread_siblings" if old else "core_cpus"
+    pkg_file = "core_siblings" if old else "package_cpus"
+    thread_with_coreid = -1 if _is_amd_with_compute_units(fs) else 0
+    s390 = _arch(fs).startswith("s390")
+
+    seen_core = 0  # CPUs already in a core (or cluster, die) made by an earlier CPU
+    seen_cluster = 0
+    seen_die = 0
+    seen_pkg = 0
+    seen_cache: dict[int, int] = {}  # cache index -> CPUs already in a cache of that index
+    private_caches: dict[tuple, tuple] = {}  # (index, True) -> (level, type) of per-core caches
+    core_of: dict[int, int] = {}  # CPU -> its core's CPUs
+    read_mask = at.read_mask
+    for i in bits(present):
+        bit = 1 << i
+        topo = f"cpu{i}/topology/"
+        notfirst_core = notfirst_cluster = notfirst_die = False
+        if seen_core & bit and thread_with_coreid != 1:
+            coreset = None  # a sibling of an earlier CPU: hwloc reads its set and skips it
+            notfirst_core = notfirst_cluster = notfirst_die = True
+        else:
+            coreset = read_mask(topo + core_file)
+            if coreset is None and not at.exists(topo):
+                raise _NoTopology(i)
+        if coreset is not None:
+            coreset &= present
+            seen_core |= coreset
+            for c in bits(coreset):
+                core_of[c] = coreset
+            core_id = None
+            if thread_with_coreid == -1 and weight(coreset) > 1:
+                # AMD compute units: siblings with different core ids are separate cores
+                core_id = at.read_int(topo + "core_id")
+                sib = first(coreset)
+                if sib == i:
+                    sib = first(coreset & ~((bit << 1) - 1))
+                thread_with_coreid = int(at.read_int(f"cpu{sib}/topology/core_id") != core_id)
+            if first(coreset) != i:
+                notfirst_core = notfirst_cluster = notfirst_die = True
+            if not notfirst_core or thread_with_coreid == 1:
+                idx = Lazy(fs.read_int, f"{base}/{topo}core_id") if core_id is None else core_id
+                objs.append(("core", idx, bit if thread_with_coreid == 1 else coreset, None))
+
+        clusterset = dieset = None
+        if not notfirst_core:
+            if seen_cluster & bit:
+                notfirst_cluster = notfirst_die = True
+            else:
+                clusterset = read_mask(topo + "cluster_cpus")
+            if clusterset is not None:
+                clusterset &= present
+                seen_cluster |= clusterset
+                if weight(clusterset) == 1:
+                    clusterset = None
+                elif first(clusterset) != i:
+                    clusterset = None
+                    notfirst_cluster = notfirst_die = True
+        if not notfirst_cluster:
+            if seen_die & bit:
+                notfirst_die = True
+            else:
+                dieset = read_mask(topo + "die_cpus")
+            if dieset is not None:
+                dieset &= present
+                seen_die |= dieset
+                if weight(dieset) == 1:
+                    dieset = None
+                elif first(dieset) != i:
+                    dieset = None
+                    notfirst_die = True
+                if clusterset is not None and dieset is not None and dieset == clusterset:
+                    clusterset = None
+        if not notfirst_die and not seen_pkg & bit:
+            pkgset = read_mask(topo + pkg_file)
+            if pkgset is not None:
+                pkgset &= present
+                seen_pkg |= pkgset
+                if clusterset is not None and pkgset == clusterset:
+                    clusterset = None
+                if dieset is not None and pkgset == dieset:
+                    dieset = None  # a die that is the whole package: hwloc shows none
+                if first(pkgset) == i:
+                    objs.append(("package", Lazy(fs.read_int, f"{base}/{topo}physical_package_id"), pkgset, None))
+        if clusterset is not None:
+            objs.append(("cluster", Lazy(fs.read_int, f"{base}/{topo}cluster_id"), clusterset, None))
+        if dieset is not None:
+            objs.append(("die", Lazy(fs.read_int, f"{base}/{topo}die_id"), dieset, None))
+
+        if s390:  # books and drawers, made only when their id is readable (as hwloc does)
+            for kind in ("book", "drawer"):
+                kset = read_mask(f"{topo}{kind}_siblings")
+                if kset is None:
+                    break
+                kset &= present
+                if first(kset) == i:
+                    kid = at.read_int(f"{topo}{kind}_id")
+                    if kid is not None:
+                        objs.append((kind, kid, kset, None))
+
+        objs.append(("pu", i, bit, None))
+
+        cache = f"cpu{i}/cache/index"
+        core_of_i = coreset if coreset is not None else core_of.get(i, bit)
+        for j in range(10):
+            seen = seen_cache.get(j, 0)
+            if seen & bit:
+                continue  # in a cache of this index that an earlier CPU made
+            cacheset = read_mask(f"{cache}{j}/shared_cpu_map")
+            if cacheset is None:
+                break  # no such index: the kernel numbers them without gaps, nothing further
+            if not cacheset:  # ia64: an empty map means the core's CPUs
+                alt = read_mask(topo + core_file)
+                if alt is not None:
+                    cacheset = alt
+            cacheset &= present
+            seen_cache[j] = seen | cacheset
+            if first(cacheset) != i:
+                continue
+            # A cache private to its core is read once per index: the level and type of index j
+            # of the next core's private cache are the same (they only label the text tree; a
+            # private cache changes no placement). Shared caches are always read.
+            key = (j, cacheset == core_of_i)
+            known = private_caches.get(key) if key[1] else None
+            if known is None:
+                ctype = (at.read(f"{cache}{j}/type") or b"Unified").strip().decode()
+                level = at.read_int(f"{cache}{j}/level")
+                known = (level, ctype)
+                if key[1]:
+                    private_caches[key] = known
+            level, ctype = known
+            if ctype.startswith("Instruction") or level is None or not 1 <= level <= 5:
+                continue  # hwloc ignores instruction caches by default
+            size = Lazy(fs.read_int, f"{base}/{cache}{j}/size", 1024)
+            cid = Lazy(fs.read_int, f"{base}/{cache}{j}/id")
+            objs.append((f"l{level}", cid, cacheset, {"size": size, "type": ctype}))
+    return objs
+
+
