@@ -1,8 +1,9 @@
 """Shared test fixtures.
 
-Where a test needs something the machine lacks (hwloc, ../shared, a Docker daemon), it is skipped with
-the reason on a developer's machine, but fails in CI (CI=true), where .ci/run provides all of them: a
-skip must never pass for a pass there.
+Where a test needs something the machine lacks (hwloc, a Docker daemon), it is skipped with the reason
+on a developer's machine, but fails in CI (CI=true), where .ci/run provides all of them: a skip must
+never pass for a pass there. What the repository itself holds (the sysfs dumps in tests/fixtures) is
+never skipped: a missing one fails (tests/dumps.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("TESSON_SHARED", ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

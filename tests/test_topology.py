@@ -1,4 +1,4 @@
-"""tesson's topology against the real hwloc, on every shared dump and on hand-built sysfs trees."""
+"""tesson's topology against the real hwloc, on every sysfs dump in tests/fixtures and on hand-built trees."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests.conftest import require, tesson_cmd
 @pytest.fixture
 def dump(request, tmp_path_factory):
     name = request.param
-    require(bool(dumps.NAMES), dumps.MISSING)
     return dumps.unpack(name, tmp_path_factory)
 
 
@@ -25,7 +24,7 @@ def needs_hwloc():
     require(hwloc_ref.available(), "hwloc is not installed (apt-get install hwloc)")
 
 
-@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+@pytest.mark.parametrize("dump", dumps.NAMES, indirect=True)
 def test_topology_matches_hwloc(dump):
     """PUs, cores, NUMA nodes (ids, CPUs, memory), packages and L3 equal what lstopo shows, in order."""
     needs_hwloc()
@@ -36,7 +35,7 @@ def test_topology_matches_hwloc(dump):
         assert got[key] == ref[key], key
 
 
-@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+@pytest.mark.parametrize("dump", dumps.NAMES, indirect=True)
 def test_cli_topology_json_matches_hwloc(dump):
     needs_hwloc()
     r = tesson_cmd("--fsroot", str(dump), "topology", "--format", "json")
@@ -45,13 +44,20 @@ def test_cli_topology_json_matches_hwloc(dump):
     assert doc == hwloc_ref.summary(hwloc_ref.lstopo(dump))
 
 
+def test_fixtures_are_the_listed_dumps_with_hwlocs_licence():
+    """Every dump in tests/fixtures is compared (dumps.NAMES), and hwloc's licence sits beside them."""
+    have = sorted(p.name[: -len(".tar.bz2")] for p in dumps.DUMPS_DIR.glob("*.tar.bz2"))
+    assert have == sorted(dumps.NAMES)
+    assert "BSD" in (dumps.DUMPS_DIR / "COPYING.hwloc").read_text()
+
+
 def tesson_tree(text: str) -> list[str]:
     """tesson's text tree without what it adds to lstopo's (allowed PUs, each object's CPUs)."""
     text = re.sub(r"^Machine \(([^,]*) total, [^)]*\)", r"Machine (\1 total)", text)
     return [re.sub(r"  \[cpus [^\]]*\]", "", line).rstrip() for line in text.splitlines()]
 
 
-@pytest.mark.parametrize("dump", dumps.PARAMS, indirect=True)
+@pytest.mark.parametrize("dump", dumps.NAMES, indirect=True)
 def test_cli_topology_text_is_lstopos_tree(dump):
     """The text view is lstopo's console view: same objects, same nesting, same order and labels."""
     needs_hwloc()
