@@ -61,6 +61,9 @@ def build(
     books: int = 0,  # s390: packages per book (0: none), with proc/hwloc-nofile-info saying s390x
     drawers: int = 0,  # s390: books per drawer
     mem_kb: int = 4 * 1024 * 1024,
+    caches_of=None,  # (package, core, caches, core_cpus) -> the caches that core's CPUs list, for
+    # machines whose cores differ; caches: [(level, type, size, cpus)], the standard L1d, L1i, L2 per
+    # core and L3; core_cpus(package, core): that core's CPUs
 ) -> Path:
     """Write the tree under ``root`` and return ``root``."""
     root = Path(root)
@@ -116,14 +119,15 @@ def build(
                                                            for x in pkg_cpus(q)} - set(offline), ncpus))
                 if caches:
                     l3 = numa_cpus(numa_of(p, c)) if l3_per == "numa" else pkg_cpus(p)
-                    for idx, (level, ctype, size, cpus) in enumerate(
-                        [
-                            (1, "Data", "32K", core_cpus(p, c)),
-                            (1, "Instruction", "32K", core_cpus(p, c)),
-                            (2, "Unified", "1024K", core_cpus(p, c)),
-                            (3, "Unified", "16384K", l3),
-                        ]
-                    ):
+                    listed = [
+                        (1, "Data", "32K", core_cpus(p, c)),
+                        (1, "Instruction", "32K", core_cpus(p, c)),
+                        (2, "Unified", "1024K", core_cpus(p, c)),
+                        (3, "Unified", "16384K", l3),
+                    ]
+                    if caches_of is not None:
+                        listed = caches_of(p, c, listed, core_cpus)
+                    for idx, (level, ctype, size, cpus) in enumerate(listed):  # index0.. without gaps
                         cd = d / f"cache/index{idx}"
                         _w(cd / "level", str(level))
                         _w(cd / "type", ctype)
@@ -190,3 +194,24 @@ def build(
         _w(proc / "self/cpuset", name)
     _w(proc / "mounts", "\n".join(mounts))
     return root
+
+
+def uneven_caches(l2_shared=None, l1_on=None):
+    """A ``caches_of`` for cores that list different caches, as some real machines' sysfs shows:
+    ``l2_shared``: the cores (of each package) that share one L2, the others listing no L2 at all;
+    ``l1_on``: the only cores that list L1 caches. The kernel numbers each CPU's caches index0..
+    without gaps, so the same index names different caches on different cores."""
+
+    def caches_of(p, c, caches, core_cpus):
+        out = []
+        for level, ctype, size, cpus in caches:
+            if level == 1 and l1_on is not None and c not in l1_on:
+                continue
+            if level == 2 and l2_shared is not None:
+                if c not in l2_shared:
+                    continue
+                size, cpus = "2048K", [x for k in l2_shared for x in core_cpus(p, k)]
+            out.append((level, ctype, size, cpus))
+        return out
+
+    return caches_of

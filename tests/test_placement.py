@@ -102,6 +102,10 @@ BUILT = {
     "numa-distance-uneven": dict(packages=5, cores=3, threads=1, distances=[
         [10, 12, 20, 20, 20], [12, 10, 20, 20, 20], [20, 20, 10, 12, 12], [20, 20, 12, 10, 12],
         [20, 20, 12, 12, 10]]),
+    # cores that list different caches (an L2 shared by the last cores only, L1s on some cores)
+    "l2-shared-by-the-last-cores-only": dict(packages=1, cores=6, caches_of=sysfs_builder.uneven_caches(l2_shared=(3, 4, 5))),
+    "l2-shared-by-middle-cores-and-l1-on-some": dict(
+        packages=2, cores=5, threads=1, caches_of=sysfs_builder.uneven_caches(l2_shared=(2, 3, 4), l1_on=(0, 4))),
     # a memory-only node as close to packages 0 and 1: hwloc groups those two packages
     "memory-only-node-between-packages": dict(
         packages=3, cpuless_nodes=1,

@@ -91,6 +91,10 @@ BUILT = {
     "memory-only-node-hmat-initiators": dict(
         cpuless_nodes=1, distances=[[10, 21, 17], [21, 10, 28], [17, 28, 10]], initiators={2: [1]}),
     "sub-numa-clustering-l3-per-node": dict(cores=4, numa_per_package=2, l3_per="numa"),
+    # cores that list different caches: one index is not the same cache on every core
+    "l2-shared-by-the-last-cores-only": dict(cores=6, caches_of=sysfs_builder.uneven_caches(l2_shared=(3, 4, 5))),
+    "l1-on-some-cores-only": dict(cores=4, caches_of=sysfs_builder.uneven_caches(l1_on=(0, 3))),
+    "l2-pair-and-l1-on-some-cores": dict(cores=4, caches_of=sysfs_builder.uneven_caches(l2_shared=(2, 3), l1_on=(1, 2))),
 }
 
 

@@ -106,9 +106,7 @@ def _scan_cpus_at(fs: FS, at: At, present: int) -> list[tuple]:
     seen_cluster = 0
     seen_die = 0
     seen_pkg = 0
-    seen_cache: dict[int, int] = {}  # cache index -> CPUs already in a cache of that index
-    private_caches: dict[tuple, tuple] = {}  # (index, True) -> (level, type) of per-core caches
-    core_of: dict[int, int] = {}  # CPU -> its core's CPUs
+    made_with: dict[int, int] = {}  # CPU -> how many caches holding it earlier CPUs made
     read_mask = at.read_mask
     for i in bits(present):
         bit = 1 << i
@@ -124,8 +122,6 @@ def _scan_cpus_at(fs: FS, at: At, present: int) -> list[tuple]:
         if coreset is not None:
             coreset &= present
             seen_core |= coreset
-            for c in bits(coreset):
-                core_of[c] = coreset
             core_id = None
             if thread_with_coreid == -1 and weight(coreset) > 1:
                 # AMD compute units: siblings with different core ids are separate cores
@@ -198,37 +194,36 @@ def _scan_cpus_at(fs: FS, at: At, present: int) -> list[tuple]:
 
         objs.append(("pu", i, bit, None))
 
+        # Caches: this CPU's cache/index0..9. An index names a different cache on different cores
+        # when the cores list different caches (an L2 shared by two cores that the other cores
+        # lack, L1s listed for some cores only), so no index is assumed to mean the same cache on
+        # another CPU. A cache is made by the first CPU of its set. A CPU whose caches were all made
+        # by earlier CPUs (as many of those hold it as it lists) is not read further: hwloc reads
+        # those files only to skip them.
+        names = at.listdir(f"cpu{i}/cache")
+        listed = [j for j in range(10) if f"index{j}" in names]
+        if made_with.get(i, 0) == len(listed):
+            listed = []
         cache = f"cpu{i}/cache/index"
-        core_of_i = coreset if coreset is not None else core_of.get(i, bit)
-        for j in range(10):
-            seen = seen_cache.get(j, 0)
-            if seen & bit:
-                continue  # in a cache of this index that an earlier CPU made
+        for j in listed:
             cacheset = read_mask(f"{cache}{j}/shared_cpu_map")
             if cacheset is None:
-                break  # no such index: the kernel numbers them without gaps, nothing further
+                continue
             if not cacheset:  # ia64: an empty map means the core's CPUs
                 alt = read_mask(topo + core_file)
                 if alt is not None:
                     cacheset = alt
             cacheset &= present
-            seen_cache[j] = seen | cacheset
             if first(cacheset) != i:
                 continue
-            # A cache private to its core is read once per index: the level and type of index j
-            # of the next core's private cache are the same (they only label the text tree; a
-            # private cache changes no placement). Shared caches are always read.
-            key = (j, cacheset == core_of_i)
-            known = private_caches.get(key) if key[1] else None
-            if known is None:
-                ctype = (at.read(f"{cache}{j}/type") or b"Unified").strip().decode()
-                level = at.read_int(f"{cache}{j}/level")
-                known = (level, ctype)
-                if key[1]:
-                    private_caches[key] = known
-            level, ctype = known
-            if ctype.startswith("Instruction") or level is None or not 1 <= level <= 5:
+            for c in bits(cacheset):
+                made_with[c] = made_with.get(c, 0) + 1
+            ctype = (at.read(f"{cache}{j}/type") or b"Unified").strip().decode()
+            if ctype.startswith("Instruction"):
                 continue  # hwloc ignores instruction caches by default
+            level = at.read_int(f"{cache}{j}/level")
+            if level is None or not 1 <= level <= 5:
+                continue
             size = Lazy(fs.read_int, f"{base}/{cache}{j}/size", 1024)
             cid = Lazy(fs.read_int, f"{base}/{cache}{j}/id")
             objs.append((f"l{level}", cid, cacheset, {"size": size, "type": ctype}))

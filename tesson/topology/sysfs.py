@@ -129,3 +129,9 @@ class At(FS):
 
     def exists(self, p: str) -> bool:
         return os.path.exists(self.root + "/" + p)
+
+    def listdir(self, p: str) -> list[str]:
+        try:
+            return os.listdir(self.root + "/" + p)
+        except OSError:
+            return []
