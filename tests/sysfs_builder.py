@@ -61,6 +61,8 @@ def build(
     books: int = 0,  # s390: packages per book (0: none), with proc/hwloc-nofile-info saying s390x
     drawers: int = 0,  # s390: books per drawer
     mem_kb: int = 4 * 1024 * 1024,
+    nvidia_gpu_nodes=None,  # {node: package}: memory-only nodes that hold an NVIDIA GPU's memory
+    # (proc/driver/nvidia/gpus/PCI/numa_status), the GPU attached near that package (its local_cpus)
     caches_of=None,  # (package, core, caches, core_cpus) -> the caches that core's CPUs list, for
     # machines whose cores differ; caches: [(level, type, size, cpus)], the standard L1d, L1i, L2 per
     # core and L3; core_cpus(package, core): that core's CPUs
@@ -150,6 +152,11 @@ def build(
             (d / f"node{i}").mkdir(exist_ok=True)  # a symlink to the node on a real system
 
     proc = root / "proc"
+    for k, (n, p) in enumerate(sorted((nvidia_gpu_nodes or {}).items())):
+        pci = f"0000:{k + 1:02x}:00.0"
+        _w(proc / f"driver/nvidia/gpus/{pci}/numa_status",
+           f"Node: {n}\nStatus: online\nMemory block size: 0x8000000\nMemory:\n")
+        _w(root / f"sys/bus/pci/devices/{pci}/local_cpus", mask(set(pkg_cpus(p)) - set(offline), ncpus))
     if books:
         _w(proc / "hwloc-nofile-info", "OSName: Linux\nArchitecture: s390x\n")
     _w(proc / "meminfo", f"MemTotal:       {mem_kb * nnodes} kB\n")

@@ -102,6 +102,12 @@ BUILT = {
     "numa-distance-uneven": dict(packages=5, cores=3, threads=1, distances=[
         [10, 12, 20, 20, 20], [12, 10, 20, 20, 20], [20, 20, 10, 12, 12], [20, 20, 12, 10, 12],
         [20, 20, 12, 12, 10]]),
+    # NVIDIA GPUs' memory as memory-only NUMA nodes near packages 0 and 2: hwloc hides them, so
+    # they neither group packages by distance nor join a shard's mems
+    "nvidia-gpu-memory-nodes": dict(packages=4, cores=2, threads=1, cpuless_nodes=2, nvidia_gpu_nodes={4: 0, 5: 2},
+                                    distances=[[10, 16, 32, 32, 12, 40], [16, 10, 32, 32, 40, 40],
+                                               [32, 32, 10, 16, 40, 12], [32, 32, 16, 10, 40, 40],
+                                               [12, 40, 40, 40, 10, 50], [40, 40, 12, 40, 50, 10]]),
     # cores that list different caches (an L2 shared by the last cores only, L1s on some cores)
     "l2-shared-by-the-last-cores-only": dict(packages=1, cores=6, caches_of=sysfs_builder.uneven_caches(l2_shared=(3, 4, 5))),
     "l2-shared-by-middle-cores-and-l1-on-some": dict(
@@ -126,6 +132,13 @@ def test_built_trees_equal_hwloc_distrib(tmp_path, kind):
                 assert k == 0 and unit == "l3"
                 continue
             assert [list(s.cpus) for s in placement.plan(topo, unit, n)] == ref, (unit, n)
+    tree = hwloc_ref.lstopo(root)
+    for n in sizes(placement.default_size(topo, "numa")):
+        shards = placement.plan(topo, "numa", n)
+        assert [list(s.cpus) for s in shards] == hwloc_ref.distrib_numa(tree, n), n
+        for s in shards:
+            assert list(s.mems) == sorted(x.os_index for x in tree.walk()
+                                          if x.type == "NUMANode" and set(x.cpus) & set(s.cpus))
 
 
 S390 = {

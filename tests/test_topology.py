@@ -91,6 +91,13 @@ BUILT = {
     "memory-only-node-hmat-initiators": dict(
         cpuless_nodes=1, distances=[[10, 21, 17], [21, 10, 28], [17, 28, 10]], initiators={2: [1]}),
     "sub-numa-clustering-l3-per-node": dict(cores=4, numa_per_package=2, l3_per="numa"),
+    # NVIDIA GPUs' memory as memory-only NUMA nodes (proc/driver/nvidia/gpus/*/numa_status): hidden
+    "nvidia-gpu-memory-nodes": dict(
+        cpuless_nodes=2, nvidia_gpu_nodes={2: 0, 3: 1},
+        distances=[[10, 20, 15, 40], [20, 10, 40, 15], [15, 40, 10, 40], [40, 15, 40, 10]]),
+    "nvidia-gpu-node-beside-a-memory-only-node": dict(
+        cpuless_nodes=2, nvidia_gpu_nodes={3: 1},
+        distances=[[10, 20, 15, 40], [20, 10, 40, 15], [15, 40, 10, 40], [40, 15, 40, 10]]),
     # cores that list different caches: one index is not the same cache on every core
     "l2-shared-by-the-last-cores-only": dict(cores=6, caches_of=sysfs_builder.uneven_caches(l2_shared=(3, 4, 5))),
     "l1-on-some-cores-only": dict(cores=4, caches_of=sysfs_builder.uneven_caches(l1_on=(0, 3))),
@@ -130,6 +137,14 @@ def test_cgroup_mems_leave_out_numa_nodes(tmp_path):
     topo = topology.read(str(sysfs_builder.build(tmp_path, **BUILT["cgroup-v2"])))
     assert [n.id for n in topo.numa_nodes] == [1]
     assert topo.mems_for([1, 2, 3]) == [1]  # CPUs 1 and 3 are on node 1, CPU 2 on node 0 (not allowed)
+
+
+def test_nvidia_gpu_memory_nodes_are_hidden(tmp_path):
+    """As hwloc 2.9 does by default: the GPU's node is not listed and its memory is not counted."""
+    topo = topology.read(str(sysfs_builder.build(tmp_path, **BUILT["nvidia-gpu-node-beside-a-memory-only-node"])))
+    assert [n.id for n in topo.numa_nodes] == [0, 1, 2]
+    assert topo.mems_for(topo.pus) == [0, 1, 2]
+    assert sum(n.memory_bytes for n in topo.numa_nodes) == 3 * 4 * 1024**3
 
 
 def test_isolated_cpus_left_out_only_when_asked(tmp_path):

@@ -43,11 +43,37 @@ def discover(fs: FS) -> tuple[list[NumaNode] | None, list[tuple[int, frozenset]]
             continue
         seen |= cpuset
         slots.append(NumaNode(nid, cpuset, meminfo_total(fs, f"{base}/node{nid}/meminfo")))
+    gpu_nodes = _nvidia_gpu_nodes(fs)
+    slots = [None if n is not None and n.id in gpu_nodes else n for n in slots]
     if not any(slots):
         return None, []
     distances = _node_distances(fs, ids)
     _fix_numa_locality(fs, ids, slots, distances)
     return [n for n in slots if n is not None], _distance_groups(slots, distances)
+
+
+def _nvidia_gpu_nodes(fs: FS) -> set[int]:
+    """The NUMA nodes that hold only an NVIDIA GPU's memory, which hwloc hides (its default, without
+    HWLOC_KEEP_NVIDIA_GPU_NUMA_NODES=1; tesson never keeps them: no shard's memory goes there).
+
+    The driver names them in /proc/driver/nvidia/gpus/PCI-ADDRESS/numa_status ("Node: 2"). hwloc
+    reads the file's first 255 bytes and the number after "Node:" as atoi() does (no digits: 0).
+    A hidden node's memory is not counted, and it drops out of the distances as hwloc drops it.
+    """
+    base = "/proc/driver/nvidia/gpus"
+    out = set()
+    for gpu in fs.listdir(base):
+        data = fs.read_head(f"{base}/{gpu}/numa_status", 255)
+        if data is None:
+            continue
+        data = data.split(b"\0", 1)[0]
+        at = data.find(b"Node:")
+        if at < 0:
+            continue
+        value = data[at + 5 :].lstrip(b" \t").lstrip()
+        digits = len(value) - len(value.lstrip(b"0123456789"))
+        out.add(int(value[:digits]) if digits else 0)
+    return out
 
 
 def _node_distances(fs: FS, ids: list[int]) -> list[list[int]] | None:
