@@ -17,6 +17,17 @@ HWLOC_ENV = {"HWLOC_THISSYSTEM": "1", "HWLOC_COMPONENTS": "-x86"}
 HWLOC_TYPES = {"pu": "pu", "core": "core", "l3": "l3cache", "package": "package"}
 
 
+# The hwloc release tesson follows (Debian 12's): defaults that tesson copies move between releases
+# (NVIDIA GPU memory nodes, s390 books and drawers), so the comparisons hold for this one.
+FOLLOWED = "2.9"
+
+
+def version() -> str:
+    """The installed hwloc's version ("2.9.0")."""
+    r = subprocess.run(["lstopo-no-graphics", "--version"], capture_output=True, text=True, timeout=60, check=True)
+    return r.stdout.split()[-1]
+
+
 def available() -> bool:
     return shutil.which("lstopo-no-graphics") is not None and shutil.which("hwloc-distrib") is not None
 

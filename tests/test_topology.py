@@ -24,6 +24,14 @@ def needs_hwloc():
     require(hwloc_ref.available(), "hwloc is not installed (apt-get install hwloc)")
 
 
+def test_reference_is_the_hwloc_tesson_follows():
+    """tesson follows hwloc 2.9 (README, "Which hwloc"); another release may differ on purpose."""
+    needs_hwloc()
+    assert hwloc_ref.version().rsplit(".", 1)[0] == hwloc_ref.FOLLOWED, (
+        f"hwloc {hwloc_ref.version()} is installed; tesson follows hwloc {hwloc_ref.FOLLOWED}: check its release "
+        "notes for changed defaults (NVIDIA GPU memory nodes, s390 books and drawers) before moving on")
+
+
 @pytest.mark.parametrize("dump", dumps.NAMES, indirect=True)
 def test_topology_matches_hwloc(dump):
     """PUs, cores, NUMA nodes (ids, CPUs, memory), packages and L3 equal what lstopo shows, in order."""

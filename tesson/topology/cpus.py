@@ -30,7 +30,11 @@ def _is_amd_with_compute_units(fs: FS) -> bool:
 
 
 def _arch(fs: FS) -> str:
-    """The machine's architecture: a dump's proc/hwloc-nofile-info says it, else this kernel's."""
+    """The machine's architecture: a dump's proc/hwloc-nofile-info says it, else this kernel's.
+
+    As hwloc 2.9 finds it when not told HWLOC_THISSYSTEM=1 (with it, hwloc takes the host's
+    architecture even for a dump's folder, and so reads no s390 books on an x86 host).
+    """
     data = fs.read("/proc/hwloc-nofile-info")
     if data:
         for line in data.decode(errors="replace").splitlines():
