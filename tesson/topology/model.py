@@ -147,6 +147,23 @@ class Topology:
         self.packages = [o for o in objs if o.kind == "package" and o.cpuset]
         self.l3 = [o for o in objs if o.kind == "l3" and o.cpuset]
         self.objects = objs
+        self._io = None
+
+    @property
+    def io(self):
+        """The PCI tree and OS devices (tesson.topology.io.IO), read the first time someone asks:
+        plans without ``--near`` never pay for it."""
+        if self._io is None:
+            from tesson.topology import io
+            from tesson.topology.sysfs import FS
+
+            self._io = io.read(FS(self.fsroot), self.root, self.numa_nodes, self.objects)
+        return self._io
+
+    @property
+    def devices(self) -> list["Device"]:
+        """hwloc's OS devices (virtual ones aside: see ``io.virtual``)."""
+        return self.io.devices
 
     def depth_of(self, kind: str) -> int | None:
         """The depth of the level of ``kind`` objects, or None when the machine has none."""
@@ -204,3 +221,84 @@ def connect_levels(root: Obj, objs: list[Obj]) -> list[list[Obj]]:
         levels.append(level)
         frontier = rest
     return levels
+
+
+class PciObj:
+    """A PCI function (``bridge`` False) or PCI-to-PCI bridge, or a host bridge (``host`` True: no bus
+    id of its own, it holds the buses ``secondary``..``subordinate`` of ``domain``), as hwloc's
+    Linux backend makes them from sys/bus/pci/devices. ``children`` are the PCI objects below a
+    bridge, ``osdevs`` the OS devices (:class:`Device`) the kernel hangs on this one."""
+
+    __slots__ = ("domain", "bus", "dev", "func", "class_id", "bridge", "host", "secondary", "subordinate",
+                 "children", "parent", "osdevs", "attach", "cpuset", "local")
+
+    def __init__(self, domain: int, bus: int, dev: int, func: int, class_id: int = 0, bridge: bool = False,
+                 secondary: int = 0, subordinate: int = 0, host: bool = False):
+        self.domain, self.bus, self.dev, self.func = domain, bus, dev, func
+        self.class_id = class_id
+        self.bridge = bridge or host
+        self.host = host
+        self.secondary, self.subordinate = secondary, subordinate
+        self.children: list[PciObj] = []
+        self.parent: PciObj | None = None
+        self.osdevs: list[Device] = []
+        self.attach: Obj | None = None  # host bridges: the CPU-side object hwloc hangs them under
+        self.cpuset = 0  # host bridges: the allowed CPUs local to them (see tesson.topology.pci)
+        self.local = False  # host bridges: whether the kernel gave their locality
+
+    @property
+    def busid(self) -> str:
+        """The kernel's name, ``DDDD:BB:DD.F`` (a host bridge: ``DDDD:BB``, its first bus)."""
+        if self.host:
+            return f"{self.domain:04x}:{self.secondary:02x}"
+        return f"{self.domain:04x}:{self.bus:02x}:{self.dev:02x}.{self.func:x}"
+
+    def host_bridge(self) -> "PciObj":
+        o = self
+        while o.parent is not None:
+            o = o.parent
+        return o
+
+    def walk(self) -> list["PciObj"]:
+        out, stack = [], [self]
+        while stack:
+            o = stack.pop()
+            out.append(o)
+            stack.extend(reversed(o.children))
+        return out
+
+    def __repr__(self) -> str:  # pragma: no cover
+        return f"<PciObj {self.busid}{' bridge' if self.bridge else ''}>"
+
+
+class Device:
+    """An OS device as hwloc reports it: ``name`` (eth0, nvme0n1, card0...), ``kind`` (hwloc's OS
+    device type in lower case: net, block, gpu, openfabrics, dma, coproc), ``subtype`` (hwloc's, or
+    ""), the PCI function it sits on (``pci``, or None), and its locality: ``cpuset`` (the allowed
+    CPUs of the first CPU-side object above it, what ``hwloc-calc os=NAME`` prints) and
+    ``attach`` (that object). ``local`` is False when the kernel gives no locality (hwloc hangs such
+    a device on the Machine); ``virtual`` devices (lo, bridges, veth...) are not hwloc's at all
+    (hwloc skips them unless HWLOC_VIRTUAL_LINUX_OSDEV is set) and are shown nowhere, but ``run
+    --near`` accepts them (with the whole machine as their locality)."""
+
+    __slots__ = ("name", "kind", "subtype", "pci", "cpuset", "attach", "local", "virtual", "why")
+
+    def __init__(self, name: str, kind: str, subtype: str = "", pci: PciObj | None = None):
+        self.name, self.kind, self.subtype, self.pci = name, kind, subtype, pci
+        self.cpuset = 0
+        self.attach: Obj | None = None
+        self.local = False
+        self.virtual = False
+        self.why = ""  # for a device without locality: why (for the warning)
+
+    @property
+    def label(self) -> str:
+        """lstopo's name for it: Net, Block, GPU, OpenFabrics, DMA, CoProc."""
+        return OSDEV_LABELS[self.kind]
+
+    def __repr__(self) -> str:  # pragma: no cover
+        return f"<Device {self.kind} {self.name} cpus={cpulist.format(bits(self.cpuset))}>"
+
+
+OSDEV_LABELS = {"block": "Block", "net": "Net", "openfabrics": "OpenFabrics", "gpu": "GPU", "dma": "DMA",
+                "coproc": "CoProc"}
