@@ -143,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="what one shard gets: pu, core, l3, numa (node) or package (socket) (default: core)",
     )
     run.add_argument(
+        "--near",
+        action="append",
+        default=[],
+        metavar="DEVICE",
+        help="place the group only on the CPUs local to this device: a network interface (eth0), "
+        "a disk (nvme0n1, sda), a GPU (card0) or a PCI address (0000:02:00.0) (repeatable)",
+    )
+    run.add_argument(
         "-c",
         "--config",
         metavar="CONFIG.json",

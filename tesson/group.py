@@ -30,6 +30,7 @@ PLAN = PREFIX + "plan"  # JSON [[cpulist, memlist], ...] by shard index
 FRONTEND = PREFIX + "frontend"
 VERSION = PREFIX + "version"
 RUN = PREFIX + "run"  # a fresh id per run/repair: what one invocation made, for its cleanup
+NEAR = PREFIX + "near"  # JSON list of the run --near devices (absent: placed on the whole machine)
 
 PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN)  # labels that differ between a group's containers
 
@@ -65,6 +66,7 @@ class Spec:
     unit: str
     shards: list  # the plan: Shard(index, cpus, mems), by index
     frontend: str = "none"
+    near: list = field(default_factory=list)  # run --near devices, as given
 
     @property
     def size(self) -> int:
@@ -74,7 +76,9 @@ class Spec:
         """The labels every container of the group carries (no per-shard ones)."""
         from tesson import __version__
 
+        near = {NEAR: json.dumps(list(self.near))} if self.near else {}
         return {
+            **near,
             GROUP: self.group,
             IMAGE: self.image,
             COMMAND: json.dumps(list(self.command)),
@@ -102,6 +106,7 @@ class Spec:
                 unit=labels.get(UNIT, ""),
                 shards=shards,
                 frontend=labels.get(FRONTEND) or "none",
+                near=json.loads(labels.get(NEAR) or "[]"),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"labels do not describe a tesson group ({type(e).__name__}: {e})") from None
@@ -156,6 +161,15 @@ class Group:
     @property
     def unit(self) -> str:
         return self.labels.get(UNIT, "")
+
+    @property
+    def near(self) -> list:
+        """The run --near devices the group was placed by ([] for the whole machine)."""
+        try:
+            value = json.loads(self.labels.get(NEAR) or "[]")
+        except ValueError:
+            return []
+        return [str(v) for v in value] if isinstance(value, list) else []
 
     @property
     def size(self) -> int:

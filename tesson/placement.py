@@ -81,26 +81,32 @@ def _numa_sets(topo: Topology) -> list[int]:
     return [n.own for n in topo.numa_nodes if n.own]
 
 
-def units_of(topo: Topology, unit: str) -> list[int]:
-    """The cpusets of the allowed objects of a unit, in the tree's order."""
+def units_of(topo: Topology, unit: str, restrict: int | None = None) -> list[int]:
+    """The cpusets of the allowed objects of a unit, in the tree's order (within ``restrict``)."""
     unit = canonical_unit(unit)
     if unit == "numa":
-        return _numa_sets(topo)
-    depth = topo.depth_of(unit)
-    return [] if depth is None else [o.cpuset for o in topo.levels[depth] if o.cpuset]
+        sets = _numa_sets(topo)
+    else:
+        depth = topo.depth_of(unit)
+        sets = [] if depth is None else [o.cpuset for o in topo.levels[depth] if o.cpuset]
+    if restrict is not None:
+        sets = [s & restrict for s in sets if s & restrict]
+    return sets
 
 
-def default_size(topo: Topology, unit: str) -> int:
-    """How many objects of the unit hold allowed CPUs: the default number of shards."""
-    n = len(units_of(topo, unit))
+def default_size(topo: Topology, unit: str, restrict: int | None = None) -> int:
+    """How many objects of the unit hold allowed CPUs (within ``restrict``): the default number of
+    shards."""
+    n = len(units_of(topo, unit, restrict))
     if n == 0:
-        raise UsageError(f"this machine shows no {canonical_unit(unit)} objects; choose another unit")
+        where = " near the device(s)" if restrict is not None else ""
+        raise UsageError(f"this machine shows no {canonical_unit(unit)} objects{where}; choose another unit")
     return n
 
 
-def _make_stop(topo: Topology, unit: str):
+def _make_stop(topo: Topology, unit: str, mask: int):
     if unit == "numa":
-        sets = _numa_sets(topo)
+        sets = [s & mask for s in _numa_sets(topo) if s & mask]
         covered = 0
         for s in sets:
             covered |= s
@@ -108,7 +114,7 @@ def _make_stop(topo: Topology, unit: str):
         def stop(obj) -> bool:
             # within one NUMA node; or holding no NUMA node's CPUs at all (CPUs whose node is not
             # allowed or not shown): no memory domain to split by, take them whole
-            cs = obj.cpuset
+            cs = obj.cpuset & mask
             return not cs & covered or any(cs & s == cs for s in sets)
 
         return stop
@@ -118,43 +124,56 @@ def _make_stop(topo: Topology, unit: str):
     return lambda obj: obj.depth >= until
 
 
-def distrib(roots, n: int, stop) -> list[int]:
-    """hwloc_distrib over ``roots`` (objects with .cpuset and .children): n cpusets (ints)."""
+def distrib(roots, n: int, stop, mask: int = -1) -> list[int]:
+    """hwloc_distrib over ``roots`` (objects with .cpuset and .children): n cpusets (ints), each
+    object seen as its CPUs within ``mask`` (-1: all)."""
     out: list[int] = []
-    _distrib(roots, n, stop, out)
+    _distrib(roots, n, stop, out, mask)
     return out
 
 
-def _distrib(roots, n: int, stop, out: list[int]) -> None:
+def _distrib(roots, n: int, stop, out: list[int], mask: int) -> None:
     tot = 0
-    weights = []
+    sets = []
     for r in roots:
-        w = weight(r.cpuset)
-        weights.append(w)
-        tot += w
+        cs = r.cpuset & mask
+        sets.append(cs)
+        tot += weight(cs)
     given_w = 0
-    for r, w in zip(roots, weights):
-        if not w:
+    for r, cs in zip(roots, sets):
+        if not cs:
             continue
+        w = weight(cs)
         chunk = ((given_w + w) * n + tot - 1) // tot - (given_w * n + tot - 1) // tot
         if not r.children or chunk <= 1 or stop(r):
             if chunk:
-                out.extend([r.cpuset] * chunk)
+                out.extend([cs] * chunk)
             else:
-                out[-1] |= r.cpuset  # the first chunk is never empty
+                out[-1] |= cs  # the first chunk is never empty
         else:
-            _distrib(r.children, chunk, stop, out)
+            _distrib(r.children, chunk, stop, out, mask)
         given_w += w
 
 
-def plan(topo: Topology, unit: str = "core", size: int | None = None) -> list[Shard]:
-    """N shards (default: one per unit), each with its CPUs and the NUMA nodes they belong to."""
+def plan(topo: Topology, unit: str = "core", size: int | None = None, restrict: int | None = None) -> list[Shard]:
+    """N shards (default: one per unit), each with its CPUs and the NUMA nodes they belong to.
+
+    ``restrict`` (a CPU mask, e.g. the CPUs local to a device: tesson.near): the plan is
+    ``hwloc-distrib --restrict MASK --to UNIT N``. hwloc restricts its tree to the mask first
+    (objects keep only their CPUs inside it, those left without any drop out) and then walks it as
+    above; walking the whole tree while weighing every object by its CPUs inside the mask is the
+    same walk, since objects without such CPUs get no share and are never entered. Hazards: the
+    default N counts only the units that hold CPUs inside the mask; an empty mask is refused.
+    """
     unit = canonical_unit(unit)
+    mask = -1 if restrict is None else restrict & topo.cpuset
+    if restrict is not None and not mask:
+        raise UsageError("no allowed CPU is local to the device(s) asked for")
     if size is None:
-        size = default_size(topo, unit)
+        size = default_size(topo, unit, restrict)
     if size < 1:
         raise UsageError(f"the number of shards must be at least 1, got {size}")
-    sets = distrib([topo.root], size, _make_stop(topo, unit))
+    sets = distrib([topo.root], size, _make_stop(topo, unit, mask), mask)
     shards = []
     for i, cs in enumerate(sets):
         shards.append(Shard(i, tuple(bits(cs)), tuple(topo.mems_for(cs))))

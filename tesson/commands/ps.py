@@ -28,6 +28,7 @@ def to_json(grp, client) -> dict:
         "group": grp.name,
         "image": grp.image,
         "unit": grp.unit,
+        "near": grp.near,
         "size": grp.size,
         "status": grp.status,
         "shards": [
@@ -63,7 +64,8 @@ def print_groups(groups, client, fmt: str = "table", out=None) -> None:
     for n, (grp, doc) in enumerate(zip(groups, docs)):
         if n:
             out.write("\n")
-        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size} {grp.status}\n")
+        near = f" near={','.join(grp.near)}" if grp.near else ""
+        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
         fe = doc["frontend"]
         front = ", ".join(fe.get("ports") or [])
         out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")

@@ -15,11 +15,28 @@ def make_plan(args):
 
     topo = topology.read(args.fsroot, include_isolated=not args.no_isolated)
     unit = placement.canonical_unit(args.unit)
-    shards = placement.plan(topo, unit, args.size)
+    near = near_devices(topo, getattr(args, "near", None))
+    shards = placement.plan(topo, unit, args.size, restrict=near.cpuset if near else None)
     return group, unit, topo, shards
 
 
-def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdout) -> None:
+def near_devices(topo, specs):
+    """``--near``: the devices' CPUs (tesson.near.Near), warnings on stderr; None without --near."""
+    if not specs:
+        return None
+    from tesson import near
+
+    found = near.resolve(topo, specs)
+    for line in found.warnings:
+        print(f"tesson: {line}", file=sys.stderr)
+    return found
+
+
+def near_names(args) -> list:
+    return list(getattr(args, "near", None) or [])
+
+
+def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdout, near=()) -> None:
     if fmt == "json":
         doc = {
             "group": group,
@@ -27,11 +44,14 @@ def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdo
             "unit": unit,
             "shards": [{"index": s.index, "cpus": list(s.cpus), "mems": list(s.mems)} for s in shards],
         }
+        if near:
+            doc["near"] = list(near)
         out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
 
-    out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}\n")
+    near_text = f" near={','.join(near)}" if near else ""
+    out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}{near_text}\n")
     rows = [("SHARD", "NAME", "CPUS", "MEMS")]
     rows += [(str(s.index), f"{group}-{s.index}", cpulist.format(s.cpus), cpulist.format(s.mems)) for s in shards]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -73,7 +93,7 @@ def start(args):
             f"group {group!r} is already in use ({existing.status}); "
             f"stop it first: tesson stop -g {group} --purge"
         )
-    spec = G.Spec(group, args.image, command, list(args.ports), cfg, unit, list(shards), fe.kind)
+    spec = G.Spec(group, args.image, command, list(args.ports), cfg, unit, list(shards), fe.kind, near_names(args))
     ctx = frontend.Context(
         group=group,
         docker=client,
@@ -93,7 +113,7 @@ def start(args):
 def main(args) -> int:
     if args.dry_run:
         group, unit, _topo, shards = make_plan(args)
-        print_plan(group, args.image, unit, shards, args.format)
+        print_plan(group, args.image, unit, shards, args.format, near=near_names(args))
         return 0
     from tesson.commands import ps
 
