@@ -176,5 +176,31 @@ def plan(topo: Topology, unit: str = "core", size: int | None = None, restrict: 
     sets = distrib([topo.root], size, _make_stop(topo, unit, mask), mask)
     shards = []
     for i, cs in enumerate(sets):
-        shards.append(Shard(i, tuple(bits(cs)), tuple(topo.mems_for(cs))))
+        mems = topo.mems_for(cs)
+        if restrict is not None:
+            mems = memory_nodes(topo, mems)
+        shards.append(Shard(i, tuple(bits(cs)), tuple(mems)))
     return shards
+
+
+def memory_nodes(topo: Topology, node_ids: list[int]) -> list[int]:
+    """The nodes that can give memory for CPUs of these nodes: a node without memory (CPUs on a
+    memory-less node, a device's node with no DIMMs) is replaced by the nodes with memory nearest to
+    it by SLIT distance (all nodes with memory when the distances are unknown), since the kernel
+    refuses a cpuset.mems made only of memory-less nodes. Used for ``--near`` plans: the device's
+    NUMA nodes are the memory asked for, so they must be nodes memory can come from."""
+    by_id = {n.id: n for n in topo.numa_nodes}
+    with_memory = [n for n in topo.numa_nodes if n.memory_bytes > 0]
+    out: set[int] = set()
+    for nid in node_ids:
+        node = by_id.get(nid)
+        if node is None or node.memory_bytes > 0:
+            out.add(nid)
+            continue
+        known = [m for m in with_memory if m.id in node.distances]
+        if known:
+            low = min(node.distances[m.id] for m in known)
+            out.update(m.id for m in known if node.distances[m.id] == low)
+        else:
+            out.update(m.id for m in with_memory)
+    return sorted(out)

@@ -182,11 +182,11 @@ def distrib_numa(root: XObj, n: int) -> list[list[int]]:
     return [sorted(s) for s in out]
 
 
-def lstopo_console(fsroot: str, thissystem: bool = True) -> list[str]:
-    """``lstopo-no-graphics -p --no-io``'s tree, without the instruction caches (which hwloc itself
-    ignores by default, and tesson too)."""
+def lstopo_console(fsroot: str, thissystem: bool = True, io: bool = False) -> list[str]:
+    """``lstopo-no-graphics -p --no-io``'s tree (``io``: ``--whole-io``), without the instruction
+    caches (which hwloc itself ignores by default, and tesson too)."""
     r = subprocess.run(
-        ["lstopo-no-graphics", "-p", "--no-io"],
+        ["lstopo-no-graphics", "-p", "--whole-io" if io else "--no-io"],
         env=_env(fsroot, thissystem),
         capture_output=True,
         text=True,
@@ -199,3 +199,47 @@ def lstopo_console(fsroot: str, thissystem: bool = True) -> list[str]:
         line = re.sub(r"L\di( P#\d+)? \([^)]*\) \+ ", "", line)
         out.append(line.rstrip())
     return out
+
+
+OSDEV_KINDS = {"0": "block", "1": "gpu", "2": "net", "3": "openfabrics", "4": "dma", "5": "coproc"}
+IO_TYPES = ("Bridge", "PCIDev", "OSDev")
+
+
+def devices(fsroot: str) -> list[dict]:
+    """hwloc's OS devices (``lstopo --whole-io``), in its order, as tesson's JSON lists them: name,
+    kind, the PCI function above (its bus id), the CPUs and NUMA nodes of the first non-I/O object
+    above (what ``hwloc-calc os=NAME`` and ``hwloc-calc --nodeset os=NAME`` print)."""
+    r = subprocess.run(
+        ["lstopo-no-graphics", "--whole-io", "--of", "xml", "-"],
+        env=_env(fsroot), capture_output=True, text=True, timeout=60, check=True,
+    )
+    out = []
+
+    def walk(el, cpu_side, pci):
+        for child in el.findall("object"):
+            t = child.get("type")
+            if t == "OSDev":
+                out.append({
+                    "name": child.get("name"),
+                    "kind": OSDEV_KINDS[child.get("osdev_type")],
+                    "pci": pci,
+                    "cpus": parse_bitmap(cpu_side.get("cpuset", "0x0")),
+                    "numa_nodes": parse_bitmap(cpu_side.get("nodeset", "0x0")),
+                })
+                walk(child, cpu_side, pci)
+            elif t in IO_TYPES:
+                walk(child, cpu_side, child.get("pci_busid") if t == "PCIDev" else pci)
+            else:
+                walk(child, child, None)
+
+    walk(ET.fromstring(r.stdout), ET.fromstring(r.stdout).find("object"), None)
+    return out
+
+
+def calc(fsroot: str, *locations: str, nodeset: bool = False) -> list[int]:
+    """``hwloc-calc [--nodeset] LOCATION...``: the CPU (or NUMA node) ids of those objects."""
+    r = subprocess.run(
+        ["hwloc-calc", *(["--nodeset"] if nodeset else []), *locations],
+        env=_env(fsroot), capture_output=True, text=True, timeout=60, check=True,
+    )
+    return parse_bitmap(r.stdout.strip())

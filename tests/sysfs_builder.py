@@ -38,6 +38,49 @@ def _w(path: Path, text: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
+class Dev:
+    """An I/O device as the kernel shows it: ``name`` in class/``cls`` (net or block); on the PCI
+    function ``pci`` (DDDD:BB:DD.F, a device under a host bridge of its own, with ``local_cpus`` and
+    ``numa_node``), or without PCI (``numa_node`` in its device folder), or ``virtual``."""
+
+    def __init__(self, name, cls="net", pci=None, local_cpus=None, numa_node=-1, virtual=False, class_id=0x020000):
+        self.name, self.cls, self.pci, self.local_cpus = name, cls, pci, local_cpus
+        self.numa_node, self.virtual, self.class_id = numa_node, virtual, class_id
+
+
+def _device(root: Path, dev: "Dev", cpumask) -> None:
+    """Write one device: its folder under sys/devices and the class/bus symlinks hwloc follows."""
+    if dev.virtual:
+        rel = f"devices/virtual/{dev.cls}/{dev.name}"
+    elif dev.pci:
+        domain, bus = dev.pci.split(":")[:2]
+        fn = root / f"sys/devices/pci{domain}:{bus}/{dev.pci}"
+        _w(fn / "class", f"0x{dev.class_id:06x}")
+        _w(fn / "vendor", "0x8086")
+        _w(fn / "device", "0x1234")
+        _w(fn / "numa_node", str(dev.numa_node))
+        _w(fn / "local_cpus", cpumask(dev.local_cpus or []))
+        (fn / "config").write_bytes(bytes(64))
+        link = root / f"sys/bus/pci/devices/{dev.pci}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(f"../../../devices/pci{domain}:{bus}/{dev.pci}")
+        rel = f"devices/pci{domain}:{bus}/{dev.pci}/{dev.cls}/{dev.name}"
+    else:
+        plat = root / f"sys/devices/platform/dev-{dev.name}"
+        _w(plat / "numa_node", str(dev.numa_node))
+        rel = f"devices/platform/dev-{dev.name}/{dev.cls}/{dev.name}"
+    d = root / "sys" / rel
+    d.mkdir(parents=True, exist_ok=True)
+    if not dev.virtual and not dev.pci:
+        (d / "device").symlink_to("../..")
+    elif dev.pci:
+        (d / "device").symlink_to("../..")
+    cls_dir = root / f"sys/class/{dev.cls}"
+    cls_dir.mkdir(parents=True, exist_ok=True)
+    (cls_dir / dev.name).symlink_to(f"../../{rel}")
+
+
 def build(
     root: Path,
     *,
@@ -63,6 +106,8 @@ def build(
     mem_kb: int = 4 * 1024 * 1024,
     nvidia_gpu_nodes=None,  # {node: package}: memory-only nodes that hold an NVIDIA GPU's memory
     # (proc/driver/nvidia/gpus/PCI/numa_status), the GPU attached near that package (its local_cpus)
+    node_mem_kb=None,  # {node: kB}: nodes whose memory differs from mem_kb (0: a memory-less node)
+    devices=(),  # [Dev(...)]: I/O devices (class/net or class/block entries, maybe on a PCI function)
     caches_of=None,  # (package, core, caches, core_cpus) -> the caches that core's CPUs list, for
     # machines whose cores differ; caches: [(level, type, size, cpus)], the standard L1d, L1i, L2 per
     # core and L3; core_cpus(package, core): that core's CPUs
@@ -142,7 +187,8 @@ def build(
     for n in range(nnodes):
         cpus = numa_cpus(n) if n < packages * numa_per_package else []
         _w(node_dir / f"node{n}/cpumap", mask(set(cpus) - set(offline), ncpus))
-        _w(node_dir / f"node{n}/meminfo", f"Node {n} MemTotal:       {mem_kb} kB\nNode {n} MemFree:        {mem_kb // 2} kB\n")
+        kb = (node_mem_kb or {}).get(n, mem_kb)
+        _w(node_dir / f"node{n}/meminfo", f"Node {n} MemTotal:       {kb} kB\nNode {n} MemFree:        {kb // 2} kB\n")
         if distances is not None:
             _w(node_dir / f"node{n}/distance", " ".join(str(d) for d in distances[n]))
     for n, inits in (initiators or {}).items():
@@ -157,6 +203,8 @@ def build(
         _w(proc / f"driver/nvidia/gpus/{pci}/numa_status",
            f"Node: {n}\nStatus: online\nMemory block size: 0x8000000\nMemory:\n")
         _w(root / f"sys/bus/pci/devices/{pci}/local_cpus", mask(set(pkg_cpus(p)) - set(offline), ncpus))
+    for dev in devices:
+        _device(root, dev, lambda ids: mask(set(ids) - set(offline), ncpus))
     if books:
         _w(proc / "hwloc-nofile-info", "OSName: Linux\nArchitecture: s390x\n")
     _w(proc / "meminfo", f"MemTotal:       {mem_kb * nnodes} kB\n")

@@ -209,4 +209,28 @@ def read(fs: FS, root: Obj, numa_nodes: list[NumaNode], objects: list[Obj]) -> I
             add(Device(name, "gpu"), f"/sys/class/drm/{name}")
     for name in fs.listdir("/sys/class/dma"):
         add(Device(name, "dma"), f"/sys/class/dma/{name}")
-    return IO(d.hosts, devices, virtual, d.below)
+    return IO(d.hosts, _tree_order(root, d.below, len(devices)), virtual, d.below)
+
+
+def _tree_order(root: Obj, below: dict, count: int) -> list[Device]:
+    """The devices in lstopo's order: an object's descendants' devices, then those hanging on it
+    (host bridges in bus order, a PCI object's children before its own OS devices)."""
+    out: list[Device] = []
+
+    def pci_walk(o: PciObj) -> None:
+        for c in o.children:
+            pci_walk(c)
+        out.extend(o.osdevs)
+
+    def walk(obj: Obj) -> None:
+        for c in obj.children:
+            walk(c)
+        for item in below.get(id(obj), ()):
+            if isinstance(item, Device):
+                out.append(item)
+            else:
+                pci_walk(item)
+
+    walk(root)
+    assert len(out) == count
+    return out

@@ -115,13 +115,14 @@ class NumaNode:
     initiators or of its closest nodes. ``own`` holds only the CPUs the kernel lists in its cpumap.
     """
 
-    __slots__ = ("id", "cpuset", "own", "memory_bytes")
+    __slots__ = ("id", "cpuset", "own", "memory_bytes", "distances")
 
     def __init__(self, id: int, cpuset: int, memory_bytes: int):
         self.id = id
         self.cpuset = cpuset
         self.own = cpuset
         self.memory_bytes = memory_bytes
+        self.distances: dict[int, int] = {}  # SLIT distance to each node id (empty: unknown)
 
     @property
     def cpus(self) -> list[int]:

@@ -48,6 +48,10 @@ def discover(fs: FS) -> tuple[list[NumaNode] | None, list[tuple[int, frozenset]]
     if not any(slots):
         return None, []
     distances = _node_distances(fs, ids)
+    if distances:
+        for node, row in zip(slots, distances):
+            if node is not None:
+                node.distances = dict(zip(ids, row))
     _fix_numa_locality(fs, ids, slots, distances)
     return [n for n in slots if n is not None], _distance_groups(slots, distances)
 
