@@ -163,7 +163,7 @@ def test_s390_books_and_drawers(tmp_path, kind):
         assert hwloc_ref.summary(hwloc_ref.lstopo(root)) == hwloc_ref.summary(hwloc_ref.lstopo(root, thissystem=False))
         assert "Book" not in "\n".join(hwloc_ref.lstopo_console(root))
         assert "Book" in "\n".join(hwloc_ref.lstopo_console(root, thissystem=False))
-    assert topo.to_json() == hwloc_ref.summary(hwloc_ref.lstopo(root, thissystem=False))
+    assert {k: v for k, v in topo.to_json().items() if k != "devices"} == hwloc_ref.summary(hwloc_ref.lstopo(root, thissystem=False))
     for unit in HWLOC_UNITS:
         for n in sizes(unit_count(topo, unit)):
             ref = hwloc_ref.distrib(root, unit, n, thissystem=False)
