@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A whole `tesson run --dry-run` process against a whole `hwloc-distrib` process, side by side with
-# hyperfine, on the largest shared sysfs dump (issue 2: tesson must take at most 2x hwloc's time).
+# hyperfine, on the largest sysfs dump in tests/fixtures (issue 2: tesson must take at most 2x hwloc's time).
 #
 #   bash benchmarks/dryrun.sh [ROUNDS] [RUNS]   (default 15 rounds of 10 runs of each, after warm-up)
 #
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-15}
 RUNS=${2:-10}
 TESSON=.venv/bin/tesson
-DUMPS=${TESSON_SHARED:-../shared}/fixtures/hwloc-sysfs
+DUMPS=tests/fixtures/hwloc-sysfs
 
 for tool in hyperfine hwloc-distrib tar python3; do
   command -v "$tool" >/dev/null || { echo "dryrun.sh: $tool is missing (apt-get install hyperfine hwloc)" >&2; exit 2; }
