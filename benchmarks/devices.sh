@@ -23,22 +23,16 @@ for tool in hyperfine hwloc-distrib hwloc-calc lstopo-no-graphics tar python3; d
 done
 [ -x "$TESSON" ] || { echo "devices.sh: $TESSON is missing (make venv)" >&2; exit 2; }
 
-# the dumps with devices (a sys/bus/pci in the archive); the largest: the most CPUs
+# the largest dump with devices (PCI functions in sys/bus/pci/devices): the one with the most PUs
 largest=""
-for f in "$DUMPS"/*.tar.bz2; do
-  if tar -tjf "$f" | grep -q 'sys/bus/pci/devices/.'; then
-    largest="$largest $(basename "$f" .tar.bz2)"
-  fi
-done
-largest=$(for n in $largest; do echo "$n"; done | sort -n | tail -1)
-# "fakepcilocalities" sorts as 0 CPUs by name: pick by the CPUs the dump really has
 best=0
 tmpbase=/tmp
 [ -d /dev/shm ] && [ -w /dev/shm ] && tmpbase=/dev/shm
 work=$(mktemp -d "$tmpbase/tesson-devices-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 for f in "$DUMPS"/*.tar.bz2; do
-  tar -tjf "$f" | grep -q 'sys/bus/pci/devices/.' || continue
+  tar -tjf "$f" > "$work/list"  # (not piped into grep -q: pipefail would see tar's SIGPIPE)
+  grep -q 'sys/bus/pci/devices/.' "$work/list" || continue
   name=$(basename "$f" .tar.bz2)
   mkdir -p "$work/$name" && tar -xjf "$f" -C "$work/$name"
   r=$(find "$work/$name" -mindepth 1 -maxdepth 1 -type d | head -1)
