@@ -35,6 +35,9 @@ class Shard:
     """
 
     __slots__ = ("index", "cpus", "mems")
+    index: int
+    cpus: tuple[int, ...]
+    mems: tuple[int, ...]
 
     def __init__(self, index: int, cpus: tuple[int, ...], mems: tuple[int, ...]):
         object.__setattr__(self, "index", index)
@@ -81,8 +84,7 @@ def _numa_sets(topo: Topology) -> list[int]:
 
 
 def units_of(topo: Topology, unit: str) -> list[int]:
-    """The cpusets of the allowed objects of a unit, in the tree's order."""
-    unit = canonical_unit(unit)
+    """The cpusets of the allowed objects of a unit (one of :data:`UNITS`), in the tree's order."""
     if unit == "numa":
         return _numa_sets(topo)
     depth = topo.depth_of(unit)
@@ -90,10 +92,11 @@ def units_of(topo: Topology, unit: str) -> list[int]:
 
 
 def default_size(topo: Topology, unit: str) -> int:
-    """How many objects of the unit hold allowed CPUs: the default number of shards."""
+    """How many objects of the unit (one of :data:`UNITS`) hold allowed CPUs: the default number of
+    shards."""
     n = len(units_of(topo, unit))
     if n == 0:
-        raise UsageError(f"this machine shows no {canonical_unit(unit)} objects; choose another unit")
+        raise UsageError(f"this machine shows no {unit} objects; choose another unit")
     return n
 
 
@@ -147,7 +150,9 @@ def _distrib(roots, n: int, stop, out: list[int]) -> None:
 
 
 def plan(topo: Topology, unit: str = "core", size: int | None = None) -> list[Shard]:
-    """N shards (default: one per unit), each with its CPUs and the NUMA nodes they belong to."""
+    """N shards (default: one per unit), each with its CPUs and the NUMA nodes they belong to.
+
+    ``unit`` is one of :data:`UNITS` or an alias (:func:`canonical_unit`)."""
     unit = canonical_unit(unit)
     if size is None:
         size = default_size(topo, unit)

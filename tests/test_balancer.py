@@ -472,11 +472,11 @@ def test_a_run_that_loses_the_group_name_keeps_the_winners_network(group, docker
                 host_config=docker_client.create_host_config(network_mode=net),
             )
 
-    monkeypatch.setattr(frontend, "select", Raced.from_args)
+    monkeypatch.setattr(frontend, "select", Raced.from_request)
     args = cli.parse(["run", "-g", group, "-u", "pu", "-n", "2", "-p", "28175:8080", "--lb-image", lb_image,
                       shard_image])
     with pytest.raises(TessonError, match="already in use") as e:
-        run_cmd.start(args)
+        run_cmd.start(run_cmd.run_request(args))
     assert "network" not in str(e.value)  # it kept the network, and does not claim to have removed it
     left = docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})
     assert [c["Names"][0] for c in left] == [f"/{group}-0"]  # the winner's only: the loser took its own
