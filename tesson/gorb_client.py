@@ -243,9 +243,6 @@ class GorbClient:
     def create_backend(self, vs: str, rs: str, options: dict) -> None:
         self.request("PUT", f"/service/{_seg(vs)}/{_seg(rs)}", options)
 
-    def update_backend(self, vs: str, rs: str, weight: int) -> None:
-        self.request("PATCH", f"/service/{_seg(vs)}/{_seg(rs)}", {"weight": weight})
-
     def remove_service(self, vs: str, missing_ok: bool = False) -> bool:
         """DELETE /service/VS (its backends go with it); False when unknown (404) and ``missing_ok``."""
         status, _ = self.request("DELETE", f"/service/{_seg(vs)}", ok=(200, 404) if missing_ok else (200,))
@@ -264,9 +261,6 @@ class GorbClient:
         """GET /service/VS: options, health and backend names; None when Gorb does not know it."""
         status, payload = self.request("GET", f"/service/{_seg(vs)}", ok=(200, 404))
         return payload if status == 200 else None
-
-    def metrics(self) -> str:
-        return self.request("GET", "/metrics")[1] or ""
 
     def backend(self, vs: str, rs: str) -> dict | None:
         """GET /service/VS/RS: options and metrics (status 0 up, 1 down, 2 removed); None when unknown."""

@@ -155,9 +155,6 @@ def test_client_paths_bodies_and_order(gorb):
     assert c.service("t5-web-80-tcp")["backends"] == ["t5-web-0-80-tcp"]
     assert c.backend("t5-web-80-tcp", "t5-web-0-80-tcp")["metrics"]["status"] == 0
     assert c.backend("t5-web-80-tcp", "t5-nope") is None
-    c.update_backend("t5-web-80-tcp", "t5-web-0-80-tcp", 50)
-    assert c.backend("t5-web-80-tcp", "t5-web-0-80-tcp")["options"]["weight"] == 50
-    assert "gorb_backend_status" in c.metrics()
     assert c.remove_service("t5-web-80-tcp") is True
     assert c.remove_service("t5-web-80-tcp", missing_ok=True) is False
     assert gorb.calls() == [
@@ -168,9 +165,6 @@ def test_client_paths_bodies_and_order(gorb):
         ("GET", "/service/t5-web-80-tcp", None),
         ("GET", "/service/t5-web-80-tcp/t5-web-0-80-tcp", None),
         ("GET", "/service/t5-web-80-tcp/t5-nope", None),
-        ("PATCH", "/service/t5-web-80-tcp/t5-web-0-80-tcp", {"weight": 50}),
-        ("GET", "/service/t5-web-80-tcp/t5-web-0-80-tcp", None),
-        ("GET", "/metrics", None),
         ("DELETE", "/service/t5-web-80-tcp", None),
         ("DELETE", "/service/t5-web-80-tcp", None),
     ]
