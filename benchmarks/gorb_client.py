@@ -55,7 +55,7 @@ def main() -> int:
 
     import requests
 
-    from tesson.gorb import GorbClient
+    from tesson.gorb_client import GorbClient
 
     proc = None
     url = args.url

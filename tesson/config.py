@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 
+from tesson import labels as L
 from tesson.errors import UsageError
 
 # Fields tesson owns: where the shard runs and what it is called.
@@ -49,7 +50,7 @@ def check(body: dict, path: str = "config", text: str = "") -> dict:
         not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values())
     ):
         raise UsageError(f"{_where(path, text, 'Labels')}: Labels must be an object of strings")
-    if labels and any(k.startswith("io.tesson.") for k in labels):
+    if labels and any(k.startswith(L.PREFIX) for k in labels):
         raise UsageError(f"{_where(path, text, 'Labels')}: labels io.tesson.* belong to tesson")
     env = body.get("Env")
     if env is not None and (not isinstance(env, list) or not all(isinstance(v, str) for v in env)):

@@ -8,12 +8,15 @@ Failing to connect is one line naming what was tried, exit 1.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 from tesson.errors import TessonError, UsageError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
+
+T = TypeVar("T")
 
 
 def target() -> str:
@@ -37,9 +40,10 @@ def is_remote(url: str | None = None) -> bool:
     return (parsed.hostname or "") not in LOCAL_HOSTS
 
 
-def check_topology_source(args) -> None:
-    """Refuse to plan a remote daemon's shards from this machine's topology."""
-    if is_remote() and not getattr(args, "fsroot_given", False):
+def check_topology_source(fsroot_given: bool) -> None:
+    """Refuse to plan a remote daemon's shards from this machine's topology (unless the user gave
+    the topology's root: ``--fsroot`` or ``TESSON_FSROOT``)."""
+    if is_remote() and not fsroot_given:
         raise UsageError(
             f"DOCKER_HOST={os.environ.get('DOCKER_HOST')} names a remote daemon, whose CPUs tesson "
             "cannot read from here: give --fsroot DIR holding a copy of that host's /sys and /proc"
@@ -112,10 +116,17 @@ def is_status(exc: BaseException, *codes: int) -> bool:
     return isinstance(exc, docker.errors.APIError) and exc.status_code in codes
 
 
+def unless_gone(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``call(*args, **kwargs)``, or None when the daemon answers 404: the object is gone (or never
+    was), which the caller takes as done (a removal) or as "not there" (an inspect)."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as e:
+        if is_status(e, 404):
+            return None
+        raise
+
+
 def remove_container(client, cid: str) -> None:
     """Remove a container and its anonymous volumes, running or not; one already gone is fine."""
-    try:
-        client.remove_container(cid, force=True, v=True)
-    except Exception as e:
-        if not is_status(e, 404):
-            raise
+    unless_gone(client.remove_container, cid, force=True, v=True)

@@ -14,7 +14,3 @@ class UsageError(TessonError):
     """What was asked makes no sense: exit 2."""
 
     exit_code = 2
-
-
-class NotBuiltYet(TessonError):
-    """A verb the parser knows but this version does not carry out yet."""

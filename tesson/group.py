@@ -1,56 +1,30 @@
 """A group as Docker sees it, rebuilt from container labels alone (tesson keeps no state).
 
-Like docker-compose's project label, ``io.tesson.group`` ties a group's containers together;
-``io.tesson.role`` tells shards from the frontend's containers (``lb``). Every container of a group
-also carries the group's *spec* -- image, command, ports, config, unit, size and the whole plan --
-so ``repair`` can recreate any vanished shard from whatever is left, and ``ps`` shows the group
-even when some shards are gone.
+``io.tesson.group`` ties a group's containers together and ``io.tesson.role`` tells shards from the
+frontend's containers (the vocabulary is :mod:`tesson.labels`). Every container of a group also
+carries the group's *spec*, so ``repair`` can recreate any vanished shard from whatever is left,
+and ``ps`` shows the group even when some shards are gone.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
 
-from tesson import cpulist
+from tesson import cpulist, names
+from tesson import labels as L
+from tesson.container import Container
 
-PREFIX = "io.tesson."
-GROUP = PREFIX + "group"
-ROLE = PREFIX + "role"
-SHARD = PREFIX + "shard"
-CPUS = PREFIX + "cpus"
-MEMS = PREFIX + "mems"
-UNIT = PREFIX + "unit"
-SIZE = PREFIX + "size"
-IMAGE = PREFIX + "image"
-COMMAND = PREFIX + "command"  # JSON list; [] = the image's own
-PORTS = PREFIX + "ports"  # JSON list of -p specs as typed
-CONFIG = PREFIX + "config"  # JSON of the -c body as given ("" = none)
-PLAN = PREFIX + "plan"  # JSON [[cpulist, memlist], ...] by shard index
-FRONTEND = PREFIX + "frontend"
-VERSION = PREFIX + "version"
-RUN = PREFIX + "run"  # a fresh id per run/repair: what one invocation made, for its cleanup
-NEAR = PREFIX + "near"  # JSON list of the run --near devices (absent: placed on the whole machine)
-
-PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN)  # labels that differ between a group's containers
+if TYPE_CHECKING:
+    from tesson.placement import Shard
 
 UP_STATES = ("running",)
 
 
-@dataclass(frozen=True)
-class PlannedShard:
-    """Stand-in with placement.Shard's fields, for plans rebuilt from labels."""
+def make_shard(index: int, cpus: Iterable[int], mems: Iterable[int]) -> Shard:
+    from tesson.placement import Shard
 
-    index: int
-    cpus: tuple
-    mems: tuple
-
-
-def make_shard(index: int, cpus, mems):
-    try:
-        from tesson.placement import Shard
-    except ImportError:
-        Shard = PlannedShard
     return Shard(index=index, cpus=tuple(cpus), mems=tuple(mems))
 
 
@@ -60,11 +34,11 @@ class Spec:
 
     group: str
     image: str
-    command: list
-    port_specs: list
+    command: list[str]
+    port_specs: list[str]  # the -p specs as typed
     config: dict
     unit: str
-    shards: list  # the plan: Shard(index, cpus, mems), by index
+    shards: list[Shard]  # the plan, by index
     frontend: str = "none"
     near: list = field(default_factory=list)  # run --near devices, as given
 
@@ -76,64 +50,54 @@ class Spec:
         """The labels every container of the group carries (no per-shard ones)."""
         from tesson import __version__
 
-        near = {NEAR: json.dumps(list(self.near))} if self.near else {}
+        near = {L.NEAR: json.dumps(list(self.near))} if self.near else {}
         return {
             **near,
-            GROUP: self.group,
-            IMAGE: self.image,
-            COMMAND: json.dumps(list(self.command)),
-            PORTS: json.dumps(list(self.port_specs)),
-            CONFIG: json.dumps(self.config, separators=(",", ":"), sort_keys=True) if self.config else "",
-            UNIT: self.unit,
-            SIZE: str(self.size),
-            PLAN: json.dumps([[cpulist.format(s.cpus), cpulist.format(s.mems)] for s in self.shards]),
-            FRONTEND: self.frontend,
-            VERSION: __version__,
+            L.GROUP: self.group,
+            L.IMAGE: self.image,
+            L.COMMAND: json.dumps(list(self.command)),
+            L.PORTS: json.dumps(list(self.port_specs)),
+            L.CONFIG: json.dumps(self.config, separators=(",", ":"), sort_keys=True) if self.config else "",
+            L.UNIT: self.unit,
+            L.SIZE: str(self.size),
+            L.PLAN: json.dumps([[cpulist.format(s.cpus), cpulist.format(s.mems)] for s in self.shards]),
+            L.FRONTEND: self.frontend,
+            L.VERSION: __version__,
         }
 
     @classmethod
     def from_labels(cls, labels: dict) -> "Spec":
         """Inverse of :meth:`labels`; ValueError if the labels are not tesson's."""
         try:
-            plan = json.loads(labels[PLAN])
+            plan = json.loads(labels[L.PLAN])
             shards = [make_shard(i, cpulist.parse(c), cpulist.parse(m)) for i, (c, m) in enumerate(plan)]
             return cls(
-                group=labels[GROUP],
-                image=labels[IMAGE],
-                command=json.loads(labels.get(COMMAND) or "[]"),
-                port_specs=json.loads(labels.get(PORTS) or "[]"),
-                config=json.loads(labels[CONFIG]) if labels.get(CONFIG) else {},
-                unit=labels.get(UNIT, ""),
+                group=labels[L.GROUP],
+                image=labels[L.IMAGE],
+                command=json.loads(labels.get(L.COMMAND) or "[]"),
+                port_specs=json.loads(labels.get(L.PORTS) or "[]"),
+                config=json.loads(labels[L.CONFIG]) if labels.get(L.CONFIG) else {},
+                unit=labels.get(L.UNIT, ""),
                 shards=shards,
-                frontend=labels.get(FRONTEND) or "none",
-                near=json.loads(labels.get(NEAR) or "[]"),
+                frontend=labels.get(L.FRONTEND) or "none",
+                near=json.loads(labels.get(L.NEAR) or "[]"),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"labels do not describe a tesson group ({type(e).__name__}: {e})") from None
 
 
-def _ports_of(summary: dict) -> list[str]:
-    out = []
-    for p in summary.get("Ports") or []:
-        if p.get("PublicPort"):
-            ip = p.get("IP") or "0.0.0.0"
-            host = f"[{ip}]" if ":" in ip else ip
-            out.append(f"{host}:{p['PublicPort']}->{p['PrivatePort']}/{p.get('Type', 'tcp')}")
-        else:
-            out.append(f"{p['PrivatePort']}/{p.get('Type', 'tcp')}")
-    return sorted(set(out), key=lambda s: (s.split("->")[-1], s))
-
-
 @dataclass
 class ShardState:
+    """One shard of a group as found: its container's state, or ``missing``."""
+
     index: int
     name: str
-    cpus: list
-    mems: list
+    cpus: list[int]
+    mems: list[int]
     id: str = ""  # full container id; "" when the container is gone
     state: str = "missing"  # Docker's State (running, exited, dead, created, restarting, paused) or missing
     status: str = "missing"  # Docker's Status text ("Up 3 minutes", "Exited (137) 2 seconds ago")
-    ports: list = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # as docker ps shows them
     labels: dict = field(default_factory=dict)
 
     @property
@@ -150,23 +114,23 @@ class Group:
     name: str
     labels: dict  # the group's labels (from its lowest shard, else any container)
     spec: Spec | None  # None when the labels are not complete enough to rebuild the group
-    shards: list  # ShardState for every index of the plan (missing ones included)
-    others: list  # Docker summaries of the group's non-shard containers (the balancer)
-    extra: list = field(default_factory=list)  # shard containers whose index is not in the plan
+    shards: list[ShardState]  # every index of the plan (missing ones included)
+    others: list[Container]  # the group's non-shard containers (the balancer)
+    extra: list[ShardState] = field(default_factory=list)  # shard containers whose index is not in the plan
 
     @property
     def image(self) -> str:
-        return self.labels.get(IMAGE, "")
+        return self.labels.get(L.IMAGE, "")
 
     @property
     def unit(self) -> str:
-        return self.labels.get(UNIT, "")
+        return self.labels.get(L.UNIT, "")
 
     @property
     def near(self) -> list:
         """The run --near devices the group was placed by ([] for the whole machine)."""
         try:
-            value = json.loads(self.labels.get(NEAR) or "[]")
+            value = json.loads(self.labels.get(L.NEAR) or "[]")
         except ValueError:
             return []
         return [str(v) for v in value] if isinstance(value, list) else []
@@ -191,32 +155,31 @@ class Group:
 
     def container_ids(self) -> list[str]:
         ids = [s.id for s in self.shards if s.id] + [s.id for s in self.extra]
-        return ids + [c["Id"] for c in self.others]
+        return ids + [c.id for c in self.others]
+
+    def others_in_role(self, role: str) -> list[Container]:
+        return [c for c in self.others if c.role == role]
 
 
-def _from_containers(name: str, containers: list[dict]) -> Group:
+def _from_containers(name: str, summaries: list[dict]) -> Group:
     shards_found: dict[int, ShardState] = {}
-    others: list[dict] = []
+    others: list[Container] = []
     extra: list[ShardState] = []
-    for c in containers:
-        labels = c.get("Labels") or {}
-        if labels.get(ROLE) != "shard":
+    for c in map(Container, summaries):
+        index = c.shard_index
+        if index is None:
             others.append(c)
             continue
-        try:
-            index = int(labels.get(SHARD, ""))
-        except ValueError:
-            others.append(c)
-            continue
+        labels = c.labels
         st = ShardState(
             index=index,
-            name=(c.get("Names") or ["/?"])[0].lstrip("/"),
-            cpus=cpulist.parse(labels.get(CPUS, "")),
-            mems=cpulist.parse(labels.get(MEMS, "")),
-            id=c["Id"],
-            state=c.get("State", ""),
-            status=c.get("Status", ""),
-            ports=_ports_of(c),
+            name=c.name,
+            cpus=cpulist.parse(labels.get(L.CPUS, "")),
+            mems=cpulist.parse(labels.get(L.MEMS, "")),
+            id=c.id,
+            state=c.state,
+            status=c.status,
+            ports=c.ports,
             labels=labels,
         )
         if index in shards_found:  # two containers claim one index: keep the running one
@@ -225,8 +188,8 @@ def _from_containers(name: str, containers: list[dict]) -> Group:
             extra.append(drop)
         else:
             shards_found[index] = st
-    source = shards_found[min(shards_found)].labels if shards_found else (others[0].get("Labels") or {})
-    labels = {k: v for k, v in source.items() if k.startswith(PREFIX) and k not in PER_SHARD}
+    source = shards_found[min(shards_found)].labels if shards_found else others[0].labels
+    labels = {k: v for k, v in source.items() if k.startswith(L.PREFIX) and k not in L.PER_SHARD}
     try:
         spec = Spec.from_labels(labels)
     except ValueError:
@@ -238,7 +201,7 @@ def _from_containers(name: str, containers: list[dict]) -> Group:
             shards.append(
                 st
                 or ShardState(
-                    index=planned.index, name=f"{name}-{planned.index}", cpus=list(planned.cpus), mems=list(planned.mems)
+                    index=planned.index, name=names.shard_name(name, planned.index), cpus=list(planned.cpus), mems=list(planned.mems)
                 )
             )
         extra.extend(shards_found.values())
@@ -249,11 +212,10 @@ def _from_containers(name: str, containers: list[dict]) -> Group:
 
 def list_groups(client, name: str | None = None) -> list[Group]:
     """Every group on the daemon (or only ``name``), by name, from one container listing."""
-    filters = {"label": [f"{GROUP}={name}" if name else GROUP]}
-    containers = client.containers(all=True, filters=filters)
+    containers = client.containers(all=True, filters={"label": [L.selector(L.GROUP, name)]})
     by_group: dict[str, list[dict]] = {}
     for c in containers:
-        by_group.setdefault((c.get("Labels") or {}).get(GROUP, ""), []).append(c)
+        by_group.setdefault((c.get("Labels") or {}).get(L.GROUP, ""), []).append(c)
     return [_from_containers(g, cs) for g, cs in sorted(by_group.items()) if g]
 
 

@@ -1,4 +1,8 @@
-"""Group names: what Docker accepts as a container name, and the default made from an image."""
+"""Names Docker sees: group names, and the container and network names made from them.
+
+A group ``GROUP`` has shards ``GROUP-0`` ... ``GROUP-N-1``, its balancer ``GROUP-lb`` and its
+network ``tesson-GROUP``. The default group name is made from the image name.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from tesson.errors import UsageError
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 # Room for the "-lb" / "-NNNN" suffixes and the "tesson-" network prefix within sane lengths.
 MAX_GROUP_LEN = 63
+NETWORK_PREFIX = "tesson-"
 
 
 def validate_group(name: str) -> str:
@@ -30,3 +35,18 @@ def group_from_image(image: str) -> str:
     name = re.sub(r"[^a-zA-Z0-9_.-]+", "-", name)
     name = re.sub(r"^[^a-zA-Z0-9]+", "", name)[:MAX_GROUP_LEN].rstrip("-.") or "tesson"
     return name
+
+
+def shard_name(group: str, index: int) -> str:
+    """``GROUP-INDEX``: the container of one shard."""
+    return f"{group}-{index}"
+
+
+def lb_name(group: str) -> str:
+    """``GROUP-lb``: the embedded balancer's container."""
+    return f"{group}-lb"
+
+
+def network_name(group: str) -> str:
+    """``tesson-GROUP``: the network the balancer and the shards share."""
+    return NETWORK_PREFIX + group

@@ -36,6 +36,9 @@ class Shard:
     """
 
     __slots__ = ("index", "cpus", "mems")
+    index: int
+    cpus: tuple[int, ...]
+    mems: tuple[int, ...]
 
     def __init__(self, index: int, cpus: tuple[int, ...], mems: tuple[int, ...]):
         object.__setattr__(self, "index", index)
@@ -82,8 +85,8 @@ def _numa_sets(topo: Topology) -> list[int]:
 
 
 def units_of(topo: Topology, unit: str, restrict: int | None = None) -> list[int]:
-    """The cpusets of the allowed objects of a unit, in the tree's order (within ``restrict``)."""
-    unit = canonical_unit(unit)
+    """The cpusets of the allowed objects of a unit (one of :data:`UNITS`), in the tree's order
+    (within ``restrict``)."""
     if unit == "numa":
         sets = _numa_sets(topo)
     else:
@@ -100,7 +103,7 @@ def default_size(topo: Topology, unit: str, restrict: int | None = None) -> int:
     n = len(units_of(topo, unit, restrict))
     if n == 0:
         where = " near the device(s)" if restrict is not None else ""
-        raise UsageError(f"this machine shows no {canonical_unit(unit)} objects{where}; choose another unit")
+        raise UsageError(f"this machine shows no {unit} objects{where}; choose another unit")
     return n
 
 

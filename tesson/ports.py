@@ -119,6 +119,14 @@ def parse(specs: list[str] | None) -> list[Port]:
     return out
 
 
+def display(host_ip: str, host_port: int | str, port: int | str, proto: str = "tcp") -> str:
+    """A published port as ``docker ps`` shows it: ``0.0.0.0:8080->80/tcp``, ``[::1]:8080->80/udp``
+    (an empty ``host_ip`` is every address, ``0.0.0.0``)."""
+    ip = host_ip or "0.0.0.0"
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{host_port}->{port}/{proto}"
+
+
 def exposed_ports(ports: list[Port]) -> dict:
     """``Config.ExposedPorts`` for these ports."""
     return {p.key: {} for p in ports}

@@ -395,7 +395,7 @@ def _address(client, name: str, net: str) -> str:
 
 
 def test_the_balancer_restarts_while_a_shard_is_down(group, docker_client, shard_image, lb_image):
-    """Review finding 1: a balancer that (re)starts while a shard is down keeps answering from the
+    """A balancer that (re)starts while a shard is down keeps answering from the
     others (nginx needs no name to resolve), and never proxies to itself although Docker gives it the
     stopped shard's freed address; once the shard is back on another address, ps says the balancer
     is stale and repair reloads it."""
@@ -452,7 +452,7 @@ def test_the_balancer_restarts_while_a_shard_is_down(group, docker_client, shard
 
 def test_a_run_that_loses_the_group_name_keeps_the_winners_network(group, docker_client, shard_image, lb_image,
                                                                    monkeypatch):
-    """Review finding 4, the losing interleaving made deterministic: this run makes the network,
+    """Two runs of one group, the losing interleaving made deterministic: this run makes the network,
     then another run of the group claims GROUP-0 (created on that network, not started yet) before
     this one does. This run fails on the name; its rollback must not take the network from the
     winner, whose shard then starts on it."""
@@ -472,11 +472,11 @@ def test_a_run_that_loses_the_group_name_keeps_the_winners_network(group, docker
                 host_config=docker_client.create_host_config(network_mode=net),
             )
 
-    monkeypatch.setattr(frontend, "select", Raced.from_args)
+    monkeypatch.setattr(frontend, "select", Raced.from_request)
     args = cli.parse(["run", "-g", group, "-u", "pu", "-n", "2", "-p", "28175:8080", "--lb-image", lb_image,
                       shard_image])
     with pytest.raises(TessonError, match="already in use") as e:
-        run_cmd.start(args)
+        run_cmd.start(run_cmd.run_request(args))
     assert "network" not in str(e.value)  # it kept the network, and does not claim to have removed it
     left = docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})
     assert [c["Names"][0] for c in left] == [f"/{group}-0"]  # the winner's only: the loser took its own
@@ -487,7 +487,7 @@ def test_a_run_that_loses_the_group_name_keeps_the_winners_network(group, docker
 
 
 def test_stop_purge_with_a_foreign_container_on_the_network(group, docker_client, shard_image, lb_image):
-    """Review finding 5: a container outside the group attached to tesson-GROUP. stop --purge removes
+    """A container outside the group attached to tesson-GROUP. stop --purge removes
     every container of the group and fails with one line that names what holds the network and the
     docker commands that finish the job (no tesson command finds the group any more); they work."""
     import re
@@ -526,7 +526,7 @@ def _cat(client, container: str, *paths: str) -> str:
 
 
 def test_a_failed_stale_check_keeps_the_front_door_in_ps(group, docker_client, shard_image, lb_image):
-    """Review 2, finding 4: when the balancer's address file cannot be read (here a symlink loop, a
+    """When the balancer's address file cannot be read (here a symlink loop, a
     real daemon error, not a 404), ps says the check failed and still shows the ports; repair's
     reload writes a fresh file and the check works again."""
     port = 28190
@@ -553,7 +553,7 @@ def test_a_failed_stale_check_keeps_the_front_door_in_ps(group, docker_client, s
 
 def test_a_config_nginx_refuses_is_never_installed(group, docker_client, shard_image, lb_image, monkeypatch,
                                                   capsys):
-    """Review 2, finding 5: a reload whose config nginx refuses fails repair (exit 1, nginx's
+    """A reload whose config nginx refuses fails repair (exit 1, nginx's
     words) and changes nothing in the balancer: the previous config stays live and on disk, so the
     balancer still serves, also after a restart of its container."""
     from tesson import cli

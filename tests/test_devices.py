@@ -236,13 +236,14 @@ def test_plain_plan_reads_no_device(tmp_path_factory, monkeypatch):
 def test_near_label_round_trip():
     """The --near devices are one label; ps reads them back (and a group without one has none)."""
     from tesson import group as G
+    from tesson import labels as L
     from tesson.placement import Shard
 
     spec = G.Spec("web", "img", [], [], {}, "core", [Shard(0, (1, 5), (1,))], "none", ["ib0", "0000:02:00.0"])
     labels = spec.labels()
-    assert json.loads(labels[G.NEAR]) == ["ib0", "0000:02:00.0"]
+    assert json.loads(labels[L.NEAR]) == ["ib0", "0000:02:00.0"]
     assert G.Spec.from_labels(labels).near == ["ib0", "0000:02:00.0"]
     grp = G.Group("web", labels, spec, [], [])
     assert grp.near == ["ib0", "0000:02:00.0"]
     plain = G.Spec("web", "img", [], [], {}, "core", [Shard(0, (1, 5), (1,))]).labels()
-    assert G.NEAR not in plain and G.Group("web", plain, None, [], []).near == []
+    assert L.NEAR not in plain and G.Group("web", plain, None, [], []).near == []

@@ -270,7 +270,7 @@ def test_start_and_reload_commands_run_nginx_on_the_live_copy():
 
 
 def test_a_reload_installs_only_a_config_nginx_accepts(tmp_path):
-    """Review 2, finding 5: a refused config replaces nothing (config, live copy, addresses) and
+    """A refused config replaces nothing (config, live copy, addresses) and
     leaves no staged file; an accepted one replaces all three, its live copy marked as at start."""
     ok, why = _nginx_usable()
     require(ok, why)

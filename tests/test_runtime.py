@@ -265,8 +265,9 @@ def test_group_name_in_use_and_concurrent_runs(docker_client, shard_image, clean
 def _context(client, group, image, size=2, frontend_kind="none"):
     from tesson import frontend
     from tesson import group as G
+    from tesson.placement import Shard
 
-    shards = [G.PlannedShard(i, (i % 2,), (0,)) for i in range(size)]
+    shards = [Shard(i, (i % 2,), (0,)) for i in range(size)]
     spec = G.Spec(group, image, [], [], {}, "pu", shards, frontend_kind)
     return frontend.Context(group=group, docker=client, image=image, shards=shards, unit="pu",
                             labels={**spec.labels()})
@@ -468,6 +469,7 @@ def test_repair_turns_a_frontend_daemon_error_into_one_line_and_keeps_the_shards
     from tesson import group as G
     from tesson import runtime
     from tesson.errors import TessonError
+    from tesson.frontend import Context
     from tesson.frontend.none import NoneFrontend
 
     g = "t3-rep-fe"
@@ -485,7 +487,7 @@ def test_repair_turns_a_frontend_daemon_error_into_one_line_and_keeps_the_shards
 
     grp = G.find(docker_client, g)
     with pytest.raises(TessonError) as e:
-        runtime.repair(runtime.group_context(grp, docker_client), Broken())
+        runtime.repair(Context.for_group(grp, docker_client), Broken())
     text = str(e.value)
     assert type(e.value) is TessonError and "\n" not in text
     assert text.startswith("none frontend could not be brought in line:") and f"{g}-no-such-balancer" in text
@@ -505,6 +507,7 @@ def test_repair_does_not_count_a_shard_that_falls_over_again_at_once(docker_clie
     from tesson import group as G
     from tesson import runtime
     from tesson.errors import TessonError
+    from tesson.frontend import Context
     from tesson.frontend.none import NoneFrontend
 
     g = "t3r-settle"
@@ -534,7 +537,7 @@ def test_repair_does_not_count_a_shard_that_falls_over_again_at_once(docker_clie
             seen["recreated"], seen["started"] = recreated, sorted(ctx.started)
             return []
 
-    ctx = runtime.group_context(G.find(docker_client, g), docker_client)
+    ctx = Context.for_group(G.find(docker_client, g), docker_client)
     with pytest.raises(TessonError) as e:
         runtime.repair(ctx, Recording())
     assert f"could not repair {g}-1 (exited right after it started" in str(e.value)
@@ -576,7 +579,7 @@ def test_stop_purge_removes_the_networks_of_a_group_whose_frontend_is_unknown(do
         docker_client.start(stranger)
         r = tesson_cmd("stop", "-g", g, "--purge", "-t", "1")
         assert r.returncode == 1 and "Traceback" not in r.stderr
-        # the frontend warning group_frontend logs, then the error: one line
+        # the frontend warning frontend.for_group logs, then the error: one line
         warning, line = r.stderr.strip().splitlines()
         assert "frontend unavailable" in warning and "t3r-no-such-kind" in warning
         assert line.startswith("tesson: ")

@@ -1,17 +1,22 @@
-"""The runtime's pure parts, no daemon: port specs, -c configs, create bodies, labels, rollback order."""
+"""The runtime's pure parts, no daemon: port specs, -c configs, create bodies, labels, rollback order,
+frontend selection, the repair plan."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
-
 import pytest
 
-from tesson import config, frontend, ports
+from tesson import cli, config, frontend, ports
 from tesson import group as G
+from tesson import labels as L
 from tesson import runtime
+from tesson.commands import run as run_cmd
+from tesson.container import Container
 from tesson.errors import TessonError, UsageError
 from tesson.frontend.none import NoneFrontend
+from tesson.placement import Shard
+from tesson.request import FrontendOptions
+from tests import sysfs_builder
 
 
 def test_port_specs_as_docker_takes_them():
@@ -57,7 +62,7 @@ def test_config_errors_name_file_and_line(tmp_path):
 
 
 def _ctx(cfg=None, command=(), specs=("8080",)):
-    shards = [G.PlannedShard(0, (0, 1), (0,)), G.PlannedShard(1, (2, 3), (0, 1))]
+    shards = [Shard(0, (0, 1), (0,)), Shard(1, (2, 3), (0, 1))]
     spec = G.Spec("web", "img:1", list(command), list(specs), cfg or {}, "core", shards, "none")
     return frontend.Context(
         group="web", docker=None, image="img:1", command=list(command), ports=ports.parse(list(specs)),
@@ -79,8 +84,8 @@ def test_shard_body_merges_config_under_tessons_fields():
     env = dict(e.split("=", 1) for e in body["Env"])
     assert env == {"FOO": "bar", "TESSON_UID": "1", "GOMAXPROCS": "7", "TESSON_GROUP": "web",
                    "TESSON_CPUS": "2-3", "TESSON_NCPUS": "2"}
-    assert body["Labels"]["team"] == "a" and body["Labels"][G.SHARD] == "1"
-    assert body["Labels"][G.CPUS] == "2-3" and body["Labels"][G.MEMS] == "0-1" and body["Labels"][G.ROLE] == "shard"
+    assert body["Labels"]["team"] == "a" and body["Labels"][L.SHARD] == "1"
+    assert body["Labels"][L.CPUS] == "2-3" and body["Labels"][L.MEMS] == "0-1" and body["Labels"][L.ROLE] == "shard"
     host = body["HostConfig"]
     assert host["CpusetCpus"] == "2-3" and host["CpusetMems"] == "0-1" and host["Memory"] == 67108864
     assert host["RestartPolicy"] == {"Name": "unless-stopped"}
@@ -101,7 +106,7 @@ def test_spec_round_trips_through_labels():
     assert [(s.index, tuple(s.cpus), tuple(s.mems)) for s in spec.shards] == [(0, (0, 1), (0,)), (1, (2, 3), (0, 1))]
     assert all(isinstance(v, str) for v in ctx.labels.values())
     with pytest.raises(ValueError):
-        G.Spec.from_labels({G.GROUP: "x"})
+        G.Spec.from_labels({L.GROUP: "x"})
 
 
 def test_group_rebuilt_from_container_summaries_marks_missing_and_exited():
@@ -109,7 +114,7 @@ def test_group_rebuilt_from_container_summaries_marks_missing_and_exited():
 
     def summary(i, state, status):
         return {"Id": f"{i}" * 64, "Names": [f"/web-{i}"], "State": state, "Status": status, "Ports": [],
-                "Labels": {**ctx.labels, G.ROLE: "shard", G.SHARD: str(i), G.CPUS: "0-1", G.MEMS: "0"}}
+                "Labels": {**ctx.labels, L.ROLE: "shard", L.SHARD: str(i), L.CPUS: "0-1", L.MEMS: "0"}}
 
     grp = G._from_containers("web", [summary(1, "exited", "Exited (137) 1 second ago")])
     assert [s.state for s in grp.shards] == ["missing", "exited"]
@@ -137,13 +142,37 @@ def test_undo_runs_newest_first_and_keeps_going_after_a_failure():
     assert len(u) == 0
 
 
-def test_frontend_selection():
-    assert frontend.select(SimpleNamespace(lb="none", gorb=None)).kind == "none"
+def test_frontend_selection(tmp_path, monkeypatch):
+    monkeypatch.delenv("GORB_URI", raising=False)
+    root = str(sysfs_builder.build(tmp_path))
+    req = run_cmd.run_request(cli.parse(["--fsroot", root, "run", "--lb", "none", "img"]))
+    assert frontend.select(req).kind == "none"
     with pytest.raises(UsageError):
-        frontend.select(SimpleNamespace(lb="nginx", gorb="lo://127.0.0.1:4672"))
+        FrontendOptions.choose(lb="nginx", gorb_uri="lo://127.0.0.1:4672")
+    assert FrontendOptions.choose(gorb_uri="lo://127.0.0.1:4672").kind == "gorb"
+    assert FrontendOptions.choose().kind == "nginx"
     with pytest.raises(TessonError, match="unknown frontend"):
         frontend.load("haproxy")
-    assert frontend.from_labels({G.FRONTEND: "none"}).kind == "none"
+    assert frontend.from_labels({L.FRONTEND: "none"}).kind == "none"
+
+
+def test_the_run_request_parses_once_and_keeps_the_topology_it_planned_from(tmp_path, monkeypatch):
+    monkeypatch.delenv("GORB_URI", raising=False)
+    root = str(sysfs_builder.build(tmp_path))
+    args = cli.parse(["--fsroot", root, "run", "-u", "NODE", "-n", "2", "-p", "8080:80", "--lb-cpus", "0",
+                      "img", "--", "sh", "-c", "x"])
+    req = run_cmd.run_request(args)
+    assert req.unit == "numa" and len(req.shards) == 2 and req.command == ("sh", "-c", "x")
+    assert [p.key for p in req.ports] == ["80/tcp"] and req.port_specs == ("8080:80",)
+    assert req.frontend.kind == "nginx" and req.frontend.lb_cpus == "0"
+    fe = frontend.select(req)
+    assert fe.cpus == [0]
+    ctx = frontend.Context.for_run(req, None, fe)
+    assert ctx.topology is req.topology and ctx.labels[L.UNIT] == "numa" and ctx.labels[L.LB_CPUS] == "0"
+    missing = max(req.topology.pus) + 1
+    bad = cli.parse(["--fsroot", root, "run", "-p", "80", "--lb-cpus", str(missing), "img"])
+    with pytest.raises(UsageError, match="is not available on this machine"):
+        frontend.select(run_cmd.run_request(bad))
 
 
 def test_remote_docker_host_needs_fsroot(monkeypatch):
@@ -158,20 +187,20 @@ def test_remote_docker_host_needs_fsroot(monkeypatch):
         assert args.fsroot == "/" and not args.fsroot_given
         if remote:
             with pytest.raises(UsageError, match="--fsroot"):
-                docker_client.check_topology_source(args)
-            docker_client.check_topology_source(cli.parse(["--fsroot", "/srv/box", "run", "img"]))
-            docker_client.check_topology_source(cli.parse(["run", "--fsroot", "/", "img"]))
+                docker_client.check_topology_source(args.fsroot_given)
+            docker_client.check_topology_source(cli.parse(["--fsroot", "/srv/box", "run", "img"]).fsroot_given)
+            docker_client.check_topology_source(cli.parse(["run", "--fsroot", "/", "img"]).fsroot_given)
             monkeypatch.setenv("TESSON_FSROOT", "/srv/box")
-            docker_client.check_topology_source(cli.parse(["run", "img"]))
+            docker_client.check_topology_source(cli.parse(["run", "img"]).fsroot_given)
             monkeypatch.delenv("TESSON_FSROOT")
         else:
-            docker_client.check_topology_source(args)
+            docker_client.check_topology_source(args.fsroot_given)
 
 
 def test_labels_json_is_compact_and_parsable():
     ctx = _ctx({"HostConfig": {"Memory": 1}})
-    assert json.loads(ctx.labels[G.CONFIG]) == {"HostConfig": {"Memory": 1}}
-    assert json.loads(ctx.labels[G.PLAN]) == [["0-1", "0"], ["2-3", "0-1"]]
+    assert json.loads(ctx.labels[L.CONFIG]) == {"HostConfig": {"Memory": 1}}
+    assert json.loads(ctx.labels[L.PLAN]) == [["0-1", "0"], ["2-3", "0-1"]]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +215,7 @@ def test_labels_json_is_compact_and_parsable():
     ],
 )
 def test_a_shard_that_is_not_steadily_running_fell_over(state, restarts, fell):
-    assert runtime._fell_over({"State": state, "RestartCount": restarts}) is fell
+    assert (not Container({"State": state, "RestartCount": restarts}).steadily_running) is fell
 
 
 def test_progress_ends_its_line_once(tmp_path):
@@ -210,3 +239,35 @@ def test_progress_ends_its_line_once(tmp_path):
     p.close()
     p.close()
     assert out.text == "\rstarted 1/2\rstarted 2/2\n"
+
+
+def _group(*found):
+    """A group of four planned shards rebuilt from summaries ``(index, state)`` (others missing)."""
+    ctx = _ctx()
+    labels = {**ctx.labels, L.SIZE: "4", L.PLAN: json.dumps([["0", "0"], ["1", "0"], ["2", "0"], ["3", "0"]])}
+    summaries = [{"Id": f"{i}" * 64, "Names": [f"/web-{i}"], "State": state, "Status": state, "Ports": [],
+                  "Labels": {**labels, L.ROLE: "shard", L.SHARD: str(i), L.CPUS: str(i), L.MEMS: "0"}}
+                 for i, state in found]
+    return G._from_containers("web", summaries)
+
+
+def test_the_repair_plan_keeps_restarts_recreates_or_leaves_each_shard_and_says_why():
+    plan = runtime.plan_repair(_group((0, "running"), (1, "exited"), (2, "dead"), (3, "paused")))
+    assert [(s.index, s.action, s.reason) for s in plan.steps] == [
+        (0, "keep", "running"), (1, "restart", "exited"), (2, "recreate", "dead"), (3, "leave", "paused")]
+    assert [s.index for s in plan.work] == [1, 2]
+    assert plan.steps[2].container_id == "2" * 64 and plan.steps[2].shard.cpus == (2,)
+    plan = runtime.plan_repair(_group((1, "created"), (3, "restarting")))
+    assert [(s.action, s.reason, s.container_id) for s in plan.steps] == [
+        ("recreate", "missing", ""), ("restart", "created", "1" * 64), ("recreate", "missing", ""),
+        ("leave", "restarting", "3" * 64)]
+    assert [s.index for s in plan.work] == [1, 0, 2]  # restarts first, as repair starts them
+    assert [s.name for s in plan.with_action("recreate")] == ["web-0", "web-2"]
+
+
+def test_a_group_without_a_spec_has_no_repair_plan():
+    grp = G._from_containers("web", [{"Id": "0" * 64, "Names": ["/web-0"], "State": "exited",
+                                      "Labels": {L.GROUP: "web", L.ROLE: "shard", L.SHARD: "0"}}])
+    assert grp.spec is None
+    with pytest.raises(ValueError):
+        runtime.plan_repair(grp)

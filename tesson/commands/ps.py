@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tesson import cpulist
 
+if TYPE_CHECKING:
+    from tesson.group import Group
 
-def _frontend_info(grp, client) -> dict:
-    from tesson import runtime
 
-    fe = runtime.group_frontend(grp)
-    kind = grp.labels.get("io.tesson.frontend") or "none"
+def _frontend_info(grp: Group, client: Any) -> dict:
+    from tesson import frontend
+    from tesson import labels as L
+
+    fe = frontend.for_group(grp)
+    kind = grp.labels.get(L.FRONTEND) or "none"
     if fe is None:
         return {"kind": kind, "status": "unknown (this tesson cannot load that frontend)", "ports": []}
     try:
-        return fe.describe(runtime.group_context(grp, client))
+        return fe.describe(frontend.Context.for_group(grp, client))
     except Exception as e:  # ps must list the containers whatever the frontend says
         from tesson.docker_client import explain
 
         return {"kind": kind, "status": f"unknown ({explain(e)})", "ports": []}
 
 
-def to_json(grp, client) -> dict:
+def to_json(grp: Group, client: Any) -> dict:
     return {
         "group": grp.name,
         "image": grp.image,
@@ -48,13 +54,9 @@ def to_json(grp, client) -> dict:
     }
 
 
-def _table(rows: list[tuple], out) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: TextIO | None = None) -> None:
+    from tesson.commands import write_table
 
-
-def print_groups(groups, client, fmt: str = "table", out=None) -> None:
     out = out or sys.stdout
     docs = [to_json(g, client) for g in groups]
     if fmt == "json":
@@ -75,21 +77,25 @@ def print_groups(groups, client, fmt: str = "table", out=None) -> None:
             rows.append(
                 (str(s.index), s.short_id or "-", status, s.name, cpulist.format(s.cpus), cpulist.format(s.mems), ", ".join(s.ports))
             )
-        _table(rows, out)
+        write_table(rows, out)
         for extra in grp.extra:
             out.write(f"note: {extra.name} ({extra.short_id}) claims shard {extra.index} but is not in the plan\n")
 
 
-def main(args) -> int:
+def ps(group: str | None = None, fmt: str = "table") -> int:
     from tesson import docker_client
     from tesson import group as G
     from tesson.errors import TessonError
 
     client = docker_client.connect()
-    groups = G.list_groups(client, args.group)
-    if args.group and not groups:
-        raise TessonError(f"no group named {args.group!r} (tesson ps lists every group)")
-    if not groups and args.format != "json":
+    groups = G.list_groups(client, group)
+    if group and not groups:
+        raise TessonError(f"no group named {group!r} (tesson ps lists every group)")
+    if not groups and fmt != "json":
         print("no tesson groups on this Docker daemon", file=sys.stderr)
-    print_groups(groups, client, args.format)
+    print_groups(groups, client, fmt)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return ps(args.group, args.format)

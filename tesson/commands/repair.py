@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 
-def main(args) -> int:
-    from tesson import group as G
-    from tesson import runtime
+
+def repair(group: str) -> int:
+    from tesson import frontend, runtime
+    from tesson import labels as L
     from tesson.commands import find_group
     from tesson.errors import TessonError
 
-    client, grp = find_group(args, ": nothing is left to repair it from (run it again)")
+    client, grp = find_group(group, ": nothing is left to repair it from (run it again)")
     name = grp.name
     if grp.spec is None:
         raise TessonError(f"group {name!r}: its containers' labels are incomplete, cannot rebuild its plan")
-    fe = runtime.group_frontend(grp)
+    fe = frontend.for_group(grp)
     if fe is None:
-        raise TessonError(f"group {name!r} was run with frontend {grp.labels.get(G.FRONTEND)!r}, not available here")
-    ctx = runtime.group_context(grp, client)
-    lines = runtime.repair(ctx, fe)
+        raise TessonError(f"group {name!r} was run with frontend {grp.labels.get(L.FRONTEND)!r}, not available here")
+    lines = runtime.repair(frontend.Context.for_group(grp, client), fe)
     for line in lines:
         print(line)
     if not lines:
         print(f"group {name}: all {grp.size} shards running, nothing to repair")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return repair(args.group)

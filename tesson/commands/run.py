@@ -1,4 +1,8 @@
-"""tesson run: plan the shards from the topology, then (unless --dry-run) start them."""
+"""tesson run: plan the shards from the topology, then (unless --dry-run) start them.
+
+This is the edge: :func:`run_request` turns the command line into a
+:class:`tesson.request.RunRequest`, and nothing below reads the Namespace.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +11,79 @@ import sys
 
 from tesson import names
 
+TYPE_CHECKING = False  # typing is not imported on the --dry-run path
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, TextIO
 
-def make_plan(args):
-    """Read the topology under --fsroot and split it as asked: (group, unit, shards)."""
-    group = names.validate_group(args.group) if args.group else names.group_from_image(args.image)
+    from collections.abc import Sequence
+
+    from tesson.group import Group
+    from tesson.near import Near
+    from tesson.request import Placement, RunRequest
+    from tesson.topology import Topology
+
+
+def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool, unit: str,
+              size: int | None, near: Sequence[str] = ()) -> Placement:
+    """Read the topology under ``fsroot`` and split it as asked (within the CPUs local to the
+    ``near`` devices, if any). The group defaults to one made from the image name."""
+    group = names.validate_group(group) if group else names.group_from_image(image)
     from tesson import placement, topology
+    from tesson.request import Placement
 
-    topo = topology.read(args.fsroot, include_isolated=not args.no_isolated)
-    unit = placement.canonical_unit(args.unit)
-    near = near_devices(topo, getattr(args, "near", None))
-    shards = placement.plan(topo, unit, args.size, restrict=near.cpuset if near else None)
-    return group, unit, topo, shards
+    topo = topology.read(fsroot, include_isolated=include_isolated)
+    unit = placement.canonical_unit(unit)
+    found = near_devices(topo, near)
+    shards = placement.plan(topo, unit, size, restrict=found.cpuset if found else None)
+    return Placement(group, image, unit, topo, tuple(shards), tuple(near))
 
 
-def near_devices(topo, specs):
-    """``--near``: the devices' CPUs (tesson.near.Near), warnings on stderr; None without --near."""
+def near_devices(topo: Topology, specs: Sequence[str]) -> Near | None:
+    """``--near``: the devices' CPUs, warnings on stderr; None without --near."""
     if not specs:
         return None
     from tesson import near
 
-    found = near.resolve(topo, specs)
+    found = near.resolve(topo, list(specs))
     for line in found.warnings:
         print(f"tesson: {line}", file=sys.stderr)
     return found
 
 
-def near_names(args) -> list:
-    return list(getattr(args, "near", None) or [])
+def _plan_of(args: argparse.Namespace) -> Placement:
+    return make_plan(args.group, args.image, args.fsroot, not args.no_isolated, args.unit, args.size,
+                     tuple(args.near or ()))
 
 
-def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdout, near=()) -> None:
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """Check everything that needs no daemon and make the request: ``-p`` specs, the config, the
+    frontend's options, whether this machine's topology may be used, the plan."""
+    from tesson import config as config_mod
+    from tesson import docker_client, ports
+    from tesson.request import FrontendOptions, RunRequest
+
+    port_list = ports.parse(args.ports)
+    cfg = config_mod.load(args.config) if args.config else {}
+    options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
+                                     lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method)
+    docker_client.check_topology_source(args.fsroot_given)
+    placement = _plan_of(args)
+    command = list(args.command or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return RunRequest(
+        placement=placement,
+        command=tuple(command),
+        port_specs=tuple(args.ports),
+        ports=tuple(port_list),
+        config=cfg,
+        frontend=options,
+    )
+
+
+def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
+    group, image, unit, shards, near = plan.group, plan.image, plan.unit, plan.shards, plan.near
     if fmt == "json":
         doc = {
             "group": group,
@@ -49,75 +96,53 @@ def print_plan(group: str, image: str, unit: str, shards, fmt: str, out=sys.stdo
         out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
+    from tesson.commands import write_table
 
     near_text = f" near={','.join(near)}" if near else ""
     out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}{near_text}\n")
     rows = [("SHARD", "NAME", "CPUS", "MEMS")]
-    rows += [(str(s.index), f"{group}-{s.index}", cpulist.format(s.cpus), cpulist.format(s.mems)) for s in shards]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+    rows += [(str(s.index), names.shard_name(group, s.index), cpulist.format(s.cpus), cpulist.format(s.mems))
+             for s in shards]
+    write_table(rows, out)
 
 
-def start(args):
-    """The real run: check everything that needs no daemon first, then start the group.
+def start(req: RunRequest) -> tuple[Group | None, Any]:
+    """The real run: the frontend's checks, the image, the group name free, then start the group.
 
-    Returns the group as found on the daemon afterwards (tesson.group.Group) and the client.
+    Returns the group as found on the daemon afterwards and the client.
     """
-    from tesson import config as config_mod
-    from tesson import docker_client, frontend, ports, runtime
+    from tesson import docker_client, frontend, runtime
     from tesson import group as G
     from tesson.errors import TessonError
 
-    port_list = ports.parse(args.ports)
-    cfg = config_mod.load(args.config) if args.config else {}
-    fe = frontend.select(args)
-    docker_client.check_topology_source(args)
-    group, unit, _topo, shards = make_plan(args)
-    command = list(args.command or [])
-    if command[:1] == ["--"]:
-        command = command[1:]
+    fe = frontend.select(req)
     client = docker_client.connect(workers=runtime.MAX_WORKERS)
     try:
-        client.inspect_image(args.image)
+        client.inspect_image(req.image)
     except Exception as e:
         if docker_client.is_status(e, 404):
             raise TessonError(
-                f"image {args.image!r} is not on the Docker daemon (tesson does not pull: "
+                f"image {req.image!r} is not on the Docker daemon (tesson does not pull: "
                 f"docker pull or build it first)"
             ) from None
-        raise TessonError(f"cannot inspect image {args.image!r}: {docker_client.explain(e)}") from None
-    existing = G.find(client, group)
+        raise TessonError(f"cannot inspect image {req.image!r}: {docker_client.explain(e)}") from None
+    existing = G.find(client, req.group)
     if existing is not None:
         raise runtime.GroupInUse(
-            f"group {group!r} is already in use ({existing.status}); "
-            f"stop it first: tesson stop -g {group} --purge"
+            f"group {req.group!r} is already in use ({existing.status}); "
+            f"stop it first: tesson stop -g {req.group} --purge"
         )
-    spec = G.Spec(group, args.image, command, list(args.ports), cfg, unit, list(shards), fe.kind, near_names(args))
-    ctx = frontend.Context(
-        group=group,
-        docker=client,
-        image=args.image,
-        command=command,
-        ports=port_list,
-        shards=list(shards),
-        unit=unit,
-        config=cfg,
-        labels={**spec.labels(), **fe.labels(), G.FRONTEND: fe.kind},
-        args=args,
-    )
-    runtime.run(ctx, fe)
-    return G.find(client, group), client
+    runtime.run(frontend.Context.for_run(req, client, fe), fe)
+    return G.find(client, req.group), client
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     if args.dry_run:
-        group, unit, _topo, shards = make_plan(args)
-        print_plan(group, args.image, unit, shards, args.format, near=near_names(args))
+        print_plan(_plan_of(args), args.format)
         return 0
     from tesson.commands import ps
 
-    grp, client = start(args)
+    grp, client = start(run_request(args))
     if grp is not None:
         ps.print_groups([grp], client, args.format)
     return 0

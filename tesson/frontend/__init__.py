@@ -14,8 +14,8 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
 
 ``run``::
 
-    fe = frontend.select(args)              # from_args: check the options, no daemon call (UsageError)
-    labels = ... | fe.labels()              # on every container of the group
+    fe = frontend.select(req)               # from_request: check the options, no daemon call (UsageError)
+    ctx = Context.for_run(req, client, fe)  # labels: the spec's | fe.labels(), on every container
     fe.before_shards(ctx)                   # e.g. make the network; ctx.undo.add(...) what it made
     for each shard: fe.shape_shard(ctx, shard, body)   # then create (shard 0 first: it claims the name)
     ...start every shard; ~0.5 s after the last start, inspect them all into ctx.started[index];
@@ -32,25 +32,29 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
 ``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
 
 In ``stop``, ``repair`` and ``ps`` the frontend is rebuilt from the group's labels alone
-(:func:`from_labels`), so everything it needs later (Gorb URI, lb settings) must be in the labels
-its :meth:`Frontend.labels` returns at ``run``.
+(:func:`for_group`), so everything it needs later (Gorb URI, lb settings) must be in the labels
+its :meth:`Frontend.labels` returns at ``run``; the context is :meth:`Context.for_group`. With
+``stop --purge`` the runtime removes the group's labelled networks after every frontend.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from tesson.errors import TessonError, UsageError
-from tesson.group import FRONTEND as FRONTEND_KIND
-from tesson.group import GROUP, ROLE
+from tesson import labels as L
+from tesson import log, names
+from tesson.errors import TessonError
+
+if TYPE_CHECKING:
+    from tesson.group import Group
+    from tesson.placement import Shard
+    from tesson.ports import Port
+    from tesson.request import RunRequest
+    from tesson.topology import Topology
 
 KINDS = ("nginx", "none", "gorb")
-
-# Label keys (tesson.group's; ROLE is "shard", or a frontend's own roles such as "lb"). Every
-# container tesson makes carries the group's labels (see Context.base_labels).
-__all__ = ["GROUP", "ROLE", "FRONTEND_KIND", "Context", "Frontend", "Undo", "load", "select", "from_labels"]
 
 
 class Undo:
@@ -117,42 +121,78 @@ class Undo:
 
 @dataclass
 class Context:
-    """What the runtime hands to every frontend hook.
+    """What the runtime hands to every frontend hook; made by :meth:`for_run` (a new group) or
+    :meth:`for_group` (a group found on the daemon) and nowhere else.
 
     ``docker`` is docker-py's low-level ``APIClient`` (raw Engine API bodies, dict answers).
-    ``ports`` are the parsed ``-p`` specs (:class:`tesson.ports.Port`, one per container port).
-    ``shards`` is the plan: every shard of the group (``placement.Shard``: index, cpus, mems), also
-    in ``repair``. ``started`` maps a shard index to its container's inspect (after start: its
-    ``NetworkSettings.Ports`` has the published host ports) for the shards made by this run or
-    repair. ``state`` is the group as found on the daemon (:class:`tesson.group.Group`) in
-    ``stop``/``repair``/``ps``, ``None`` in ``run``. ``args`` is the command line of ``run``
-    (``None`` elsewhere). ``labels`` are the labels every container of the group carries.
+    ``ports`` are the parsed ``-p`` specs (one :class:`tesson.ports.Port` per container port).
+    ``shards`` is the plan: every shard of the group, also in ``repair``. ``started`` maps a shard
+    index to its container's inspect (after start: its ``NetworkSettings.Ports`` has the published
+    host ports) for the shards made by this run or repair. ``state`` is the group as found on the
+    daemon in ``stop``/``repair``/``ps``, ``None`` in ``run``; ``topology`` is the one ``run``
+    read, ``None`` elsewhere. ``labels`` are the labels every container of the group carries.
     """
 
     group: str
     docker: Any
     image: str = ""
     command: list[str] = field(default_factory=list)
-    ports: list = field(default_factory=list)
-    shards: list = field(default_factory=list)
+    ports: list[Port] = field(default_factory=list)
+    shards: list[Shard] = field(default_factory=list)
     unit: str = ""
     config: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
-    args: Any = None
-    state: Any = None
+    state: Group | None = None
+    topology: Topology | None = None
     undo: Undo = field(default_factory=Undo)
-    started: dict = field(default_factory=dict)
+    started: dict[int, dict] = field(default_factory=dict)
     purge: bool = False  # stop --purge
     timeout: int = 10  # stop -t
+
+    @classmethod
+    def for_run(cls, req: RunRequest, client: Any, fe: Frontend) -> Context:
+        """The context of ``run``: the request's group, labelled with its spec and the frontend's."""
+        from tesson.group import Spec
+
+        spec = Spec(req.group, req.image, list(req.command), list(req.port_specs), req.config, req.unit,
+                    list(req.shards), fe.kind, list(req.placement.near))
+        return cls(
+            group=req.group,
+            docker=client,
+            image=req.image,
+            command=list(req.command),
+            ports=list(req.ports),
+            shards=list(req.shards),
+            unit=req.unit,
+            config=req.config,
+            labels={**spec.labels(), **fe.labels(), L.FRONTEND: fe.kind},
+            topology=req.topology,
+        )
+
+    @classmethod
+    def for_group(cls, grp: Group, client: Any, purge: bool = False, timeout: int = 10) -> Context:
+        """The context of a group found on the daemon (``stop``, ``repair``, ``ps``), from its spec."""
+        from tesson import ports as P
+
+        ctx = cls(group=grp.name, docker=client, labels=dict(grp.labels), state=grp, purge=purge, timeout=timeout)
+        spec = grp.spec
+        if spec is not None:
+            ctx.image, ctx.command, ctx.config, ctx.unit = spec.image, list(spec.command), spec.config, spec.unit
+            ctx.shards = list(spec.shards)
+            try:
+                ctx.ports = P.parse(spec.port_specs)
+            except TessonError:
+                ctx.ports = []
+        return ctx
 
     def base_labels(self, role: str) -> dict:
         """The group's labels with ``io.tesson.role`` = role: for containers (and networks) a
         frontend makes. In ``run`` and ``repair`` they include ``io.tesson.run``, a fresh id per
         invocation: on failure the runtime also removes whatever carries it."""
-        return {**self.labels, ROLE: role}
+        return {**self.labels, L.ROLE: role}
 
     def shard_name(self, index: int) -> str:
-        return f"{self.group}-{index}"
+        return names.shard_name(self.group, index)
 
     def shard_names(self) -> list[str]:
         return [self.shard_name(s.index) for s in self.shards]
@@ -168,12 +208,12 @@ class Frontend:
     kind = "none"
 
     @classmethod
-    def from_args(cls, args) -> "Frontend":
-        """Build from ``run``'s command line; check its options here (UsageError), call no daemon."""
+    def from_request(cls, req: RunRequest) -> Frontend:
+        """Build for ``run``; check its options here (UsageError), call no daemon."""
         return cls()
 
     @classmethod
-    def from_labels(cls, labels: dict) -> "Frontend":
+    def from_labels(cls, labels: dict) -> Frontend:
         """Rebuild from a group's labels (``stop``/``ps``/``repair``), the inverse of :meth:`labels`."""
         return cls()
 
@@ -184,7 +224,7 @@ class Frontend:
         """
         return {}
 
-    def shape_shard(self, ctx: Context, shard, body: dict) -> None:
+    def shape_shard(self, ctx: Context, shard: Shard, body: dict) -> None:
         """Edit one shard's create body in place (``ExposedPorts``, ``HostConfig.PortBindings``,
         ``HostConfig.NetworkMode``, ``NetworkingConfig``...). Called in ``run`` and ``repair``.
         Must not call the daemon (it runs once per shard, concurrently)."""
@@ -205,7 +245,8 @@ class Frontend:
         group; ``ctx.purge`` and ``ctx.timeout`` are stop's options."""
 
     def after_stop(self, ctx: Context) -> None:
-        """After the containers stopped, or were removed with ``--purge`` (e.g. remove the network)."""
+        """After the containers stopped, or were removed with ``--purge`` (e.g. report what could
+        not be withdrawn). The runtime then removes the group's networks with ``--purge``."""
 
     def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
         """After ``repair`` recreated (or restarted) the shards ``recreated`` (inspects in
@@ -236,21 +277,21 @@ def load(kind: str) -> type[Frontend]:
     return module.FRONTEND
 
 
-def select(args) -> Frontend:
-    """The frontend ``run`` asked for: ``--gorb``/``GORB_URI`` -> gorb, else ``--lb`` (default nginx)."""
-    if getattr(args, "gorb", None):
-        lb = getattr(args, "lb", None)
-        if lb in ("nginx", "none"):
-            raise UsageError(
-                f"--lb {lb} and --gorb (or GORB_URI) exclude each other: Gorb is the group's balancer "
-                f"(drop --lb {lb}, or --gorb and GORB_URI)"
-            )
-        kind = "gorb"
-    else:
-        kind = getattr(args, "lb", None) or "nginx"
-    return load(kind).from_args(args)
+def select(req: RunRequest) -> Frontend:
+    """The frontend ``run`` asked for (``req.frontend.kind``), its options checked."""
+    return load(req.frontend.kind).from_request(req)
 
 
 def from_labels(labels: dict) -> Frontend:
     """The frontend a group was run with, rebuilt from its labels."""
-    return load(labels.get(FRONTEND_KIND) or "none").from_labels(labels)
+    return load(labels.get(L.FRONTEND) or "none").from_labels(labels)
+
+
+def for_group(grp: Group) -> Frontend | None:
+    """The frontend a group found on the daemon was run with, or None (logged) when this tesson
+    cannot load it."""
+    try:
+        return from_labels(grp.labels)
+    except TessonError as e:
+        log.warning("frontend unavailable", group=grp.name, error=str(e))
+        return None

@@ -13,15 +13,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from tesson import gorb as G
+from tesson import gorb_client as G
+from tesson import labels as L
 from tesson import log
 from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context, Frontend
 from tesson.frontend.none import publish
 
-URI_LABEL = "io.tesson.gorb.uri"
-METHOD_LABEL = "io.tesson.gorb.method"
+if TYPE_CHECKING:
+    from tesson.placement import Shard
+    from tesson.ports import Port
+    from tesson.request import RunRequest
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq")
 STATUS = {0: "up", 1: "down", 2: "removed"}
 
@@ -52,7 +56,7 @@ class VService:
         return f"{host}:{self.port}/{self.proto}"
 
 
-def services_of(group: str, ports) -> list[VService]:
+def services_of(group: str, ports: Iterable[Port]) -> list[VService]:
     """The group's virtual services, one per container port and protocol, in ``-p`` order."""
     out: dict[tuple, VService] = {}
     for p in ports:
@@ -63,7 +67,7 @@ def services_of(group: str, ports) -> list[VService]:
     return list(out.values())
 
 
-def check_ports(ports) -> None:
+def check_ports(ports: Iterable[Port]) -> None:
     """What Gorb cannot take: SCTP, or one container port published twice (one backend per shard)."""
     seen: dict[tuple, str] = {}
     for p in ports:
@@ -111,38 +115,36 @@ def backend_options(svc: VService, host: str, port: int) -> dict:
 class GorbFrontend(Frontend):
     kind = "gorb"
 
-    def __init__(self, uri: G.GorbURI, method: str = ""):
+    def __init__(self, uri: G.GorbURI, method: str = "") -> None:
         self.uri = uri
         self.method = method
         self._client: G.GorbClient | None = None
+        self._stop_errors: list[str] = []
 
     # construction ---------------------------------------------------------------------------------
     @classmethod
-    def from_args(cls, args) -> "GorbFrontend":
-        uri = G.parse_uri(args.gorb)
-        method = (getattr(args, "gorb_method", None) or "").lower()
+    def from_request(cls, req: RunRequest) -> GorbFrontend:
+        opts = req.frontend
+        uri = G.parse_uri(opts.gorb_uri or "")
+        method = (opts.gorb_method or "").lower()
         if method and method not in SCHEDULERS:
             raise UsageError(f"unknown --gorb-method {method!r} (IPVS schedulers: {', '.join(SCHEDULERS)})")
-        from tesson import ports as P
-
-        ports = P.parse(getattr(args, "ports", None))
-        if not ports:
+        if not req.ports:
             raise UsageError("--gorb needs at least one -p PORT: Gorb balances the group's published ports")
-        check_ports(ports)
-        for flag in ("lb_method", "lb_image", "lb_cpus"):
-            if getattr(args, flag, None):
-                log.warning("option ignored with --gorb", option="--" + flag.replace("_", "-"))
+        check_ports(req.ports)
+        for flag in opts.lb_flags_given():
+            log.warning("option ignored with --gorb", option=flag)
         return cls(uri, method)
 
     @classmethod
-    def from_labels(cls, labels: dict) -> "GorbFrontend":
-        text = labels.get(URI_LABEL)
+    def from_labels(cls, labels: dict) -> GorbFrontend:
+        text = labels.get(L.GORB_URI)
         if not text:
             raise TessonError("the group was run with Gorb, but its containers do not say which Gorb (label missing)")
-        return cls(G.parse_uri(text, check_device=False), labels.get(METHOD_LABEL, ""))
+        return cls(G.parse_uri(text, check_device=False), labels.get(L.GORB_METHOD, ""))
 
     def labels(self) -> dict:
-        return {URI_LABEL: str(self.uri), METHOD_LABEL: self.method}
+        return {L.GORB_URI: str(self.uri), L.GORB_METHOD: self.method}
 
     @property
     def client(self) -> G.GorbClient:
@@ -156,7 +158,7 @@ class GorbFrontend(Frontend):
         return self.uri.address
 
     # run --------------------------------------------------------------------------------------------
-    def shape_shard(self, ctx: Context, shard, body: dict) -> None:
+    def shape_shard(self, ctx: Context, shard: Shard, body: dict) -> None:
         publish(ctx, body)
 
     def before_shards(self, ctx: Context) -> None:
@@ -200,8 +202,8 @@ class GorbFrontend(Frontend):
 
         An unknown service is a warning. Any other failure does not keep the containers running:
         it is remembered and reported (exit 1) once they have stopped."""
-        self._stop_errors: list[str] = []
-        for svc in services_of(ctx.group, _spec_ports(ctx)):
+        self._stop_errors = []
+        for svc in services_of(ctx.group, ctx.ports):
             try:
                 if self.client.remove_service(svc.name, missing_ok=True):
                     log.info("gorb service removed", service=svc.name)
@@ -214,9 +216,8 @@ class GorbFrontend(Frontend):
                 self._stop_errors.append(str(e))
 
     def after_stop(self, ctx: Context) -> None:
-        errors = getattr(self, "_stop_errors", [])
-        if errors:
-            raise TessonError(f"the containers stopped, but the group is still registered with Gorb: {errors[0]}")
+        if self._stop_errors:
+            raise TessonError(f"the containers stopped, but the group is still registered with Gorb: {self._stop_errors[0]}")
 
     # repair -------------------------------------------------------------------------------------------
     def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
@@ -225,13 +226,12 @@ class GorbFrontend(Frontend):
         device_ip = self.device_ip()
         client = self.client
         inspects = dict(ctx.started)
-        grp = ctx.state
-        for st in getattr(grp, "shards", []) or []:
+        for st in ctx.state.shards if ctx.state is not None else []:
             if st.up and st.id and st.index not in inspects:
                 inspects[st.index] = ctx.docker.inspect_container(st.id)
         running = {i: ins for i, ins in inspects.items() if (ins.get("State") or {}).get("Running")}
         lines: list[str] = []
-        for svc in services_of(ctx.group, _spec_ports(ctx)):
+        for svc in services_of(ctx.group, ctx.ports):
             if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
                 ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
                 lines.append(f"re-created Gorb service {svc.name}")
@@ -248,7 +248,7 @@ class GorbFrontend(Frontend):
                 if not m:
                     continue  # not one of this group's shards: not ours to touch
                 index = int(m.group(1))
-                if rs not in want and _in_plan(ctx, index):
+                if rs not in want and any(s.index == index for s in ctx.shards):
                     continue  # its shard is down and was not repaired: Gorb's health check has it
                 opts = (client.backend(svc.name, rs) or {}).get("options") or {}
                 if rs in want and (opts.get("host"), opts.get("port")) == want[rs][1]:
@@ -266,9 +266,9 @@ class GorbFrontend(Frontend):
 
     # ps -----------------------------------------------------------------------------------------------
     def describe(self, ctx: Context) -> dict:
-        services = services_of(ctx.group, _spec_ports(ctx))
+        services = services_of(ctx.group, ctx.ports)
         doc: dict = {"kind": "gorb", "uri": str(self.uri), "status": "", "ports": [s.front() for s in services], "services": []}
-        names = [ctx.shard_name(getattr(s, "index", i)) for i, s in enumerate(ctx.shards)]
+        names = ctx.shard_names()
         try:
             up_total, rs_total, parts = 0, 0, []
             for svc in services:
@@ -314,23 +314,7 @@ class GorbFrontend(Frontend):
         return doc
 
 
-def _spec_ports(ctx: Context) -> list:
-    """The group's ports: parsed in run/repair; rebuilt from the spec's labels in stop and ps."""
-    if ctx.ports:
-        return list(ctx.ports)
-    spec = getattr(ctx.state, "spec", None)
-    if spec is None:
-        return []
-    from tesson import ports as P
-
-    return P.parse(spec.port_specs)
-
-
-def _in_plan(ctx: Context, index: int) -> bool:
-    return any(getattr(s, "index", None) == index for s in ctx.shards)
-
-
-def _remover(client: G.GorbClient, vs: str, rs: str | None = None):
+def _remover(client: G.GorbClient, vs: str, rs: str | None = None) -> Callable[[], bool]:
     if rs is None:
         return lambda: client.remove_service(vs, missing_ok=True)
     return lambda: client.remove_backend(vs, rs, missing_ok=True)

@@ -200,7 +200,8 @@ def render(
         lines.append(f"    upstream {upstream} {{")
         lines.append(f"        zone {upstream} {ZONE_SIZE};")
         if snippet:
-            assert _SNIPPET_RE.match(snippet)
+            if not _SNIPPET_RE.match(snippet):  # METHODS is ours, but the config must never carry more
+                raise ValueError(f"balancing method {key!r} has an unsafe snippet {snippet!r}")
             lines.append(f"        {snippet};")
         for _name, address in servers:
             lines.append(f"        server {address}:{port} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT};")

@@ -7,8 +7,14 @@ fails at create time, as ``docker run`` twice would; use a range (``-p 8080-8090
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tesson import ports as _ports
 from tesson.frontend import Context, Frontend
+
+if TYPE_CHECKING:
+    from tesson.placement import Shard
+    from tesson.request import RunRequest
 
 
 def publish(ctx: Context, body: dict) -> None:
@@ -30,15 +36,14 @@ class NoneFrontend(Frontend):
     kind = "none"
 
     @classmethod
-    def from_args(cls, args) -> "NoneFrontend":
+    def from_request(cls, req: RunRequest) -> NoneFrontend:
         from tesson import log
 
-        for flag in ("lb_method", "lb_image", "lb_cpus"):
-            if getattr(args, flag, None):
-                log.warning("option ignored with --lb none", option="--" + flag.replace("_", "-"))
+        for flag in req.frontend.lb_flags_given():
+            log.warning("option ignored with --lb none", option=flag)
         return cls()
 
-    def shape_shard(self, ctx: Context, shard, body: dict) -> None:
+    def shape_shard(self, ctx: Context, shard: Shard, body: dict) -> None:
         publish(ctx, body)
 
     def describe(self, ctx: Context) -> dict:

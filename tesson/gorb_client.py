@@ -9,7 +9,6 @@ published ports are reachable on (that address goes into every backend Gorb is g
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass
 
@@ -112,16 +111,6 @@ def device_ipv4(device: str) -> str:
     raise UsageError(f"network device {device!r} of the Gorb URI has no IPv4 address to publish shards on")
 
 
-def from_args(args, required: bool = False) -> GorbURI | None:
-    """The parsed ``--gorb`` (or env GORB_URI) of a verb's arguments, or None when not given."""
-    text = getattr(args, "gorb", None)
-    if not text:
-        if required:
-            raise UsageError(f"no Gorb URI: give --gorb or set GORB_URI ({URI_HELP})")
-        return None
-    return parse_uri(text)
-
-
 def service_name(group: str, port: int, proto: str) -> str:
     """``GROUP-PORT-PROTO``: the virtual service (and, through Gorb, Consul) name of one port."""
     safe = group.replace("/", "-").replace(":", "-")
@@ -132,13 +121,6 @@ def backend_name(shard: str, port: int, proto: str) -> str:
     """``SHARDNAME-PORT-PROTO``: backend names are unique across Gorb, so port and protocol are in it."""
     safe = shard.replace("/", "-").replace(":", "-")
     return f"{safe}-{port}-{proto.lower()}"
-
-
-def same_family(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a).version == ipaddress.ip_address(b).version
-    except ValueError:
-        return True
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -261,9 +243,6 @@ class GorbClient:
     def create_backend(self, vs: str, rs: str, options: dict) -> None:
         self.request("PUT", f"/service/{_seg(vs)}/{_seg(rs)}", options)
 
-    def update_backend(self, vs: str, rs: str, weight: int) -> None:
-        self.request("PATCH", f"/service/{_seg(vs)}/{_seg(rs)}", {"weight": weight})
-
     def remove_service(self, vs: str, missing_ok: bool = False) -> bool:
         """DELETE /service/VS (its backends go with it); False when unknown (404) and ``missing_ok``."""
         status, _ = self.request("DELETE", f"/service/{_seg(vs)}", ok=(200, 404) if missing_ok else (200,))
@@ -287,9 +266,6 @@ class GorbClient:
         """GET /service/VS/RS: options and metrics (status 0 up, 1 down, 2 removed); None when unknown."""
         status, payload = self.request("GET", f"/service/{_seg(vs)}/{_seg(rs)}", ok=(200, 404))
         return payload if status == 200 else None
-
-    def metrics(self) -> str:
-        return self.request("GET", "/metrics")[1] or ""
 
 
 def _seg(name: str) -> str:

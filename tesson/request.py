@@ -1,0 +1,105 @@
+"""What ``tesson run`` was asked to do, as typed, immutable values made once at the command line.
+
+``commands/run.py`` turns argparse's Namespace into a :class:`RunRequest` (or, for ``--dry-run``,
+only a :class:`Placement`); below that edge nothing reads the Namespace. The ``-p`` specs are
+parsed once (:attr:`RunRequest.ports`), the unit is normalised once, and the topology read to
+make the plan travels with it (the nginx frontend checks ``--lb-cpus`` against it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tesson.errors import UsageError
+
+if TYPE_CHECKING:
+    from tesson.placement import Shard
+    from tesson.ports import Port
+    from tesson.topology import Topology
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    """The front door asked for: its kind and every option a frontend reads."""
+
+    kind: str  # "nginx", "none" or "gorb"
+    lb: str | None = None  # --lb as given (None: not given)
+    lb_method: str | None = None
+    lb_image: str | None = None
+    lb_cpus: str | None = None  # a cpulist, as typed
+    gorb_uri: str | None = None  # --gorb / GORB_URI, as typed
+    gorb_method: str | None = None
+
+    @classmethod
+    def choose(
+        cls,
+        lb: str | None = None,
+        lb_method: str | None = None,
+        lb_image: str | None = None,
+        lb_cpus: str | None = None,
+        gorb_uri: str | None = None,
+        gorb_method: str | None = None,
+    ) -> FrontendOptions:
+        """The kind follows from the options: a Gorb URI means gorb, else ``--lb`` (default nginx).
+        ``--lb`` and a Gorb URI exclude each other (UsageError)."""
+        if gorb_uri:
+            if lb in ("nginx", "none"):
+                raise UsageError(
+                    f"--lb {lb} and --gorb (or GORB_URI) exclude each other: Gorb is the group's balancer "
+                    f"(drop --lb {lb}, or --gorb and GORB_URI)"
+                )
+            kind = "gorb"
+        else:
+            kind = lb or "nginx"
+        return cls(kind, lb, lb_method, lb_image, lb_cpus, gorb_uri, gorb_method)
+
+    def lb_flags_given(self) -> list[str]:
+        """The ``--lb-*`` options given, as flags (for "ignored with ..." warnings)."""
+        given = (("--lb-method", self.lb_method), ("--lb-image", self.lb_image), ("--lb-cpus", self.lb_cpus))
+        return [flag for flag, value in given if value]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The plan of a group: what ``run --dry-run`` prints and ``run`` starts."""
+
+    group: str
+    image: str
+    unit: str  # canonical: pu, core, l3, numa or package
+    topology: Topology  # as read under the fsroot, for the frontend's checks
+    shards: tuple[Shard, ...]
+    near: tuple[str, ...] = ()  # run --near devices as typed (() = the whole machine)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything ``run`` needs, checked: the plan, the shards' command and config, the ``-p``
+    ports and the frontend's options."""
+
+    placement: Placement
+    command: tuple[str, ...]  # [] = the image's own
+    port_specs: tuple[str, ...]  # the -p specs as typed (kept in the labels)
+    ports: tuple[Port, ...]  # the same, parsed
+    config: dict  # the -c body as loaded ({} = none); never changed after loading
+    frontend: FrontendOptions
+
+    @property
+    def group(self) -> str:
+        return self.placement.group
+
+    @property
+    def image(self) -> str:
+        return self.placement.image
+
+    @property
+    def unit(self) -> str:
+        return self.placement.unit
+
+    @property
+    def topology(self) -> Topology:
+        return self.placement.topology
+
+    @property
+    def shards(self) -> tuple[Shard, ...]:
+        return self.placement.shards

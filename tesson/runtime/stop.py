@@ -1,0 +1,93 @@
+"""``stop``: stop (with ``--purge``: remove) every container of a group, then its networks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tesson import labels as L
+from tesson import log
+from tesson.docker_client import explain, remove_container, unless_gone
+from tesson.errors import TessonError
+from tesson.runtime.pool import MAX_WORKERS, Batch, Progress
+
+if TYPE_CHECKING:
+    from tesson.frontend import Context, Frontend
+
+
+def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[str]:
+    """Stop (with ``ctx.purge``: remove) every container of ``ctx.state`` and, with ``ctx.purge``,
+    every network labelled with the group; returns the containers that failed.
+
+    ``fe`` is None for a group whose frontend this tesson cannot load: its containers and networks
+    go all the same."""
+    client, grp = ctx.docker, ctx.state
+    if grp is None:
+        raise ValueError("stop needs the group as found on the daemon (Context.for_group)")
+    if fe is not None:
+        fe.before_stop(ctx)
+    progress = Progress(len(grp.container_ids()), "removed" if ctx.purge else "stopped")
+    errors: list[str] = []
+
+    def one(cid: str, _batch: Batch) -> None:
+        try:
+            unless_gone(client.stop, cid, timeout=ctx.timeout)
+            if ctx.purge:
+                remove_container(client, cid)
+        except Exception as e:
+            errors.append(f"{cid[:12]}: {explain(e)}")
+        progress.step()
+
+    try:  # every container is tried, whatever happens to the others
+        Batch(workers, stop_on_error=False).run(one, grp.container_ids())
+    finally:
+        progress.close()
+    if fe is not None:
+        fe.after_stop(ctx)
+    if ctx.purge:
+        purge_networks(ctx, errors)
+    return errors
+
+
+def _holders(client: Any, net_id: str) -> list[str]:
+    """The names of the containers attached to a network ([] when it cannot be inspected)."""
+    try:
+        attached = (client.inspect_network(net_id).get("Containers") or {}).values()
+    except Exception:
+        return []
+    return sorted(c.get("Name") or "?" for c in attached)
+
+
+def purge_networks(ctx: Context, errors: list[str]) -> None:
+    """``stop --purge``, after the containers: remove every network labelled with the group (the
+    balancer's ``tesson-GROUP``, or any a frontend made). One that stays (a container outside the
+    group still attached, say) fails the stop with what is left, what holds it and the docker
+    commands that finish the job: the group's containers are gone, so no tesson command finds the
+    group any more. ``errors`` are the containers that could not be removed, for that message."""
+    client, group = ctx.docker, ctx.group
+    left: list[str] = []
+    try:
+        nets = client.networks(filters=L.filters(group=group))
+    except Exception as e:
+        nets = []
+        left.append(f"its networks could not be listed ({explain(e)}): "
+                    f"'docker network ls --filter label={L.selector(L.GROUP, group)}'")
+    for net in nets:
+        name = net.get("Name") or net["Id"][:12]
+        try:
+            unless_gone(client.remove_network, net["Id"])
+            log.info("network removed", network=name, group=group)
+            continue
+        except Exception as e:
+            why = explain(e)
+        holders = _holders(client, net["Id"])
+        if holders:
+            more = " (and each other one)" if len(holders) > 1 else ""
+            left.append(f"network {name} was not removed ({why}), it is still used by {', '.join(holders)}: "
+                        f"'docker network disconnect {name} {holders[0]}'{more}, then 'docker network rm {name}'")
+        else:
+            left.append(f"network {name} was not removed ({why}): 'docker network rm {name}'")
+    if not left:
+        return
+    n = len(ctx.state.container_ids()) if ctx.state is not None else 0
+    gone = f"{len(errors)} of {n} containers could not be removed: {'; '.join(errors)}" if errors else "its containers are removed"
+    raise TessonError(f"group {group}: {gone}, but {'; '.join(left)}")
