@@ -397,8 +397,10 @@ def test_shim_arguments(tmp_path):
     assert args[:i] == ["--context", "prod"]
     opts = args[i + 1:args.index("tesson:latest")]
     assert opts[:3] == ["--rm", "--init", "--network"] and opts[3] == "host"
+    assert opts[opts.index("--cidfile") + 1].startswith("/")  # for signals: the container to stop
     assert "-i" not in opts and "-t" not in opts  # stdin is not a terminal
-    assert "/run/t6-prod.sock:/var/run/docker.sock" in opts  # the context's socket
+    # the context's socket, by a bind mount that refuses a missing source
+    assert "type=bind,source=/run/t6-prod.sock,target=/var/run/docker.sock" in opts
     assert "/sys:/sys:ro" in opts
     assert "GORB_URI" in opts and "TESSON_IMAGE=tesson:latest" in opts
     assert f"type=bind,source={cfg},target={cfg},readonly" in opts
@@ -412,21 +414,38 @@ def test_shim_arguments_other_forms(tmp_path):
     env = {"DOCKER_HOST": "unix:///run/t6-other.sock", "TESSON_IMAGE": "reg/tesson:9"}
     args = shim_args(tmp_path, "tesson", "run", "--config=c.json", "-n", "2", "img", env=env)
     assert args[0] == "run"
-    assert "/run/t6-other.sock:/var/run/docker.sock" in args
+    assert "type=bind,source=/run/t6-other.sock,target=/var/run/docker.sock" in args
     assert "TESSON_IMAGE=reg/tesson:9" in args
     assert args[args.index("reg/tesson:9") + 1:] == ["run", f"--config={tmp_path}/c.json", "-n", "2", "img"]
     # -cFILE, and a remote daemon: the socket on its own machine
     args = shim_args(tmp_path, "-H", "tcp://10.0.0.1:2375", "tesson", "run", f"-c{tmp_path}/c.json", "img",
                      env={"TESSON_IMAGE": "x"})
     assert args[:3] == ["-H", "tcp://10.0.0.1:2375", "run"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in args
+    assert "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock" in args
     assert args[-2:] == [f"-c{tmp_path}/c.json", "img"]
     # a -c after the image belongs to the shards' command: not touched, nothing mounted
     args = shim_args(tmp_path, "tesson", "run", "img", "-c", "c.json")
-    assert args[-3:] == ["img", "-c", "c.json"] and not any(a.startswith("type=bind") for a in args)
+    assert args[-3:] == ["img", "-c", "c.json"] and not any(a.endswith(",readonly") for a in args)
     # a missing config file is left for tesson to report
     args = shim_args(tmp_path, "tesson", "run", "-c", "nope.json", "img")
     assert args[-3:] == ["-c", "nope.json", "img"]
     # by hand, without the plugin name
     args = shim_args(tmp_path, "ps", "--format", "json")
     assert args[0] == "run" and args[-3:] == ["ps", "--format", "json"]
+
+
+def test_shim_arguments_vm_sockets_and_grammar(tmp_path):
+    """A socket forwarded from a VM into the user's home (Docker Desktop, Colima) is the VM's
+    /var/run/docker.sock; the value of every value-taking option is skipped whatever it looks like."""
+    home = tmp_path / "home"
+    for endpoint in (f"unix://{home}/.docker/run/docker.sock", f"unix://{home}/.colima/default/docker.sock"):
+        args = shim_args(tmp_path, "tesson", "ps", env={"DOCKER_HOST": endpoint, "HOME": str(home)})
+        assert "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock" in args, endpoint
+    args = shim_args(tmp_path, "tesson", "ps", env={"DOCKER_HOST": f"unix://{home}/d.sock", "HOME": str(home),
+                                                     "TESSON_DOCKER_SOCKET": "/run/t6-given.sock"})
+    assert "type=bind,source=/run/t6-given.sock,target=/var/run/docker.sock" in args
+    # --lb-image's value looks like an image, -t's like a verb: neither ends tesson's options
+    (tmp_path / "c.json").write_text("{}")
+    args = shim_args(tmp_path, "tesson", "run", "--lb-image", "x:1", "--lb-cpus", "0", "-c", "c.json", "img")
+    assert f"type=bind,source={tmp_path}/c.json,target={tmp_path}/c.json,readonly" in args
+    assert args[-2:] == [str(tmp_path / "c.json"), "img"]
