@@ -31,7 +31,8 @@ RUN set -eu; \
     /opt/tesson/bin/tesson --version
 
 FROM ${BASE_IMAGE}
-ARG VERSION=0.1.0
+# The version is tesson/__init__.py's: scripts/build-image passes it (a plain build says "dev").
+ARG VERSION=dev
 ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE_URL=https://github.com/kobolog/tesson

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv test image plugin demo
+.PHONY: venv test image plugin shim-grammar demo
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ image: venv
 # The `docker tesson` CLI plugin, into ~/.docker/cli-plugins (or $$DOCKER_CONFIG/cli-plugins).
 plugin:
 	docker-plugin/install
+
+# The shim's copy of tesson's grammar (verbs, options, version, image), made from the parser. Run it
+# after changing the command line; tests/test_shim.py fails while the copy is stale.
+shim-grammar: venv
+	$(PY) -m tesson.completion --write docker-plugin/docker-tesson
 
 # Build the image, install the plugin, start a demo group behind the embedded balancer, query it.
 DEMO_PORT ?= 8080

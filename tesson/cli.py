@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from tesson import __version__
+from tesson import DEFAULT_IMAGE, IMAGE_ENV, __version__
 
 UNITS = ("pu", "core", "l3", "numa", "node", "package", "socket")
 LB_KINDS = ("nginx", "none")
@@ -105,6 +105,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tesson",
+        allow_abbrev=False,
         description="Shard a containerised app across this machine's hardware: one pinned instance "
         "per core (or L3 cache, NUMA node, package), all behind one local load balancer.",
         epilog="Run 'tesson VERB --help' for a verb's options.",
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.verb_parsers = sub.choices  # type: ignore[attr-defined]
 
     def verb(name: str, **kw) -> argparse.ArgumentParser:
+        kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
         p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1].capitalize() + ".", **kw)
         _global_options(p, suppress=True)
         return p
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--lb-image",
         metavar="IMAGE",
-        help="image that runs the balancer (default: env TESSON_IMAGE, else tesson:latest)",
+        help=f"image that runs the balancer (default: env {IMAGE_ENV}, else {DEFAULT_IMAGE})",
     )
     run.add_argument("--lb-cpus", metavar="LIST", help="pin the balancer to these CPUs (default: unpinned)")
     run.add_argument(

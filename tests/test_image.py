@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import tesson
-from tests.conftest import ROOT, read_pty, require
+from tests.conftest import ROOT, read_pty, require, tesson_cmd
 
 SHIM = ROOT / "docker-plugin" / "docker-tesson"
 INSTALL = ROOT / "docker-plugin" / "install"
@@ -322,6 +322,9 @@ def test_tesson_image_picks_the_image(plugin_env, tesson_image):
         r = docker("tesson", "--version", env=dict(plugin_env, TESSON_IMAGE=f"{PREFIX}no-such-image:none"))
         assert r.returncode != 0
         assert f"{PREFIX}no-such-image" in r.stderr
+        # docker's words, in tesson's: one line, no pointer to `docker run --help`
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("docker tesson: ") and "docker run --help" not in r.stderr, r.stderr
     finally:
         docker("rmi", other)
 
@@ -363,6 +366,132 @@ def test_under_a_terminal(plugin_env):
     assert rc == 2 and "invalid choice" in out
 
 
+def test_missing_socket_is_one_line_and_makes_nothing(plugin_env, tmp_path):
+    """A socket path that does not exist: one line, and no empty folder made in its place (as
+    `-v` would)."""
+    sock = tmp_path / "nowhere" / "docker.sock"
+    for client in docker_clients():
+        r = subprocess.run([client, "tesson", "ps"], capture_output=True, text=True, timeout=60,
+                           env=dict(plugin_env, TESSON_DOCKER_SOCKET=str(sock)))
+        assert r.returncode == 125, (client, r.stderr)
+        assert r.stderr.strip().splitlines() == [
+            f"docker tesson: no Docker socket at {sock} on the daemon's machine: "
+            "set TESSON_DOCKER_SOCKET to the daemon's socket"], (client, r.stderr)
+        assert not (tmp_path / "nowhere").exists()
+
+
+def plugin_processes(plugin_env) -> list:
+    """Processes running the installed plugin of ``plugin_env``."""
+    import psutil
+
+    path = os.path.join(plugin_env["DOCKER_CONFIG"], "cli-plugins", "docker-tesson")
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if path in (p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+def client_major(client: str) -> int:
+    r = subprocess.run([client, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
+                       timeout=30)
+    return int(r.stdout.strip().split(".")[0])
+
+
+@pytest.mark.parametrize("client", docker_clients())
+def test_docker_complete_tesson(plugin_env, client):
+    """Shell completion as each client runs it: CLI 23+ (`docker __complete tesson ...`, which
+    points DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND at the plugin: the shim used to run itself
+    forever), Debian's 20.10 (its bash completion runs `docker-tesson __completeNoDesc ...`).
+    The verbs come within a second and no process is left behind."""
+    import tesson.cli
+
+    plugin = os.path.join(plugin_env["DOCKER_CONFIG"], "cli-plugins", "docker-tesson")
+    if client_major(client) >= 23:
+        cmd = [client, "__complete", "tesson"]
+    else:
+        cmd = [plugin, "__completeNoDesc"]
+    t0 = time.monotonic()
+    r = subprocess.run([*cmd, ""], capture_output=True, text=True, env=plugin_env, timeout=10)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines[:-1]] == list(tesson.cli.VERBS), r.stdout
+    assert lines[-1] == ":4"
+    assert took < 1, f"completion took {took:.2f} s"
+    assert plugin_processes(plugin_env) == []
+    # a verb's options, and the values of one
+    r = subprocess.run([*cmd, "run", "--un"], capture_output=True, text=True, env=plugin_env, timeout=10)
+    assert r.stdout.splitlines()[0].split("\t")[0] == "--unit", r.stdout
+    r = subprocess.run([*cmd, "run", "--unit", "nu"], capture_output=True, text=True, env=plugin_env, timeout=10)
+    assert r.stdout == "numa\n:4\n"
+
+
+@pytest.mark.parametrize("client", docker_clients())
+def test_docker_complete_names_real_groups(plugin_env, client, shard_image, docker_client):
+    group = f"{PREFIX}complete"
+    plugin = os.path.join(plugin_env["DOCKER_CONFIG"], "cli-plugins", "docker-tesson")
+    cmd = [client, "__complete", "tesson"] if client_major(client) >= 23 else [plugin, "__completeNoDesc"]
+    r = tesson_cmd("run", "-g", group, "-n", "2", "--lb", "none", shard_image)
+    try:
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([*cmd, "stop", "-g", f"{PREFIX}comp"], capture_output=True, text=True,
+                           env=plugin_env, timeout=10)
+        assert r.stdout.splitlines()[0].split("\t")[0] == group, r.stdout
+        r = subprocess.run([*cmd, "repair", f"--group={PREFIX}comp"], capture_output=True, text=True,
+                           env=plugin_env, timeout=10)
+        assert r.stdout.splitlines()[0].split("\t")[0] == f"--group={group}", r.stdout
+    finally:
+        assert tesson_cmd("stop", "-g", group, "--purge", "-t", "1").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["timeout", "shim", "shim-tty"])
+def test_sigterm_stops_the_inner_container(plugin_env, tesson_image, docker_client, how):
+    """`timeout` (SIGTERM to the process group), or SIGTERM to the plugin alone (with and without
+    a terminal), stops tesson's container: none of it is left."""
+    import pty
+
+    import psutil
+
+    image = f"{PREFIX}tesson:sigterm"
+    assert docker("tag", tesson_image, image).returncode == 0
+    env = dict(plugin_env, TESSON_IMAGE=image)
+    port = str(free_port())
+    try:
+        if how == "timeout":
+            r = subprocess.run(["timeout", "4", "docker", "tesson", "demo-server", "--port", port],
+                               capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 124, r.stderr
+            assert "listening" in r.stderr
+        else:
+            master = None
+            if how == "shim-tty":
+                master, slave = pty.openpty()
+                p = subprocess.Popen(["docker", "tesson", "demo-server", "--port", port], env=env,
+                                     stdin=slave, stdout=slave, stderr=slave)
+                os.close(slave)
+            else:
+                p = subprocess.Popen(["docker", "tesson", "demo-server", "--port", port], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            get_json(f"http://127.0.0.1:{port}/", timeout=30)
+            assert docker_client.containers(filters={"ancestor": image})
+            [shim] = [c for c in plugin_processes(env) if c.ppid() == p.pid]
+            shim.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+            if master is not None:
+                read_pty(master)
+            assert not psutil.pid_exists(shim.pid) or shim.status() == psutil.STATUS_ZOMBIE
+        deadline = time.monotonic() + 10
+        while docker_client.containers(all=True, filters={"ancestor": image}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert docker_client.containers(all=True, filters={"ancestor": image}) == []
+        assert plugin_processes(env) == []
+    finally:
+        for c in docker_client.containers(all=True, filters={"ancestor": image}):
+            docker_client.remove_container(c["Id"], force=True)
+        docker("rmi", image)
+
+
 # The arguments the shim builds, seen by a stand-in for the docker CLI that records them. The real
 # CLI runs the same paths in the tests above and in test_e2e.py; this shows the exact argument list.
 
@@ -397,8 +526,10 @@ def test_shim_arguments(tmp_path):
     assert args[:i] == ["--context", "prod"]
     opts = args[i + 1:args.index("tesson:latest")]
     assert opts[:3] == ["--rm", "--init", "--network"] and opts[3] == "host"
+    assert opts[opts.index("--cidfile") + 1].startswith("/")  # for signals: the container to stop
     assert "-i" not in opts and "-t" not in opts  # stdin is not a terminal
-    assert "/run/t6-prod.sock:/var/run/docker.sock" in opts  # the context's socket
+    # the context's socket, by a bind mount that refuses a missing source
+    assert "type=bind,source=/run/t6-prod.sock,target=/var/run/docker.sock" in opts
     assert "/sys:/sys:ro" in opts
     assert "GORB_URI" in opts and "TESSON_IMAGE=tesson:latest" in opts
     assert f"type=bind,source={cfg},target={cfg},readonly" in opts
@@ -412,21 +543,38 @@ def test_shim_arguments_other_forms(tmp_path):
     env = {"DOCKER_HOST": "unix:///run/t6-other.sock", "TESSON_IMAGE": "reg/tesson:9"}
     args = shim_args(tmp_path, "tesson", "run", "--config=c.json", "-n", "2", "img", env=env)
     assert args[0] == "run"
-    assert "/run/t6-other.sock:/var/run/docker.sock" in args
+    assert "type=bind,source=/run/t6-other.sock,target=/var/run/docker.sock" in args
     assert "TESSON_IMAGE=reg/tesson:9" in args
     assert args[args.index("reg/tesson:9") + 1:] == ["run", f"--config={tmp_path}/c.json", "-n", "2", "img"]
     # -cFILE, and a remote daemon: the socket on its own machine
     args = shim_args(tmp_path, "-H", "tcp://10.0.0.1:2375", "tesson", "run", f"-c{tmp_path}/c.json", "img",
                      env={"TESSON_IMAGE": "x"})
     assert args[:3] == ["-H", "tcp://10.0.0.1:2375", "run"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in args
+    assert "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock" in args
     assert args[-2:] == [f"-c{tmp_path}/c.json", "img"]
     # a -c after the image belongs to the shards' command: not touched, nothing mounted
     args = shim_args(tmp_path, "tesson", "run", "img", "-c", "c.json")
-    assert args[-3:] == ["img", "-c", "c.json"] and not any(a.startswith("type=bind") for a in args)
+    assert args[-3:] == ["img", "-c", "c.json"] and not any(a.endswith(",readonly") for a in args)
     # a missing config file is left for tesson to report
     args = shim_args(tmp_path, "tesson", "run", "-c", "nope.json", "img")
     assert args[-3:] == ["-c", "nope.json", "img"]
     # by hand, without the plugin name
     args = shim_args(tmp_path, "ps", "--format", "json")
     assert args[0] == "run" and args[-3:] == ["ps", "--format", "json"]
+
+
+def test_shim_arguments_vm_sockets_and_grammar(tmp_path):
+    """A socket forwarded from a VM into the user's home (Docker Desktop, Colima) is the VM's
+    /var/run/docker.sock; the value of every value-taking option is skipped whatever it looks like."""
+    home = tmp_path / "home"
+    for endpoint in (f"unix://{home}/.docker/run/docker.sock", f"unix://{home}/.colima/default/docker.sock"):
+        args = shim_args(tmp_path, "tesson", "ps", env={"DOCKER_HOST": endpoint, "HOME": str(home)})
+        assert "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock" in args, endpoint
+    args = shim_args(tmp_path, "tesson", "ps", env={"DOCKER_HOST": f"unix://{home}/d.sock", "HOME": str(home),
+                                                     "TESSON_DOCKER_SOCKET": "/run/t6-given.sock"})
+    assert "type=bind,source=/run/t6-given.sock,target=/var/run/docker.sock" in args
+    # --lb-image's value looks like an image, -t's like a verb: neither ends tesson's options
+    (tmp_path / "c.json").write_text("{}")
+    args = shim_args(tmp_path, "tesson", "run", "--lb-image", "x:1", "--lb-cpus", "0", "-c", "c.json", "img")
+    assert f"type=bind,source={tmp_path}/c.json,target={tmp_path}/c.json,readonly" in args
+    assert args[-2:] == [str(tmp_path / "c.json"), "img"]

@@ -27,10 +27,9 @@ Docker and host work behind these hooks is in :mod:`nginx_io`.
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING, Any, Iterable
 
-from tesson import cpulist, log, names
+from tesson import DEFAULT_IMAGE, IMAGE_ENV, cpulist, default_image, log, names
 from tesson import labels as L
 from tesson import ports as P
 from tesson.container import Container
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
     from tesson.request import RunRequest
 
 KIND = "nginx"
-DEFAULT_IMAGE = "tesson:latest"
 
 
 class NginxFrontend(Frontend):
@@ -76,7 +74,7 @@ class NginxFrontend(Frontend):
                     f"port spec {p.spec!r}: the nginx balancer does tcp and udp, not {p.proto} (use --lb none)"
                 )
         method = nc.normalize_method(opts.lb_method)
-        image = opts.lb_image or os.environ.get("TESSON_IMAGE") or DEFAULT_IMAGE
+        image = opts.lb_image or default_image()
         cpus = nio.check_cpus(opts.lb_cpus, req.topology)
         if not ports and opts.lb == KIND:
             raise UsageError("--lb nginx needs at least one -p (the ports the balancer publishes)")
@@ -243,7 +241,7 @@ class NginxFrontend(Frontend):
             if is_status(e, 404):
                 raise TessonError(
                     f"balancer image {self.image!r} not found on the daemon: build it ('make image'), "
-                    "or name an image with nginx and its stream module with --lb-image or TESSON_IMAGE"
+                    f"or name an image with nginx and its stream module with --lb-image or {IMAGE_ENV}"
                 ) from None
             raise TessonError(f"balancer image {self.image!r}: {explain(e)}") from None
 
