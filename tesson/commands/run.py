@@ -58,16 +58,15 @@ def start(args):
     if command[:1] == ["--"]:
         command = command[1:]
     client = docker_client.connect(workers=runtime.MAX_WORKERS)
-    try:
-        client.inspect_image(args.image)
-    except Exception as e:
-        if docker_client.is_status(e, 404):
-            raise TessonError(
-                f"image {args.image!r} is not on the Docker daemon (tesson does not pull: "
-                f"docker pull or build it first)"
-            ) from None
-        raise TessonError(f"cannot inspect image {args.image!r}: {docker_client.explain(e)}") from None
+    from tesson.pull import ensure_image
+
+    ensure_image(client, args.image, args.pull)
     existing = G.find(client, group)
+    if existing is not None and existing.status.startswith("stopped"):
+        raise runtime.GroupInUse(
+            f"group {group!r} exists and is stopped ({existing.status}): start it with 'tesson start {group}', "
+            f"or remove it first: tesson stop -g {group} --purge"
+        )
     if existing is not None:
         raise runtime.GroupInUse(
             f"group {group!r} is already in use ({existing.status}); "
