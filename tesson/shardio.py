@@ -21,7 +21,6 @@ from __future__ import annotations
 import heapq
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tesson import group as G
@@ -83,6 +82,8 @@ def parallel(fn, items, workers: int = MAX_WORKERS) -> list:
     items = list(items)
     if len(items) <= 1:
         return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
 
