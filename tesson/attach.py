@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import Callable
 
 
 def _raw_socket(sock):
@@ -69,7 +70,7 @@ def run(client, container_id: str, command: list[str], *, interactive: bool, tty
                 _write(err, chunk_err)
     else:
         sock = client.exec_start(exec_id, tty=tty, socket=True)
-        restore = None
+        restore: Callable[[], None] | None = None
         if tty and sys.stdin.isatty():
             import signal
             import termios
@@ -80,7 +81,7 @@ def run(client, container_id: str, command: list[str], *, interactive: bool, tty
             ttymod.setraw(fd)
             previous = signal.signal(signal.SIGWINCH, lambda *_: _resize(client, exec_id))
 
-            def restore():
+            def restore() -> None:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
                 signal.signal(signal.SIGWINCH, previous)
 

@@ -44,12 +44,19 @@ class Target:
         return self.state in G.UP_STATES
 
 
-def find(client, name: str):
-    """The group ``name`` rebuilt from the daemon's labels: UsageError (exit 2) for a name no group
-    can have, TessonError (exit 1) when there is no such group."""
-    from tesson import names
+def open_group(name: str, workers: int = MAX_WORKERS):
+    """Check the name (UsageError, exit 2, before any daemon call), connect, and find the group:
+    ``(client, group)``."""
+    from tesson import docker_client, names
 
-    grp = G.find(client, names.validate_group(name))
+    names.validate_group(name)
+    client = docker_client.connect(workers=workers)
+    return client, find(client, name)
+
+
+def find(client, name: str):
+    """The group ``name`` rebuilt from the daemon's labels; TessonError (exit 1) when there is none."""
+    grp = G.find(client, name)
     if grp is None:
         raise TessonError(f"no group named {name!r} (tesson ls lists every group)")
     return grp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -119,9 +120,12 @@ def test_logs_follow_sees_new_lines(group, docker_client):
         sel.register(p.stdout, selectors.EVENT_READ)
         assert sel.select(timeout=10), "no line within 10 s"
         assert p.stdout.readline() == f"{G}-1 | followed\n"
+        p.send_signal(signal.SIGINT)  # Ctrl-C is the way out of -f: exit 0, nothing on stderr
+        assert p.wait(timeout=10) == 0 and p.stderr.read() == ""
     finally:
-        p.terminate()
-        p.wait(timeout=10)
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def test_exec_index_runs_in_that_shard(group):
@@ -171,6 +175,24 @@ def test_stats_names_each_shards_cpus_and_their_busyness(group, docker_client):
     busy = docs[1]["per_cpu"][group[1]]
     assert busy > 25 and busy > docs[0]["per_cpu"][group[0]] + 10, docs
     assert docs[1]["cpu_percent"] > 25
+
+
+def test_stats_streams_until_ctrl_c(group):
+    p = subprocess.Popen([sys.executable, "-m", "tesson", "stats", "--format", "json", G], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+    assert p.returncode == 0 and err == "", err
+    docs = [json.loads(x) for x in out.splitlines()]
+    assert len(docs) >= 4 and {d["name"] for d in docs} == {f"{G}-0", f"{G}-1"}  # two rounds or more
+    last = {d["index"]: d for d in docs[-2:]}
+    assert all(list(last[i]["per_cpu"]) == [group[i]] for i in (0, 1)), last
 
 
 def test_top_lists_every_shards_processes(group):

@@ -8,13 +8,13 @@ import sys
 def exec_in_shard(group: str, index: int, command: list[str], *, interactive: bool, tty: bool,
                   env: list[str], user: str, workdir: str | None) -> int:
     """Run ``command`` in shard ``index`` of ``group``; returns the command's exit status."""
-    from tesson import attach, docker_client, shardio
+    from tesson import attach, shardio
     from tesson.errors import UsageError
 
     if not command:
         raise UsageError("exec needs a COMMAND to run in the shard (tesson exec --help)")
-    client = docker_client.connect()
-    target = shardio.pick(shardio.find(client, group), index)
+    client, grp = shardio.open_group(group)
+    target = shardio.pick(grp, index)
     return attach.run(client, target.id, command, interactive=interactive, tty=tty, env=env, user=user,
                       workdir=workdir)
 

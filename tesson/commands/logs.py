@@ -37,13 +37,12 @@ def parse_time(text: str, option: str, now: float | None = None) -> float:
 
 def logs(group: str, *, follow: bool, tail: int | str, since: str | None, until: str | None, timestamps: bool,
          prefix: bool) -> int:
-    from tesson import docker_client, shardio
+    from tesson import shardio
     from tesson.errors import TessonError
 
     since_at = parse_time(since, "--since") if since else None
     until_at = parse_time(until, "--until") if until else None
-    client = docker_client.connect(workers=shardio.MAX_WORKERS)
-    grp = shardio.find(client, group)
+    client, grp = shardio.open_group(group)
     shards = shardio.targets(grp)
     if not shards:
         raise TessonError(f"group {grp.name}: none of its shards has a container (tesson repair {grp.name})")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 
 def restart(group: str, timeout: int) -> int:
-    from tesson import docker_client, shardio
+    from tesson import shardio
 
-    client = docker_client.connect(workers=shardio.MAX_WORKERS)
-    grp = shardio.find(client, group)
+    client, grp = shardio.open_group(group)
     for line in shardio.restart(client, grp, timeout):
         print(line)
     after = shardio.find(client, group)

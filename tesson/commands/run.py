@@ -47,7 +47,6 @@ def start(args):
     from tesson import config as config_mod
     from tesson import docker_client, frontend, ports, runtime
     from tesson import group as G
-    from tesson.errors import TessonError
 
     port_list = ports.parse(args.ports)
     cfg = config_mod.load(args.config) if args.config else {}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 
 def start(group: str) -> int:
-    from tesson import docker_client, shardio
+    from tesson import shardio
 
-    client = docker_client.connect(workers=shardio.MAX_WORKERS)
-    grp = shardio.find(client, group)
+    client, grp = shardio.open_group(group)
     lines = shardio.start(client, grp)
     for line in lines:
         print(line)

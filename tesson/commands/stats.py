@@ -10,11 +10,11 @@ import time
 
 
 def stats(group: str, *, stream: bool, fmt: str, out=None) -> int:
-    from tesson import docker_client, shardio, shardstats
+    from tesson import shardio, shardstats
 
     out = out or sys.stdout
-    client = docker_client.connect(workers=shardio.MAX_WORKERS)
-    shards = shardio.targets(shardio.find(client, group))
+    client, grp = shardio.open_group(group)
+    shards = shardio.targets(grp)
 
     def show(rows) -> None:
         if fmt == "json":

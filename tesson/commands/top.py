@@ -6,12 +6,12 @@ import sys
 
 
 def top(group: str, out=None) -> int:
-    from tesson import docker_client, shardio
+    from tesson import shardio
 
     out = out or sys.stdout
-    client = docker_client.connect(workers=shardio.MAX_WORKERS)
+    client, grp = shardio.open_group(group)
     blocks = []
-    for t, titles, rows in shardio.top(client, shardio.targets(shardio.find(client, group))):
+    for t, titles, rows in shardio.top(client, shardio.targets(grp)):
         if not titles:
             blocks.append(f"{t.name}\n(not running)\n")
             continue
