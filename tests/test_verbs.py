@@ -236,14 +236,42 @@ def test_version_names_tesson_and_the_daemon(docker_client):
 
     out = _ok(tesson_cmd("version"))
     daemon = docker_client.version()
-    assert re.search(rf"^tesson: +{re.escape(__version__)}$", out, re.M)
-    assert re.search(rf"^Docker daemon: +{re.escape(daemon['Version'])}$", out, re.M)
+    assert re.search(rf"^tesson: +{re.escape(__version__)}$", out, re.MULTILINE)
+    assert re.search(rf"^Docker daemon: +{re.escape(daemon['Version'])}$", out, re.MULTILINE)
     doc = json.loads(_ok(tesson_cmd("version", "--format", "json")))
     assert doc["tesson"]["version"] == __version__ and doc["daemon"]["api_version"] == daemon["ApiVersion"]
     # no daemon: tesson's own version still, then one line, exit 1
     r = tesson_cmd("version", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert r.returncode == 1 and __version__ in r.stdout
     assert "cannot reach the Docker daemon" in _one_line(r)
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory, tesson_image):
+    """The `docker tesson` plugin in a temporary DOCKER_CONFIG, running the image under test."""
+    config = tmp_path_factory.mktemp("docker-config")
+    r = subprocess.run([str(ROOT / "docker-plugin" / "install")], env=dict(os.environ, DOCKER_CONFIG=str(config)),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return dict(os.environ, DOCKER_CONFIG=str(config), TESSON_IMAGE=tesson_image)
+
+
+def test_verbs_through_the_plugin(group, plugin_env, docker_client):
+    from tesson import __version__
+
+    def docker_tesson(*args):
+        return subprocess.run(["docker", "tesson", *args], capture_output=True, text=True, env=plugin_env,
+                              timeout=120, stdin=subprocess.DEVNULL)
+
+    out = _ok(docker_tesson("version"))
+    assert re.search(rf"^tesson: +{re.escape(__version__)}$", out, re.MULTILINE)
+    assert re.search(rf"^Docker daemon: +{re.escape(docker_client.version()['Version'])}$", out, re.MULTILINE)
+    assert [x.split()[:3] for x in _ok(docker_tesson("ls")).splitlines() if x.startswith(G + " ")] == [
+        [G, "running", "2/2"]]
+    out = _ok(docker_tesson("exec", "--index", "1", G, "grep", "Cpus_allowed_list", "/proc/self/status"))
+    assert out.split() == ["Cpus_allowed_list:", group[1]]
+    assert sorted(_ok(docker_tesson("logs", "--tail", "1", G)).splitlines()) == [
+        f"{G}-0 | line 3 of 0", f"{G}-1 | line 3 of 1"]
 
 
 @pytest.mark.parametrize("argv", [["logs"], ["stats", "--no-stream"], ["top"], ["start"], ["restart"]])
