@@ -23,6 +23,49 @@ VERBS = {
     "topology": ("topology", "show the CPUs, caches and NUMA nodes tesson sees"),
     "repair": ("repair", "recreate the shards of a group that exited, died or vanished"),
     "demo-server": ("demo_server", "serve a small JSON page that tells which shard and CPUs answered"),
+    "ls": ("ls", "list the groups, one line each"),
+    "logs": ("logs", "show the logs of every shard of a group, merged, each line prefixed with its shard"),
+    "exec": ("exec", "run a command in one shard of a group"),
+    "stats": ("stats", "show each shard's CPU, memory and network use, and how busy its pinned CPUs are"),
+    "top": ("top", "show the processes running in every shard of a group"),
+    "start": ("start", "start a stopped group again"),
+    "restart": ("restart", "stop a group and start it again"),
+    "version": ("version", "show tesson's version and the Docker daemon's"),
+}
+
+# Verbs that take the group positionally (``tesson logs web``) or with -g.
+GROUP_VERBS = ("logs", "exec", "stats", "top", "start", "restart")
+
+EXAMPLES = {
+    "ls": """examples:
+  tesson ls                      every group: name, status, image, size, frontend
+  tesson ls -q                   only the names
+  tesson ls --format json        one JSON object per group and line""",
+    "logs": """examples:
+  tesson logs web                every shard's log, merged in time order: 'web-0 | ...'
+  tesson logs -f --tail 10 web   the last 10 lines of each shard, then follow
+  tesson logs --since 10m -t web the last ten minutes, with Docker's time stamps""",
+    "exec": """examples:
+  tesson exec web sh                           a shell in shard 0 (-it on a terminal)
+  tesson exec --index 1 web cat /proc/self/status
+  tesson exec -g web -e DEBUG=1 -- env         -g works too; '--' ends tesson's options""",
+    "stats": """examples:
+  tesson stats web               live figures, refreshed every second (Ctrl-C to leave)
+  tesson stats --no-stream web   one sample (about a second) and exit
+  tesson stats --no-stream --format json web   one JSON object per shard and line""",
+    "top": """examples:
+  tesson top web                 the processes of every shard, shard by shard
+  tesson top -g web              the same, the group given with -g""",
+    "start": """examples:
+  tesson stop web && tesson start web   stop a group, later start it again on the same CPUs
+  tesson start -g web                   the same, the group given with -g""",
+    "restart": """examples:
+  tesson restart web             stop every container of the group, then start them again
+  tesson restart -t 2 web        give the shards 2 seconds to stop before they are killed""",
+    "version": """examples:
+  tesson version                 tesson's version and the daemon's
+  tesson version --format json   the same as one JSON object
+  docker tesson version          the plugin's (the tesson image's) version and the daemon's""",
 }
 
 
@@ -50,6 +93,13 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+
+
+def _tail(text: str) -> int | str:
+    """``--tail``: a number of lines, or ``all``."""
+    if text == "all":
+        return text
+    return _non_negative_int(text)
 
 
 def _port_number(text: str) -> int:
@@ -117,8 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def verb(name: str, **kw) -> argparse.ArgumentParser:
         kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
+        if name in EXAMPLES:
+            kw.setdefault("epilog", EXAMPLES[name])
+            kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1].capitalize() + ".", **kw)
         _global_options(p, suppress=True)
+        return p
+
+    def group_verb(name: str, **kw) -> argparse.ArgumentParser:
+        p = verb(name, **kw)
+        p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
+        p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
         return p
 
     run = verb("run", usage="tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]")
@@ -179,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--gorb-method", metavar="METHOD", help="IPVS scheduler for Gorb services (rr, wrr, lc, ...)"
     )
+    run.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="pull the image before running: when the daemon lacks it, always, or never (default: missing)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the plan and call no daemon")
     run.add_argument(
         "--format", choices=("table", "json"), default="table", help="output: the plan, or the group started (default: table)"
@@ -218,7 +283,58 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=_port_number, default=8080, help="port to listen on (default: 8080)")
     demo.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
 
+    ls = verb("ls")
+    ls.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the group names")
+
+    logs = group_verb("logs")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following the logs")
+    logs.add_argument("-n", "--tail", type=_tail, default="all", metavar="N",
+                      help="the last N lines of each shard, or all (default: all)")
+    logs.add_argument("--since", metavar="TIME", help="lines since TIME: 10m, 1h30m, 2024-05-01T10:00:00Z, Unix seconds")
+    logs.add_argument("--until", metavar="TIME", help="lines before TIME (same forms as --since)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show Docker's time stamp of each line")
+    logs.add_argument("--no-log-prefix", action="store_true", help="leave out the shard name before each line")
+
+    ex = group_verb("exec", usage="tesson exec [OPTIONS] GROUP COMMAND [ARG...]")
+    ex.add_argument("--index", type=_non_negative_int, default=0, metavar="N", help="the shard to run in (default: 0)")
+    ex.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and pass it to the command")
+    ex.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    ex.add_argument("-T", "--no-tty", action="store_true",
+                    help="no terminal and no stdin, even on a terminal (there -it is the default)")
+    ex.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="set an environment variable")
+    ex.add_argument("-u", "--user", metavar="USER", help="run as USER (name or uid[:gid])")
+    ex.add_argument("-w", "--workdir", metavar="DIR", help="run in DIR inside the shard")
+    ex.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+    st = group_verb("stats")
+    st.add_argument("--no-stream", action="store_true", help="one sample, then exit")
+    st.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+
+    group_verb("top")
+    group_verb("start")
+    rs = group_verb("restart")
+    rs.add_argument("-t", "--time", type=_non_negative_int, default=10, metavar="SECONDS",
+                    help="seconds to wait for a graceful stop before killing (default: 10)")
+
+    ver = verb("version")
+    ver.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+
     return parser
+
+
+def _resolve_group(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A group verb's group from GROUP or -g (one of them, or both the same) into ``args.group``.
+    With ``exec -g G``, a word in GROUP's place is the command's first word."""
+    pos = args.__dict__.pop("group_pos", None)
+    if args.verb == "exec" and args.group is not None and pos is not None:
+        args.command = [pos, *args.command]
+        pos = None
+    if pos is not None and args.group is not None and pos != args.group:
+        parser.error(f"the group is given twice ({pos!r} and -g {args.group!r})")
+    args.group = args.group if args.group is not None else pos
+    if args.group is None:
+        parser.error("the following argument is required: GROUP")
 
 
 def parse(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
@@ -239,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.verb == "run" and not args.image:
         parser.verb_parsers["run"].error("the following argument is required: IMAGE")
+    if args.verb in GROUP_VERBS:
+        _resolve_group(args, parser.verb_parsers[args.verb])
 
     from tesson import log
     from tesson.errors import TessonError

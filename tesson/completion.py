@@ -119,7 +119,7 @@ def _sq(text: str) -> str:
 def render_sh(words: list | None = None) -> str:
     """The shim's generated block, between the BEGIN and END lines (both included)."""
     from tesson import DEFAULT_IMAGE, IMAGE_ENV, __version__
-    from tesson.group import GROUP, SHARD
+    from tesson.labels import GROUP, SHARD
 
     if words is None:
         words = grammar()

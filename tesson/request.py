@@ -83,6 +83,7 @@ class RunRequest:
     ports: tuple[Port, ...]  # the same, parsed
     config: dict  # the -c body as loaded ({} = none); never changed after loading
     frontend: FrontendOptions
+    pull: str = "missing"  # --pull: missing, always or never (as docker run --pull)
 
     @property
     def group(self) -> str:

@@ -126,8 +126,9 @@ def test_complete_verbs():
     words, directive = complete("")
     assert words == list(cli.VERBS)
     assert directive == 4
-    assert complete("r") == (["run", "repair"], 4)
-    assert complete("--log-level", "debug", "st") == (["stop"], 4)
+    assert complete("r") == ([v for v in cli.VERBS if v.startswith("r")], 4)
+    assert "restart" in complete("r")[0]
+    assert complete("--log-level", "debug", "sto") == (["stop"], 4)
 
 
 def test_complete_options_and_their_values():
@@ -152,9 +153,9 @@ def test_complete_options_and_their_values():
 
 
 def test_complete_descriptions():
-    r = subprocess.run([str(SHIM), "__complete", "tesson", "st"], capture_output=True, text=True, timeout=10)
+    r = subprocess.run([str(SHIM), "__complete", "tesson", "sto"], capture_output=True, text=True, timeout=10)
     assert r.stdout == f"stop\t{cli.VERBS['stop'][1]}\n:4\n"
-    r = subprocess.run([str(SHIM), "__completeNoDesc", "tesson", "st"], capture_output=True, text=True, timeout=10)
+    r = subprocess.run([str(SHIM), "__completeNoDesc", "tesson", "sto"], capture_output=True, text=True, timeout=10)
     assert r.stdout == "stop\n:4\n"
     # Debian's docker 20.10 bash completion leaves out the plugin's name
     r = subprocess.run([str(SHIM), "__completeNoDesc", "run", "--unit", "c"], capture_output=True, text=True,

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def repair(group: str) -> int:
+    from tesson.group import Group
+
+
+def repair_group(client: Any, grp: Group) -> list[str]:
+    """Repair a group found on the daemon (also what ``start`` does): one line per thing done."""
     from tesson import frontend, runtime
     from tesson import labels as L
-    from tesson.commands import find_group
     from tesson.errors import TessonError
+
+    if grp.spec is None:
+        raise TessonError(f"group {grp.name!r}: its containers' labels are incomplete, cannot rebuild its plan")
+    fe = frontend.for_group(grp)
+    if fe is None:
+        raise TessonError(f"group {grp.name!r} was run with frontend {grp.labels.get(L.FRONTEND)!r}, not available here")
+    return runtime.repair(frontend.Context.for_group(grp, client), fe)
+
+
+def repair(group: str) -> int:
+    from tesson.commands import find_group
 
     client, grp = find_group(group, ": nothing is left to repair it from (run it again)")
     name = grp.name
-    if grp.spec is None:
-        raise TessonError(f"group {name!r}: its containers' labels are incomplete, cannot rebuild its plan")
-    fe = frontend.for_group(grp)
-    if fe is None:
-        raise TessonError(f"group {name!r} was run with frontend {grp.labels.get(L.FRONTEND)!r}, not available here")
-    lines = runtime.repair(frontend.Context.for_group(grp, client), fe)
+    lines = repair_group(client, grp)
     for line in lines:
         print(line)
     if not lines:

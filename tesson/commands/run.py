@@ -79,6 +79,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         ports=tuple(port_list),
         config=cfg,
         frontend=options,
+        pull=args.pull,
     )
 
 
@@ -113,20 +114,18 @@ def start(req: RunRequest) -> tuple[Group | None, Any]:
     """
     from tesson import docker_client, frontend, runtime
     from tesson import group as G
-    from tesson.errors import TessonError
 
     fe = frontend.select(req)
     client = docker_client.connect(workers=runtime.MAX_WORKERS)
-    try:
-        client.inspect_image(req.image)
-    except Exception as e:
-        if docker_client.is_status(e, 404):
-            raise TessonError(
-                f"image {req.image!r} is not on the Docker daemon (tesson does not pull: "
-                f"docker pull or build it first)"
-            ) from None
-        raise TessonError(f"cannot inspect image {req.image!r}: {docker_client.explain(e)}") from None
+    from tesson.pull import ensure_image
+
+    ensure_image(client, req.image, req.pull)
     existing = G.find(client, req.group)
+    if existing is not None and existing.status.startswith("stopped"):
+        raise runtime.GroupInUse(
+            f"group {req.group!r} exists and is stopped ({existing.status}): start it with "
+            f"'tesson start {req.group}', or remove it first: tesson stop -g {req.group} --purge"
+        )
     if existing is not None:
         raise runtime.GroupInUse(
             f"group {req.group!r} is already in use ({existing.status}); "

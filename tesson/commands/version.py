@@ -1,0 +1,60 @@
+"""tesson version: tesson's own version, and the Docker daemon's it talks to."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+
+
+def version(fmt: str, out=None) -> int:
+    """Print both versions; the daemon's part fails (exit 1) after tesson's is printed, as
+    ``docker version`` does when the daemon does not answer."""
+    from tesson import __version__
+
+    out = out or sys.stdout
+    doc: dict = {"tesson": {"version": __version__, "python": platform.python_version()}}
+    daemon_error = None
+    try:
+        import docker
+
+        from tesson import docker_client
+
+        doc["tesson"]["docker_sdk"] = docker.__version__
+        client = docker_client.connect(timeout=10)
+        v = client.version()
+        doc["daemon"] = {
+            "version": v.get("Version"),
+            "api_version": v.get("ApiVersion"),
+            "os": v.get("Os"),
+            "arch": v.get("Arch"),
+            "kernel": v.get("KernelVersion"),
+            "endpoint": docker_client.describe_target(),
+        }
+    except Exception as e:
+        from tesson.docker_client import explain
+        from tesson.errors import TessonError
+
+        daemon_error = e.args[0] if isinstance(e, TessonError) else f"cannot reach the Docker daemon: {explain(e)}"
+    if fmt == "json":
+        out.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    else:
+        t = doc["tesson"]
+        out.write(f"tesson:        {t['version']}\n Python:       {t['python']}\n")
+        if "docker_sdk" in t:
+            out.write(f" Docker SDK:   {t['docker_sdk']}\n")
+        d = doc.get("daemon")
+        if d:
+            out.write(f"Docker daemon: {d['version']}\n API version:  {d['api_version']}\n"
+                      f" OS/Arch:      {d['os']}/{d['arch']}\n Kernel:       {d['kernel']}\n"
+                      f" Endpoint:     {d['endpoint']}\n")
+    out.flush()
+    if daemon_error:
+        from tesson.errors import TessonError
+
+        raise TessonError(daemon_error)
+    return 0
+
+
+def main(args) -> int:
+    return version(args.format)
