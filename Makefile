@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv test image plugin shim-grammar demo
+.PHONY: venv test lint image plugin shim-grammar demo
 
 venv: $(VENV)/.installed
 
@@ -11,13 +11,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# compat mode: a plain .pth instead of an import hook, ~12 ms less per Python start (setuptools
 	# calls it transitional: fall back to the default mode once it is gone)
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat 2>/dev/null \
-	  || $(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lint]' --config-settings editable_mode=compat 2>/dev/null \
+	  || $(PY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
 # The whole test suite. Needs a running Docker daemon (.ci/run starts one) and Debian's hwloc.
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The checks the code assumes: ruff (pyflakes, bugbear, import order) on the Python files.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # The tesson image, built as CI builds it: local Debian base (scripts/base-image), wheels fetched on
 # this host, nothing downloaded inside `docker build`. With network, `docker build -t tesson .` works too.

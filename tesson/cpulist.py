@@ -70,7 +70,7 @@ def parse_mask(text: str) -> list[int]:
     return bits(hex_to_mask(text))
 
 
-def format(ids: Iterable[int]) -> str:  # noqa: A001 - mirrors parse()
+def format(ids: Iterable[int]) -> str:  # shadows the builtin: mirrors parse()
     """Format ids as a compact cpulist: ``[0, 1, 2, 3, 8]`` becomes ``"0-3,8"``."""
     out: list[str] = []
     run_start = prev = None

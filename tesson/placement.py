@@ -19,8 +19,8 @@ CPUs too) it uses.
 
 from __future__ import annotations
 
-from tesson.errors import UsageError
 from tesson.cpulist import bits, weight
+from tesson.errors import UsageError
 from tesson.topology import Topology
 
 UNITS = ("pu", "core", "l3", "numa", "package")

@@ -292,8 +292,8 @@ def test_a_burst_of_connections_is_not_turned_into_an_outage(group, docker_clien
     """More connections at once than the shards' accept queues hold: connects time out and shards
     get marked failed, but the balancer keeps passing connections on (backups), so every request
     is answered; nginx never runs out of upstreams."""
-    from concurrent.futures import ThreadPoolExecutor
     import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
 
     port = 28128
     run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb-image", lb_image, shard_image)

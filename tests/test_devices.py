@@ -55,7 +55,7 @@ def test_devices_match_hwloc_calc(dump):
     got = topo.to_json()["devices"]
     ref = expected_devices(name, root)
     assert ref, "hwloc found no device: the reference is broken"
-    key = lambda d: d["name"]  # noqa: E731 - the 32-bit domain device moves in hwloc's order
+    key = lambda d: d["name"]  # the 32-bit domain device moves in hwloc's order
     assert sorted(got, key=key) == sorted(ref, key=key)
     if name not in DOMAIN32:
         assert got == ref

@@ -20,9 +20,7 @@ import pytest
 from tesson import gorb_client as g
 from tesson.errors import UsageError
 from tests.conftest import ROOT, require
-from tests.gorb_standin.fixtures import *  # noqa: F401,F403
-
-
+from tests.gorb_standin.fixtures import *  # noqa: F403
 
 # --- the URI -------------------------------------------------------------------------------------
 

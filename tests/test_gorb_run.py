@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from tests.conftest import http_get, parse_shard_answer, require, tesson_cmd
-from tests.gorb_standin.fixtures import *  # noqa: F401,F403
+from tests.gorb_standin.fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.docker
 

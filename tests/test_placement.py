@@ -8,8 +8,8 @@ import os
 import pytest
 
 from tesson import placement, topology
-from tesson.topology import bits
 from tesson.errors import UsageError
+from tesson.topology import bits
 from tests import dumps, hwloc_ref, sysfs_builder
 from tests.conftest import require, tesson_cmd
 

@@ -4,12 +4,12 @@ frontend selection, the repair plan."""
 from __future__ import annotations
 
 import json
+
 import pytest
 
-from tesson import cli, config, frontend, ports
+from tesson import cli, config, frontend, ports, runtime
 from tesson import group as G
 from tesson import labels as L
-from tesson import runtime
 from tesson.commands import run as run_cmd
 from tesson.container import Container
 from tesson.errors import TessonError, UsageError

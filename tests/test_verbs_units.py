@@ -7,9 +7,9 @@ import io
 import pytest
 
 from tesson import shardio, shardstats
-from tesson.group import ShardState
 from tesson.commands.logs import parse_time
 from tesson.errors import UsageError
+from tesson.group import ShardState
 
 
 def test_parse_time_forms():

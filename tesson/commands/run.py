@@ -14,9 +14,8 @@ from tesson import names
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
     import argparse
-    from typing import Any, TextIO
-
     from collections.abc import Sequence
+    from typing import Any, TextIO
 
     from tesson.group import Group
     from tesson.near import Near

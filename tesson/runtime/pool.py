@@ -114,7 +114,7 @@ class Batch:
                 fn(item, self)
             except Cancelled:
                 pass
-            except BaseException as e:  # noqa: BLE001 - reported by the caller
+            except BaseException as e:  # reported by the caller
                 with self._lock:
                     self.errors.append((item, e))
                 if self.stop_on_error:

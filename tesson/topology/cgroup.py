@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tesson.topology.sysfs import FS
 
+
 def _unescape_mount(field: str) -> str:
     """/proc/mounts writes a space in a path as \\040 (octal), like getmntent() undoes it."""
     if "\\" not in field:

@@ -13,6 +13,7 @@ from tesson.cpulist import bits, first, weight
 from tesson.topology.model import Lazy
 from tesson.topology.sysfs import FS, At
 
+
 def _is_amd_with_compute_units(fs: FS) -> bool:
     """Bulldozer-family AMD (family 0x15/0x16): siblings with different core ids are separate cores."""
     data = fs.read_head("/proc/cpuinfo")  # the first processor's block is enough

@@ -8,6 +8,7 @@ from tesson.cpulist import bits
 from tesson.topology.model import NumaNode
 from tesson.topology.sysfs import FS
 
+
 def meminfo_total(fs: FS, path: str) -> int:
     data = fs.read(path)
     if not data:

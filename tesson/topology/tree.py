@@ -7,6 +7,7 @@ from __future__ import annotations
 from tesson.cpulist import bits, first, weight
 from tesson.topology.model import GROUPS, RANK, NumaNode, Obj
 
+
 def build(present: int, listed: int, objs, numa_sets: list[int]) -> Obj:
     """Nest the objects by cpuset, as hwloc's insert-by-cpuset does (bigger sets first; for equal
     sets, the kind order of RANK). An object that overlaps another without nesting is refused, as

@@ -4,7 +4,7 @@ pytest-docker drives a compose CLI; this machine (and CI, see .ci/run) has Debia
 ``docker-compose`` 1.29 rather than the compose v2 plugin, so the fixtures pytest-docker reads its
 command, file, project name and setup from are overridden here. Test modules import them:
 
-    from tests.gorb_standin.fixtures import *  # noqa: F401,F403
+    from tests.gorb_standin.fixtures import *  # noqa: F403
 """
 
 from __future__ import annotations
