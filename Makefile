@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The checks the code assumes: ruff (pyflakes, bugbear, import order) on the Python files.
+# The checks the code assumes: ruff (pyflakes, bugbear, import order) on the Python files, mypy on
+# tesson/ (configured in pyproject.toml).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The tesson image, built as CI builds it: local Debian base (scripts/base-image), wheels fetched on
 # this host, nothing downloaded inside `docker build`. With network, `docker build -t tesson .` works too.

@@ -12,6 +12,10 @@ import sys
 
 from tesson import DEFAULT_IMAGE, IMAGE_ENV, __version__
 
+TYPE_CHECKING = False  # typing is not imported on the --dry-run path
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 UNITS = ("pu", "core", "l3", "numa", "node", "package", "socket")
 LB_KINDS = ("nginx", "none")
 
@@ -72,7 +76,9 @@ EXAMPLES = {
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    verb_parsers: dict[str, Parser]  # the top-level parser's: each verb's own parser, by name
+
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -152,7 +158,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(
         prog="tesson",
         allow_abbrev=False,
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tesson {__version__}")
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    parser.verb_parsers = sub.choices  # type: ignore[attr-defined]
+    parser.verb_parsers = sub.choices
 
     def verb(name: str, **kw) -> argparse.ArgumentParser:
         kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)

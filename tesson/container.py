@@ -39,7 +39,7 @@ class Container:
         return (self.raw.get("Names") or ["/?"])[0].lstrip("/")
 
     @property
-    def labels(self) -> dict:
+    def labels(self) -> dict[str, str]:
         if self.inspected:
             return (self.raw.get("Config") or {}).get("Labels") or {}
         return self.raw.get("Labels") or {}

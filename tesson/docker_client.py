@@ -8,10 +8,13 @@ Failing to connect is one line naming what was tried, exit 1.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 from tesson.errors import TessonError, UsageError
+
+if TYPE_CHECKING:
+    from docker import APIClient
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
@@ -76,7 +79,7 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def connect(workers: int = 10, timeout: int = 60):
+def connect(workers: int = 10, timeout: int = 60) -> APIClient:
     """An ``APIClient`` talking to the daemon, its API version agreed (one round trip)."""
     import docker
     from docker.utils import kwargs_from_env
@@ -127,6 +130,6 @@ def unless_gone(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         raise
 
 
-def remove_container(client, cid: str) -> None:
+def remove_container(client: APIClient, cid: str) -> None:
     """Remove a container and its anonymous volumes, running or not; one already gone is fine."""
     unless_gone(client.remove_container, cid, force=True, v=True)

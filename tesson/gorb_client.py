@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from tesson import log
 from tesson.errors import TessonError, UsageError
 
+TYPE_CHECKING = False  # requests (and typing) are imported only when a request is made
+if TYPE_CHECKING:
+    import requests
+
 DEFAULT_PORT = 4672
 URI_HELP = "expected DEVICE://HOST:PORT, e.g. eth0://10.0.0.1:4672"
 CONNECT_TIMEOUT = 3.05
@@ -167,14 +171,14 @@ class GorbClient:
         self.timeout = (connect_timeout, read_timeout)
         self.connect_retries = connect_retries
         self.backoff = backoff
-        self._session = None
+        self._session: requests.Session | None = None
 
     @classmethod
     def for_uri(cls, uri: GorbURI, **kw) -> "GorbClient":
         return cls(uri.url, **kw)
 
     @property
-    def session(self):
+    def session(self) -> requests.Session:
         if self._session is None:
             import requests
             from requests.adapters import HTTPAdapter
@@ -284,7 +288,8 @@ def _payload(r):
 
 
 def _caused_by(exc: BaseException, type_name: str) -> bool:
-    seen, hops = exc, 0
+    seen: BaseException | None = exc
+    hops = 0
     while seen is not None and hops < 10:
         if type(seen).__name__ == type_name:
             return True

@@ -17,6 +17,8 @@ from tesson import labels as L
 from tesson.container import Container
 
 if TYPE_CHECKING:
+    from docker import APIClient
+
     from tesson.placement import Shard
 
 UP_STATES = ("running",)
@@ -98,7 +100,7 @@ class ShardState:
     state: str = "missing"  # Docker's State (running, exited, dead, created, restarting, paused) or missing
     status: str = "missing"  # Docker's Status text ("Up 3 minutes", "Exited (137) 2 seconds ago")
     ports: list[str] = field(default_factory=list)  # as docker ps shows them
-    labels: dict = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -197,9 +199,9 @@ def _from_containers(name: str, summaries: list[dict]) -> Group:
     shards: list[ShardState] = []
     if spec is not None:
         for planned in spec.shards:
-            st = shards_found.pop(planned.index, None)
+            found = shards_found.pop(planned.index, None)
             shards.append(
-                st
+                found
                 or ShardState(
                     index=planned.index, name=names.shard_name(name, planned.index), cpus=list(planned.cpus), mems=list(planned.mems)
                 )
@@ -210,7 +212,7 @@ def _from_containers(name: str, summaries: list[dict]) -> Group:
     return Group(name=name, labels=labels, spec=spec, shards=shards, others=others, extra=extra)
 
 
-def list_groups(client, name: str | None = None) -> list[Group]:
+def list_groups(client: APIClient, name: str | None = None) -> list[Group]:
     """Every group on the daemon (or only ``name``), by name, from one container listing."""
     containers = client.containers(all=True, filters={"label": [L.selector(L.GROUP, name)]})
     by_group: dict[str, list[dict]] = {}
@@ -219,6 +221,6 @@ def list_groups(client, name: str | None = None) -> list[Group]:
     return [_from_containers(g, cs) for g, cs in sorted(by_group.items()) if g]
 
 
-def find(client, name: str) -> Group | None:
+def find(client: APIClient, name: str) -> Group | None:
     groups = list_groups(client, name)
     return groups[0] if groups else None

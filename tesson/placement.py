@@ -23,6 +23,14 @@ from tesson.cpulist import bits, weight
 from tesson.errors import UsageError
 from tesson.topology import Topology
 
+TYPE_CHECKING = False  # typing is not imported on the --dry-run path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from tesson.topology.model import Obj
+
+    Stop = Callable[[Obj], bool]  # where the walk stops descending
+
 UNITS = ("pu", "core", "l3", "numa", "package")
 ALIASES = {"node": "numa", "socket": "package", "l3cache": "l3", "thread": "pu"}
 
@@ -45,27 +53,27 @@ class Shard:
         object.__setattr__(self, "cpus", tuple(cpus))
         object.__setattr__(self, "mems", tuple(mems))
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: Shard is frozen")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: Shard is frozen")
 
-    def _key(self):
+    def _key(self) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
         return (self.index, self.cpus, self.mems)
 
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Shard) or other.__class__ is not self.__class__:
             return NotImplemented
         return self._key() == other._key()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._key())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Shard(index={self.index!r}, cpus={self.cpus!r}, mems={self.mems!r})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Shard], tuple[int, tuple[int, ...], tuple[int, ...]]]:
         return (Shard, self._key())
 
 
@@ -107,14 +115,14 @@ def default_size(topo: Topology, unit: str, restrict: int | None = None) -> int:
     return n
 
 
-def _make_stop(topo: Topology, unit: str, mask: int):
+def _make_stop(topo: Topology, unit: str, mask: int) -> Stop:
     if unit == "numa":
         sets = [s & mask for s in _numa_sets(topo) if s & mask]
         covered = 0
         for s in sets:
             covered |= s
 
-        def stop(obj) -> bool:
+        def stop(obj: Obj) -> bool:
             # within one NUMA node; or holding no NUMA node's CPUs at all (CPUs whose node is not
             # allowed or not shown): no memory domain to split by, take them whole
             cs = obj.cpuset & mask
@@ -127,7 +135,7 @@ def _make_stop(topo: Topology, unit: str, mask: int):
     return lambda obj: obj.depth >= until
 
 
-def distrib(roots, n: int, stop, mask: int = -1) -> list[int]:
+def distrib(roots: Sequence[Obj], n: int, stop: Stop, mask: int = -1) -> list[int]:
     """hwloc_distrib over ``roots`` (objects with .cpuset and .children): n cpusets (ints), each
     object seen as its CPUs within ``mask`` (-1: all)."""
     out: list[int] = []
@@ -135,7 +143,7 @@ def distrib(roots, n: int, stop, mask: int = -1) -> list[int]:
     return out
 
 
-def _distrib(roots, n: int, stop, out: list[int], mask: int) -> None:
+def _distrib(roots: Sequence[Obj], n: int, stop: Stop, out: list[int], mask: int) -> None:
     tot = 0
     sets = []
     for r in roots:

@@ -39,6 +39,7 @@ def allowed_cpus(status_path: str = "/proc/self/status") -> str | None:
 
 def identity() -> dict:
     uid = os.environ.get("TESSON_UID")
+    shard: int | str | None
     try:
         shard = int(uid) if uid is not None else None
     except ValueError:

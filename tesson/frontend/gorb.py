@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from tesson.ports import Port
     from tesson.request import RunRequest
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq")
-STATUS = {0: "up", 1: "down", 2: "removed"}
+STATUS: dict[object, str] = {0: "up", 1: "down", 2: "removed"}  # looked up with whatever JSON Gorb sent
 
 
 @dataclass(frozen=True)

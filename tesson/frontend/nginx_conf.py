@@ -114,7 +114,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_address(address) -> str:
+def _check_address(address: str) -> str:
     """An IP address as nginx writes it in ``server ADDRESS:PORT`` (IPv6 in brackets)."""
     try:
         ip = ipaddress.ip_address(address)
@@ -123,13 +123,13 @@ def _check_address(address) -> str:
     return f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
 
 
-def _check_proto(proto) -> str:
+def _check_proto(proto: str) -> str:
     if proto not in PROTOCOLS:
         raise UsageError(f"the nginx balancer does tcp and udp, not {proto!r}")
     return proto
 
 
-def _check_port(port) -> int:
+def _check_port(port: int) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise UsageError(f"refusing to write port {port!r} into the balancer config")
     return port

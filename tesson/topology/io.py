@@ -174,7 +174,7 @@ def _block_subtype(fs: FS, path: str, name: str) -> str:
 
 def _dax_is_kmem(fs: FS, name: str) -> bool:
     link = _readlink(fs, f"/sys/bus/dax/devices/{name}/driver")
-    return bool(link) and link.rstrip("/").rsplit("/", 1)[-1] == "kmem"
+    return link is not None and link.rstrip("/").rsplit("/", 1)[-1] == "kmem"
 
 
 def read(fs: FS, root: Obj, numa_nodes: list[NumaNode], objects: list[Obj]) -> IO:

@@ -12,6 +12,10 @@ from collections.abc import Callable
 from tesson import cpulist
 from tesson.cpulist import bits, mask_of, weight
 
+TYPE_CHECKING = False  # typing is not imported on the --dry-run path
+if TYPE_CHECKING:
+    from tesson.topology.io import IO
+
 # Order of object kinds that share a cpuset: the first is the parent of the next. Groups (a NUMA
 # node's memory group, a cluster) are placed between the kinds they sit between in hwloc's trees.
 RANK = {
@@ -148,10 +152,10 @@ class Topology:
         self.packages = [o for o in objs if o.kind == "package" and o.cpuset]
         self.l3 = [o for o in objs if o.kind == "l3" and o.cpuset]
         self.objects = objs
-        self._io = None
+        self._io: IO | None = None
 
     @property
-    def io(self):
+    def io(self) -> IO:
         """The PCI tree and OS devices (tesson.topology.io.IO), read the first time someone asks:
         plans without ``--near`` never pay for it."""
         if self._io is None:

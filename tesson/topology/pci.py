@@ -40,7 +40,8 @@ def parse_busid(text: str) -> tuple[int, int, int, int] | None:
     m = _BUSID.match(t)
     if not m:
         return None
-    return tuple(int(x, 16) for x in m.groups())  # type: ignore[return-value]
+    domain, bus, dev, func = (int(x, 16) for x in m.groups())
+    return domain, bus, dev, func
 
 
 def _cmp(a: PciObj, b: PciObj) -> str:
