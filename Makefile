@@ -20,10 +20,12 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The checks the code assumes: ruff (pyflakes, bugbear, import order) on the Python files, mypy on
-# tesson/ (configured in pyproject.toml).
+# tesson/ (both configured in pyproject.toml), shellcheck on the shell scripts (Debian's shellcheck).
+SHELL_SCRIPTS = docker-plugin/docker-tesson docker-plugin/install scripts/* .ci/run benchmarks/*.sh
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	shellcheck $(SHELL_SCRIPTS)
 
 # The tesson image, built as CI builds it: local Debian base (scripts/base-image), wheels fetched on
 # this host, nothing downloaded inside `docker build`. With network, `docker build -t tesson .` works too.

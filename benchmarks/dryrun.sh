@@ -26,7 +26,7 @@ done
 [ -x "$TESSON" ] || { echo "dryrun.sh: $TESSON is missing (make venv)" >&2; exit 2; }
 
 # the largest dump: the one with the most CPUs
-largest=$(ls "$DUMPS"/*.tar.bz2 | sed 's|.*/||; s|\.tar\.bz2$||' | sort -n | tail -1)
+largest=$(for f in "$DUMPS"/*.tar.bz2; do [ -e "$f" ] && basename "$f" .tar.bz2; done | sort -n | tail -1)
 [ -n "$largest" ] || { echo "dryrun.sh: no dumps in $DUMPS" >&2; exit 2; }
 tmpbase=/tmp
 [ -d /dev/shm ] && [ -w /dev/shm ] && tmpbase=/dev/shm

@@ -132,6 +132,8 @@ def render_sh(words: list | None = None) -> str:
         f"tesson_label_group={_sq(GROUP)}",
         f"tesson_label_shard={_sq(SHARD)}",
         f"tesson_verbs={_sq(' '.join(parsers[1:]))}",
+        "# shellcheck disable=SC2034  # the per-parser variables are read by name, through eval",
+        "{",
         "# Options that take a value, per parser (tesson_valued_ before the verb, then one per verb).",
     ]
     for p in parsers:
@@ -148,6 +150,7 @@ def render_sh(words: list | None = None) -> str:
         rest = [i for i, w in enumerate(args) if w.kind == "rest"]
         if rest:
             lines.append(f"tesson_rest_{_var(p)}={rest[0]}")
+    lines.append("}")
     lines.append("# For completion: PARSER, WHAT, WORDS, KIND, HELP separated by tabs, one line each ('-': none).")
     # Global options are also accepted after the verb; completion offers them only when asked for
     # with '-', so they are marked apart. No field is empty ('-' instead): sh's read would merge them.
