@@ -13,7 +13,7 @@ import sys
 from tesson import __version__
 
 UNITS = ("pu", "core", "l3", "numa", "node", "package", "socket")
-LB_KINDS = ("nginx", "none")
+LB_KINDS = ("auto", "kernel", "nginx", "none")
 
 VERBS = {
     # verb: (module under tesson.commands, one-line help)
@@ -23,6 +23,7 @@ VERBS = {
     "topology": ("topology", "show the CPUs, caches and NUMA nodes tesson sees"),
     "repair": ("repair", "recreate the shards of a group that exited, died or vanished"),
     "demo-server": ("demo_server", "serve a small JSON page that tells which shard and CPUs answered"),
+    "kernel-agent": ("kernel_agent", None),  # hidden: the kernel front door's agent (in GROUP-lb)
 }
 
 
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.verb_parsers = sub.choices  # type: ignore[attr-defined]
 
     def verb(name: str, **kw) -> argparse.ArgumentParser:
+        if VERBS[name][1] is None:  # hidden from the help
+            p = sub.add_parser(name, **kw)
+            _global_options(p, suppress=True)
+            return p
         p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1].capitalize() + ".", **kw)
         _global_options(p, suppress=True)
         return p
@@ -151,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--lb",
         choices=LB_KINDS,
-        help="the group's front door: an embedded nginx balancer, or none (each shard publishes "
-        "its ports) (default: nginx, or Gorb when --gorb is given)",
+        help="the group's front door: kernel (nftables DNAT, no proxy), an embedded nginx balancer, "
+        "none (each shard publishes its ports), or auto: kernel where the daemon's host allows it, "
+        "else nginx (default: nginx, or Gorb when --gorb is given)",
     )
     run.add_argument(
         "--lb-method",
@@ -208,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=_port_number, default=8080, help="port to listen on (default: 8080)")
     demo.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
 
+    agent = verb("kernel-agent")  # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
+    agent.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
+    agent.add_argument("--group", default="")
     return parser
 
 

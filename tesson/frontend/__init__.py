@@ -46,7 +46,7 @@ from tesson.errors import TessonError, UsageError
 from tesson.group import FRONTEND as FRONTEND_KIND
 from tesson.group import GROUP, ROLE
 
-KINDS = ("nginx", "none", "gorb")
+KINDS = ("nginx", "none", "gorb", "kernel")
 
 # Label keys (tesson.group's; ROLE is "shard", or a frontend's own roles such as "lb"). Every
 # container tesson makes carries the group's labels (see Context.base_labels).
