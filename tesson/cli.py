@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LB_KINDS,
         help="the group's front door: kernel (nftables DNAT, no proxy), an embedded nginx balancer, "
         "none (each shard publishes its ports), or auto: kernel where the daemon's host allows it, "
-        "else nginx (default: nginx, or Gorb when --gorb is given)",
+        "else nginx, and says which (default: auto, or Gorb when --gorb is given)",
     )
     run.add_argument(
         "--lb-method",

@@ -296,3 +296,53 @@ def test_a_port_held_by_a_process_or_another_group_fails_leaving_nothing(group, 
 def test_bad_options_are_one_line_and_exit_2(args, needle, shard_image):
     r = run("-g", "t11-bad", "-u", "pu", "-n", "1", "--lb", "kernel", *args, shard_image)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# --- --lb auto, the default ------------------------------------------------------------------------
+
+def _args(*argv: str):
+    from tesson import cli
+
+    return cli.parse(["run", *argv, "img"])
+
+
+def test_auto_is_the_default_and_says_which_door_it_chose(group, docker_client, shard_image, kernel_image):
+    port = 28330
+    r = run("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb-image", kernel_image, shard_image)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("front door:") == 1 and "tesson: front door: kernel (nftables DNAT" in r.stderr
+    assert ps_json(group)["frontend"]["kind"] == "kernel"
+    assert sorted(uids(None, "127.0.0.1", port, 4)) == ["0", "0", "1", "1"]
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [], False, [])
+
+
+@pytest.mark.parametrize("argv, why", [
+    (("-p", "8080"), "needs one fixed host port"),
+    (("-p", "28331:8080", "--lb-method", "random"), "--lb-method is the nginx balancer's"),
+    (("-p", "28331:8080/sctp"), "tcp and udp"),
+])
+def test_auto_chooses_nginx_for_what_the_kernel_door_cannot_do(argv, why, capsys):
+    from tesson.frontend import kernel
+
+    assert kernel.choose(_args(*argv)) == "nginx"
+    err = capsys.readouterr().err
+    assert err.startswith("tesson: front door: nginx (") and why in err and err.count("\n") == 1
+
+
+def test_auto_chooses_nginx_where_the_daemon_host_cannot(shard_image, capsys, docker_client):
+    """The probe runs in the image: one without tesson (here the test shard) cannot program nftables."""
+    from tesson.frontend import kernel
+
+    assert kernel.choose(_args("-p", "28332:8080", "--lb-image", shard_image)) == "nginx"
+    err = capsys.readouterr().err
+    assert err.startswith("tesson: front door: nginx (the kernel door is not possible here: ")
+    assert docker_client.containers(all=True, filters={"label": "io.tesson.kernel-oneoff=probe"}) == []
+
+
+def test_auto_probe_passes_on_this_host(kernel_image, capsys):
+    from tesson.frontend import kernel
+
+    assert kernel.probe(kernel_image) is None
+    assert kernel.choose(_args("-p", "28333:8080", "--lb-image", kernel_image)) == "kernel"

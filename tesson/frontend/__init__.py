@@ -4,7 +4,9 @@ A frontend is one of:
 
 - ``none``  (``--lb none``): each shard publishes its ``-p`` ports itself, on ephemeral host ports
   or the given binding (the original tool's behaviour without Gorb). See ``none.py``.
-- ``nginx`` (``--lb nginx``, the default): an embedded balancer container ``GROUP-lb`` on a network
+- ``kernel`` (``--lb kernel``; ``--lb auto``, the default, picks it where the daemon's host allows
+  it, else nginx): nftables DNAT to the shards, kept true by an agent container. See ``kernel.py``.
+- ``nginx`` (``--lb nginx``): an embedded balancer container ``GROUP-lb`` on a network
   ``tesson-GROUP``; the shards publish nothing. See ``nginx.py``.
 - ``gorb``  (global ``--gorb URI`` / env ``GORB_URI``): shards publish like ``none``, and the group's
   services and backends are registered with Gorb. See ``gorb.py``.
@@ -237,17 +239,23 @@ def load(kind: str) -> type[Frontend]:
 
 
 def select(args) -> Frontend:
-    """The frontend ``run`` asked for: ``--gorb``/``GORB_URI`` -> gorb, else ``--lb`` (default nginx)."""
+    """The frontend ``run`` asked for: ``--gorb``/``GORB_URI`` -> gorb, else ``--lb`` (default auto:
+    kernel where the daemon's host allows it, else nginx; see :func:`tesson.frontend.kernel.choose`,
+    the one case that asks the daemon here)."""
     if getattr(args, "gorb", None):
         lb = getattr(args, "lb", None)
-        if lb in ("nginx", "none"):
+        if lb in ("nginx", "none", "kernel"):
             raise UsageError(
                 f"--lb {lb} and --gorb (or GORB_URI) exclude each other: Gorb is the group's balancer "
                 f"(drop --lb {lb}, or --gorb and GORB_URI)"
             )
         kind = "gorb"
     else:
-        kind = getattr(args, "lb", None) or "nginx"
+        kind = getattr(args, "lb", None) or "auto"
+    if kind == "auto":
+        from tesson.frontend import kernel
+
+        kind = kernel.choose(args)
     return load(kind).from_args(args)
 
 

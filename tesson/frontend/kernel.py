@@ -82,6 +82,61 @@ def docker_socket() -> str:
     return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
 
 
+def choose(args) -> str:
+    """``--lb auto``: "kernel" where the daemon's host allows it, else "nginx"; says once which, and why.
+
+    Reads the same options as the frontends' ``from_args`` (``ports``, ``lb_method``, ``lb_cpus``,
+    ``lb_image``). Without ``-p`` there is nothing to publish: nginx's no-balancer case, silently.
+    Options only nginx understands, or ``-p`` specs the kernel door cannot publish, choose nginx
+    without asking the daemon; otherwise a one-off container of the image runs
+    ``tesson kernel-agent probe`` in the host's network with CAP_NET_ADMIN (about half a second):
+    nftables NAT, numgen, fib and masquerade checked by the kernel itself (``nft -c``).
+    """
+    import sys
+
+    from tesson import ports as _ports
+
+    def say(kind: str, why: str) -> str:
+        sys.stderr.write(f"tesson: front door: {kind} ({why})\n")
+        return kind
+
+    try:
+        ports = _ports.parse(getattr(args, "ports", None) or [])
+    except UsageError:
+        return "nginx"  # its from_args reports the bad spec
+    if not ports:
+        return "nginx"
+    for flag in ("lb_method", "lb_cpus"):
+        if getattr(args, flag, None):
+            return say("nginx", f"--{flag.replace('_', '-')} is the nginx balancer's")
+    try:
+        doors_of(ports)
+    except UsageError as e:
+        return say("nginx", f"the kernel door cannot publish it: {str(e).split(': ', 1)[-1].split(' (')[0]}")
+    image = getattr(args, "lb_image", None) or os.environ.get("TESSON_IMAGE") or _nginx.DEFAULT_IMAGE
+    why = probe(image)
+    if why is None:
+        return say("kernel", "nftables DNAT on the daemon's host, no proxy; --lb nginx for least connections")
+    return say("nginx", f"the kernel door is not possible here: {why}")
+
+
+def probe(image: str) -> str | None:
+    """None when the daemon's host can run the kernel front door, else why not (one line)."""
+    from tesson import docker_client
+
+    try:
+        client = docker_client.connect()
+    except TessonError as e:
+        return str(e)
+    fe = KernelFrontend((), image)
+    ctx = Context(group="probe", docker=client)
+    try:
+        fe._oneoff(ctx, "probe", labels={ONEOFF_LABEL: "probe"})
+    except TessonError as e:
+        return str(e).split(": ", 1)[-1]
+    return None
+
+
 class KernelFrontend(_nginx.NginxFrontend):
     """Shares the nginx balancer's network, shard shaping and lookups; the balancer is the agent."""
 
@@ -341,14 +396,16 @@ class KernelFrontend(_nginx.NginxFrontend):
     def _status(self, ctx: Context, cid: str) -> dict:
         return self._exec(ctx, cid, "status")
 
-    def _oneoff(self, ctx: Context, verb: str) -> None:
+    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> None:
         """``tesson kernel-agent VERB --group GROUP`` in a short-lived container of the image, on the
         daemon's host (where the rules are), when no agent runs: drain or purge."""
         client = ctx.docker
-        body = self._agent_body(ctx, [verb], {ONEOFF_LABEL: ctx.group}, restart=False)
+        body = self._agent_body(ctx, [verb], labels or {ONEOFF_LABEL: ctx.group}, restart=False)
         try:
             cid = client.create_container_from_config(body)["Id"]
         except Exception as e:
+            if verb != "purge":
+                raise TessonError(f"kernel-agent {verb} could not run in image {self.image}: {_explain(e)}") from None
             raise TessonError(
                 f"could not {verb} the kernel rules of group {ctx.group} ({_explain(e)}): as root on the daemon's host, "
                 f"'nft delete table ip {K.table_name(ctx.group)}' and delete the rules commented "
