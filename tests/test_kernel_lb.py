@@ -168,6 +168,13 @@ def test_kernel_door_end_to_end(group, docker_client, shard_image, kernel_image,
     local = uids(None, "127.0.0.1", port, 6)
     assert sorted(local) == ["0"] * 3 + ["1"] * 3, local
 
+    # route_localnet: on for the group's bridge only, never for all
+    net = docker_client.inspect_network(f"tesson-{group}")
+    bridge = "br-" + net["Id"][:12]
+    assert open(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").read().strip() == "1"
+    assert open("/proc/sys/net/ipv4/conf/all/route_localnet").read().strip() == "0"
+    assert open(f"/proc/sys/net/ipv4/conf/{HOST_IF}/route_localnet").read().strip() == "0"
+
     # a packet for 127.0.0.1 from outside is not answered (the same packet for the host's address is)
     mac = netlab.mac_of(HOST_IF)
     assert netlab.probe_syn(client_ns, "eth0", mac, "198.18.0.2", "198.18.0.1", port) == "synack"
@@ -346,3 +353,32 @@ def test_auto_probe_passes_on_this_host(kernel_image, capsys):
 
     assert kernel.probe(kernel_image) is None
     assert kernel.choose(_args("-p", "28333:8080", "--lb-image", kernel_image)) == "kernel"
+
+
+def test_an_unhealthy_shard_leaves_the_rotation_and_comes_back(group, docker_client, shard_image, kernel_image, tmp_path):
+    port = 28340
+    cfg = tmp_path / "health.json"
+    cfg.write_text(json.dumps({"Healthcheck": {"Test": ["CMD", "cat", "/tmp/healthy"], "Interval": 200_000_000,
+                                               "Timeout": 1_000_000_000, "Retries": 1}}))
+    run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb", "kernel", "--lb-image", kernel_image,
+           "-c", str(cfg), shard_image, "sh", "-c", "echo ok > /tmp/healthy; exec /start")
+    a0, a1 = address(docker_client, f"{group}-0", group), address(docker_client, f"{group}-1", group)
+
+    def rotation_becomes(want: list[str], within: float) -> float:
+        began = time.monotonic()
+        while table(group)["backends"] != want:
+            assert time.monotonic() - began < within, (want, table(group))
+            time.sleep(0.02)
+        return time.monotonic() - began
+
+    rotation_becomes([a0, a1], 10)  # in once Docker calls them healthy
+    ex = docker_client.exec_create(f"{group}-0", ["sh", "-c", "rm /tmp/healthy"])["Id"]
+    docker_client.exec_start(ex)
+    rotation_becomes([a1], 5)
+    assert uids(None, "127.0.0.1", port, 3) == ["1"] * 3
+    ex = docker_client.exec_create(f"{group}-0", ["sh", "-c", "echo ok > /tmp/healthy"])["Id"]
+    docker_client.exec_start(ex)
+    rotation_becomes([a0, a1], 5)
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [], False, [])

@@ -135,7 +135,13 @@ def write(group: str, w: Wanted) -> dict:
 
 
 def purge(group: str, bridge: str | None) -> dict:
+    """route_localnet off first (the martians rule guards it until then), then table and accepts."""
     with _locked():
+        if bridge:
+            try:
+                nft.set_route_localnet(bridge, False)
+            except OSError:
+                pass  # the bridge is gone: so is its setting
         for attempt in (1, 2):
             chain = _docker_user()
             handles = K.handles(group, chain) if chain else []
@@ -148,11 +154,6 @@ def purge(group: str, bridge: str | None) -> dict:
             except nft.NftError as e:
                 if attempt == 2 or e.kind != "other":
                     raise
-        if bridge:
-            try:
-                nft.set_route_localnet(bridge, False)
-            except OSError:
-                pass  # the bridge is gone: so is its setting
     return {"table": K.table_name(group), "removed": True}
 
 
