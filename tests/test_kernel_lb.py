@@ -382,3 +382,19 @@ def test_an_unhealthy_shard_leaves_the_rotation_and_comes_back(group, docker_cli
     r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
     assert r.returncode == 0, r.stderr
     assert leftovers(docker_client, group) == ([], [], False, [])
+
+
+def test_a_port_a_leftover_table_still_publishes_fails_the_run(group, docker_client, shard_image, kernel_image):
+    """A group removed with docker rm -f (not tesson stop --purge) leaves its table: its port is not free."""
+    port = 28350
+    stale = group + "-gone"
+    subprocess.run(["nft", "-j", "-f", "-"], check=True, text=True, input=json.dumps(
+        K.render(stale, "br-t11gone", [K.Door("tcp", port, 8080)], [K.Backend("x", "198.19.9.9")], docker_user=False)))
+    try:
+        r = run("-g", group, "-u", "pu", "-n", "1", "-p", f"{port}:8080", "--lb", "kernel", "--lb-image", kernel_image, shard_image)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"still published by the kernel table tesson-{stale}" in r.stderr
+        assert leftovers(docker_client, group) == ([], [], False, [])
+        assert table(stale)["backends"] == ["198.19.9.9"]  # not ours to remove
+    finally:
+        _purge_rules(stale)

@@ -215,6 +215,24 @@ UP = {"start", "restart", "unpause", "health_status: healthy"}
 RECHECK = (0.3, 1.5)  # seconds after an event: look again (the daemon's list may lag its events)
 
 
+def check_other_tables(group: str, doors) -> None:
+    """A host port another table ``tesson-*`` still DNATs (a group whose containers were removed
+    without ``tesson stop --purge``) fails the start with one line naming it."""
+    listing = nft.listing("tables") or {}
+    mine = {(d.proto, d.host_port) for d in doors}
+    for t in listing.get("nftables", []):
+        name = (t.get("table") or {}).get("name", "")
+        if t.get("table", {}).get("family") != K.FAMILY or not name.startswith(K.TABLE_PREFIX) or name == K.table_name(group):
+            continue
+        theirs = {(d.proto, d.host_port) for d in K.read(nft.listing("table", "ip", name) or {})["doors"]}
+        clash = sorted(mine & theirs)
+        if clash:
+            proto, port = clash[0]
+            other = name[len(K.TABLE_PREFIX):]
+            raise TessonError(f"host port {port}/{proto} is still published by the kernel table {name} (group {other}): "
+                              f"tesson stop -g {other} --purge, or as root 'nft delete table ip {name}'")
+
+
 def _events(client, group: str, q: queue.Queue) -> None:
     from tesson.group import GROUP
 
@@ -249,6 +267,7 @@ def run(group: str) -> int:
             pass
     w = wanted(client, group)
     held = hold_ports(w.doors)  # noqa: F841 - held for the agent's life
+    check_other_tables(group, w.doors)
     _ready(write(group, w))
     last = w.key()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the rules stay; nft's transaction is whole or nothing
