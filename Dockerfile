@@ -5,9 +5,10 @@
 #   docker build -t tesson .                      # with network: an official slim Python base
 #   make image                                    # offline, as CI does: local Debian base + host wheels
 #
-# BASE_IMAGE must be Debian-like with python3 (3.9+) and the venv module. nginx and
-# libnginx-mod-stream are installed with apt only when the base lacks them (tesson-base:bookworm,
-# made by scripts/base-image, already has them, so the offline build downloads nothing).
+# BASE_IMAGE must be Debian-like with python3 (3.9+) and the venv module. nginx,
+# libnginx-mod-stream and nftables (nft, for the kernel front door's agent) are installed with apt
+# only when the base lacks them (tesson-base:bookworm, made by scripts/base-image, already has
+# them, so the offline build downloads nothing).
 # When build/wheels holds wheels (scripts/build-image puts tesson's dependencies and setuptools
 # there), pip installs from them with --no-index; otherwise it fetches from PyPI. Everything is
 # byte-compiled at build time: a CLI container starts fresh every time, and must not compile.
@@ -37,14 +38,16 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE_URL=https://github.com/kobolog/tesson
 RUN set -eu; \
-    if ! command -v nginx >/dev/null 2>&1 || ! ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1; then \
+    if ! command -v nginx >/dev/null 2>&1 || ! ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1 \
+       || ! command -v nft >/dev/null 2>&1; then \
         apt-get update; \
-        apt-get install -y --no-install-recommends nginx libnginx-mod-stream; \
+        apt-get install -y --no-install-recommends nginx libnginx-mod-stream nftables; \
         apt-get clean; \
         rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*; \
     fi; \
     rm -f /etc/nginx/sites-enabled/default; \
     nginx -V 2>&1 | head -n 1; \
+    nft --version; \
     python3 -m compileall -q -j 0 "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" >/dev/null || true
 COPY --from=build /opt/tesson /opt/tesson
 ENV PATH=/opt/tesson/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

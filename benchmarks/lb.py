@@ -101,9 +101,10 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, threads: int, conns: int, duration: int, script: str | None = None) -> dict:
+def wrk(url: str, threads: int, conns: int, duration: int, script: str | None = None, prefix=()) -> dict:
+    """One wrk run; ``prefix`` runs it elsewhere (``["ip", "netns", "exec", NS]``)."""
     r = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", *(["-s", script] if script else []), url],
+        [*prefix, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", *(["-s", script] if script else []), url],
         capture_output=True, text=True, timeout=duration + 60,
     )
     if r.returncode:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 UNITS = ("pu", "core", "l3", "numa", "node", "package", "socket")
-LB_KINDS = ("nginx", "none")
+LB_KINDS = ("auto", "kernel", "nginx", "none")
 
 VERBS = {
     # verb: (module under tesson.commands, one-line help)
@@ -35,6 +35,7 @@ VERBS = {
     "start": ("start", "start a stopped group again"),
     "restart": ("restart", "stop a group and start it again"),
     "version": ("version", "show tesson's version and the Docker daemon's"),
+    "kernel-agent": ("kernel_agent", None),  # hidden: the kernel front door's agent (in GROUP-lb)
 }
 
 # Verbs that take the group positionally (``tesson logs web``) or with -g.
@@ -176,7 +177,11 @@ def build_parser() -> Parser:
         if name in EXAMPLES:
             kw.setdefault("epilog", EXAMPLES[name])
             kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1].capitalize() + ".", **kw)
+        summary = VERBS[name][1]
+        if summary is None:  # hidden from the help
+            p = sub.add_parser(name, **kw)
+        else:
+            p = sub.add_parser(name, help=summary, description=summary.capitalize() + ".", **kw)
         _global_options(p, suppress=True)
         return p
 
@@ -226,8 +231,9 @@ def build_parser() -> Parser:
     run.add_argument(
         "--lb",
         choices=LB_KINDS,
-        help="the group's front door: an embedded nginx balancer, or none (each shard publishes "
-        "its ports) (default: nginx, or Gorb when --gorb is given)",
+        help="the group's front door: kernel (nftables DNAT, no proxy), an embedded nginx balancer, "
+        "none (each shard publishes its ports), or auto: kernel where the daemon's host allows it, "
+        "else nginx, and says which (default: auto, or Gorb when --gorb is given)",
     )
     run.add_argument(
         "--lb-method",
@@ -326,6 +332,10 @@ def build_parser() -> Parser:
     ver = verb("version")
     ver.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
 
+
+    agent = verb("kernel-agent")  # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
+    agent.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
+    agent.add_argument("--group", default="")
     return parser
 
 

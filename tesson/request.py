@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class FrontendOptions:
     """The front door asked for: its kind and every option a frontend reads."""
 
-    kind: str  # "nginx", "none" or "gorb"
+    kind: str  # "auto" (kernel where the host allows it, else nginx), "kernel", "nginx", "none" or "gorb"
     lb: str | None = None  # --lb as given (None: not given)
     lb_method: str | None = None
     lb_image: str | None = None
@@ -41,17 +41,17 @@ class FrontendOptions:
         gorb_uri: str | None = None,
         gorb_method: str | None = None,
     ) -> FrontendOptions:
-        """The kind follows from the options: a Gorb URI means gorb, else ``--lb`` (default nginx).
+        """The kind follows from the options: a Gorb URI means gorb, else ``--lb`` (default auto).
         ``--lb`` and a Gorb URI exclude each other (UsageError)."""
         if gorb_uri:
-            if lb in ("nginx", "none"):
+            if lb in ("auto", "kernel", "nginx", "none"):
                 raise UsageError(
                     f"--lb {lb} and --gorb (or GORB_URI) exclude each other: Gorb is the group's balancer "
                     f"(drop --lb {lb}, or --gorb and GORB_URI)"
                 )
             kind = "gorb"
         else:
-            kind = lb or "nginx"
+            kind = lb or "auto"
         return cls(kind, lb, lb_method, lb_image, lb_cpus, gorb_uri, gorb_method)
 
     def lb_flags_given(self) -> list[str]:

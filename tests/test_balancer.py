@@ -58,7 +58,7 @@ def ps_json(group: str) -> dict:
 
 
 def run_ok(*args: str) -> None:
-    r = tesson_cmd("run", *args)
+    r = tesson_cmd("run", "--lb", "nginx", *args)  # --lb auto (the default) would choose the kernel door
     assert r.returncode == 0, f"tesson run {' '.join(args)} failed: {r.stderr}"
 
 
@@ -317,7 +317,7 @@ def test_a_host_port_in_use_fails_cleanly(group, docker_client, shard_image, lb_
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         held.bind(("0.0.0.0", 28130))
         held.listen(1)
-        r = tesson_cmd("run", "-g", group, "-u", "pu", "-n", "2", "-p", "28131:8080", "-p", "28130:8080",
+        r = tesson_cmd("run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", "28131:8080", "-p", "28130:8080",
                        "--lb-image", lb_image, shard_image)
     assert r.returncode == 1
     assert "28130" in r.stderr and "in use" in r.stderr
@@ -333,7 +333,7 @@ def test_a_host_port_the_daemon_refuses_rolls_back_everything(group, docker_clie
     _cleanup(docker_client, other)
     try:
         run_ok("-g", other, "-u", "pu", "-n", "1", "-p", "28140:8080", "--lb-image", lb_image, shard_image)
-        r = tesson_cmd("run", "-g", group, "-u", "pu", "-n", "2", "-p", "28140-28140:8080",
+        r = tesson_cmd("run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", "28140-28140:8080",
                        "--lb-image", lb_image, shard_image)
         assert r.returncode == 1
         assert "28140" in r.stderr and "balancer" in r.stderr, r.stderr
@@ -354,7 +354,7 @@ def test_a_host_port_the_daemon_refuses_rolls_back_everything(group, docker_clie
     ],
 )
 def test_bad_balancer_options_are_usage_errors(group, docker_client, shard_image, flags, words):
-    r = tesson_cmd("run", "-g", group, "-u", "pu", "-n", "2", "-p", "28150:8080", *flags, shard_image)
+    r = tesson_cmd("run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", "28150:8080", *flags, shard_image)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     for w in words:
@@ -375,7 +375,7 @@ def test_a_group_name_too_long_for_a_dns_label_still_gets_a_balancer(docker_clie
 
 
 def test_lb_nginx_without_ports_is_a_usage_error(group, docker_client, shard_image):
-    r = tesson_cmd("run", "-g", group, "-u", "pu", "-n", "2", "--lb", "nginx", shard_image)
+    r = tesson_cmd("run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "--lb", "nginx", shard_image)
     assert r.returncode == 2, r.stderr
     assert "--lb nginx needs at least one -p" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -383,7 +383,7 @@ def test_lb_nginx_without_ports_is_a_usage_error(group, docker_client, shard_ima
 
 
 def test_a_missing_balancer_image_fails_before_any_shard(group, docker_client, shard_image):
-    r = tesson_cmd("run", "-g", group, "-u", "pu", "-n", "2", "-p", "28160:8080",
+    r = tesson_cmd("run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", "28160:8080",
                    "--lb-image", "t4-no-such-image:1", shard_image)
     assert r.returncode == 1
     assert "t4-no-such-image:1" in r.stderr
@@ -473,7 +473,7 @@ def test_a_run_that_loses_the_group_name_keeps_the_winners_network(group, docker
             )
 
     monkeypatch.setattr(frontend, "select", Raced.from_request)
-    args = cli.parse(["run", "-g", group, "-u", "pu", "-n", "2", "-p", "28175:8080", "--lb-image", lb_image,
+    args = cli.parse(["run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", "28175:8080", "--lb-image", lb_image,
                       shard_image])
     with pytest.raises(TessonError, match="already in use") as e:
         run_cmd.start(run_cmd.run_request(args))

@@ -47,7 +47,10 @@ def group_networks(client, group: str) -> list[dict]:
 
 
 def purge(client, group: str) -> None:
-    """Remove what a group of ours left (by its label), whatever tesson managed."""
+    """Remove what a group of ours left (by its label), whatever tesson managed; tesson's own purge
+    first (the kernel front door, chosen by --lb auto, leaves rules in the kernel)."""
+    subprocess.run([sys.executable, "-m", "tesson", "stop", "-g", group, "--purge", "-t", "1"],
+                   capture_output=True, cwd=ROOT, timeout=120)
     for c in group_containers(client, group):
         try:
             client.remove_container(c["Id"], force=True, v=True)

@@ -389,7 +389,7 @@ def test_a_command_that_exits_at_once_fails_the_run_and_leaves_nothing(docker_cl
     balancer is made, and roll back."""
     g = f"t3-crash-{lb}"
     cleanup.append(g)
-    front = ["--lb", "none"] if lb == "none" else ["-p", "8080", "--lb-image", tesson_image]
+    front = ["--lb", "none"] if lb == "none" else ["-p", "8080", "--lb", "nginx", "--lb-image", tesson_image]
     r = tesson_cmd("run", "-g", g, "-n", "2", *front, shard_image, "false")
     assert r.returncode == 1, (r.stdout, r.stderr)
     line = _one_line(r)

@@ -150,7 +150,9 @@ def test_frontend_selection(tmp_path, monkeypatch):
     with pytest.raises(UsageError):
         FrontendOptions.choose(lb="nginx", gorb_uri="lo://127.0.0.1:4672")
     assert FrontendOptions.choose(gorb_uri="lo://127.0.0.1:4672").kind == "gorb"
-    assert FrontendOptions.choose().kind == "nginx"
+    with pytest.raises(UsageError):
+        FrontendOptions.choose(lb="kernel", gorb_uri="lo://127.0.0.1:4672")
+    assert FrontendOptions.choose().kind == "auto"  # kernel where the host allows it, else nginx
     with pytest.raises(TessonError, match="unknown frontend"):
         frontend.load("haproxy")
     assert frontend.from_labels({L.FRONTEND: "none"}).kind == "none"
@@ -164,8 +166,9 @@ def test_the_run_request_parses_once_and_keeps_the_topology_it_planned_from(tmp_
     req = run_cmd.run_request(args)
     assert req.unit == "numa" and len(req.shards) == 2 and req.command == ("sh", "-c", "x")
     assert [p.key for p in req.ports] == ["80/tcp"] and req.port_specs == ("8080:80",)
-    assert req.frontend.kind == "nginx" and req.frontend.lb_cpus == "0"
-    fe = frontend.select(req)
+    assert req.frontend.kind == "auto" and req.frontend.lb_cpus == "0"
+    fe = frontend.select(req)  # --lb-cpus is nginx's: auto picks nginx without asking the daemon
+    assert fe.kind == "nginx"
     assert fe.cpus == [0]
     ctx = frontend.Context.for_run(req, None, fe)
     assert ctx.topology is req.topology and ctx.labels[L.UNIT] == "numa" and ctx.labels[L.LB_CPUS] == "0"

@@ -4,7 +4,9 @@ A frontend is one of:
 
 - ``none``  (``--lb none``): each shard publishes its ``-p`` ports itself, on ephemeral host ports
   or the given binding (the original tool's behaviour without Gorb). See ``none.py``.
-- ``nginx`` (``--lb nginx``, the default): an embedded balancer container ``GROUP-lb`` on a network
+- ``kernel`` (``--lb kernel``; ``--lb auto``, the default, picks it where the daemon's host allows
+  it, else nginx): nftables DNAT to the shards, kept true by an agent container. See ``kernel.py``.
+- ``nginx`` (``--lb nginx``): an embedded balancer container ``GROUP-lb`` on a network
   ``tesson-GROUP``; the shards publish nothing. See ``nginx.py``.
 - ``gorb``  (global ``--gorb URI`` / env ``GORB_URI``): shards publish like ``none``, and the group's
   services and backends are registered with Gorb. See ``gorb.py``.
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
     from tesson.request import RunRequest
     from tesson.topology import Topology
 
-KINDS = ("nginx", "none", "gorb")
+KINDS = ("nginx", "none", "gorb", "kernel")
 
 
 class Undo:
@@ -278,8 +280,15 @@ def load(kind: str) -> type[Frontend]:
 
 
 def select(req: RunRequest) -> Frontend:
-    """The frontend ``run`` asked for (``req.frontend.kind``), its options checked."""
-    return load(req.frontend.kind).from_request(req)
+    """The frontend ``run`` asked for (``req.frontend.kind``), its options checked. ``auto`` (the
+    default) is the kernel door where the daemon's host allows it, else nginx: see
+    :func:`tesson.frontend.kernel_auto.choose`, the one case that asks the daemon here."""
+    kind = req.frontend.kind
+    if kind == "auto":
+        from tesson.frontend import kernel_auto
+
+        kind = kernel_auto.choose(req)
+    return load(kind).from_request(req)
 
 
 def from_labels(labels: dict) -> Frontend:

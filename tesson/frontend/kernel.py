@@ -1,0 +1,389 @@
+"""``--lb kernel``: the group's ports balanced by the kernel (nftables DNAT), no proxy on the data path.
+
+``run -p HOST:PORT...`` makes, in this order (each recorded in ``ctx.undo``):
+
+- the network ``tesson-GROUP`` (as the nginx balancer does; the shards join it, publishing nothing);
+- the shards;
+- ``GROUP-lb``, the *agent*: the tesson image running ``tesson kernel-agent run --group GROUP`` in
+  the host's network with only CAP_NET_ADMIN (and CAP_NET_BIND_SERVICE for a host port below
+  1024), the daemon's socket, restart ``unless-stopped``. It holds every host port with a bound
+  socket (so no other process or group can take one), writes the table ``ip tesson-GROUP`` (see
+  :mod:`kernel_rules`) with the running, healthy shards in rotation, turns ``route_localnet`` on
+  for the group's bridge only, then follows the daemon's events for the group's containers and
+  rewrites the table (one transaction) whenever a shard dies, stops, is removed, turns unhealthy or
+  comes back. The run waits until the agent says it wrote the table, or fails with its one line.
+
+The rules are the data path: they stay in force when the agent stops or dies (Docker restarts it;
+at start it writes the table again from the daemon's state).
+
+``stop`` asks the agent to take every shard out of rotation (and keep them out), then stops it
+with the rest; ``stop --purge`` removes the table and the DOCKER-USER accepts (in a one-off
+container of the image: the daemon's host is where the rules are), then the network. ``repair``
+recreates a missing or dead agent, or has the running one write the table again. ``ps`` asks the
+running agent what the kernel has (``nft -j list table``).
+
+Needs: fixed host ports (``-p 8080:80``; no ephemeral port or range), tcp or udp, IPv4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from tesson import DEFAULT_IMAGE, default_image, log
+from tesson import labels as L
+from tesson.docker_client import explain as _explain
+from tesson.docker_client import is_status as _is_status
+from tesson.docker_client import remove_container as _remove_container
+from tesson.docker_client import unless_gone
+from tesson.errors import TessonError, UsageError
+from tesson.frontend import Context
+from tesson.frontend import kernel_rules as K
+from tesson.frontend import nginx as _nginx
+from tesson.frontend import nginx_io as nio
+from tesson.names import lb_name, network_name
+
+if TYPE_CHECKING:
+    from tesson.ports import Port
+    from tesson.request import RunRequest
+
+KIND = "kernel"
+READY_PATH = "/run/tesson-agent/ready"  # in the agent's container: JSON of what it wrote
+READY_TIMEOUT = 20.0
+SOCKET_IN_AGENT = "/var/run/docker.sock"
+ONEOFF_LABEL = "io.tesson.kernel-oneoff"  # on the short-lived containers that drain or purge
+
+
+def doors_of(ports: Iterable[Port]) -> list[K.Door]:
+    """``-p`` specs (tesson.ports.Port) as doors; UsageError for what the kernel door cannot publish."""
+    doors: list[K.Door] = []
+    for p in ports:
+        if p.proto not in K.PROTOCOLS:
+            raise UsageError(f"port spec {p.spec!r}: the kernel front door does tcp and udp, not {p.proto} (use --lb nginx)")
+        if not p.host_port or "-" in p.host_port:
+            raise UsageError(
+                f"port spec {p.spec!r}: the kernel front door needs one fixed host port "
+                f"(like -p 8080:{p.port}); for an ephemeral port or a range use --lb nginx")
+        host_ip = "" if p.host_ip in ("", "0.0.0.0") else p.host_ip
+        if host_ip and ":" in host_ip:
+            raise UsageError(f"port spec {p.spec!r}: the kernel front door is IPv4 only (use --lb nginx)")
+        d = K.Door(proto=p.proto, host_port=int(p.host_port), port=p.port, host_ip=host_ip)
+        same = [o for o in doors if (o.proto, o.host_port) == (d.proto, d.host_port)]
+        if same and same[0] != d:
+            raise UsageError(f"port spec {p.spec!r}: host port {d.host_port}/{d.proto} is published twice")
+        if not same:
+            doors.append(d)
+    return doors
+
+
+def docker_socket() -> str:
+    """The daemon's socket on its own machine, mounted into the agent: TESSON_DOCKER_SOCKET, the
+    path of a unix:// DOCKER_HOST, else /var/run/docker.sock."""
+    given = os.environ.get("TESSON_DOCKER_SOCKET")
+    if given:
+        return given
+    host = os.environ.get("DOCKER_HOST") or ""
+    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+class KernelFrontend(_nginx.NginxFrontend):
+    """Shares the nginx balancer's network, shard shaping and lookups; the balancer is the agent."""
+
+    kind = KIND
+
+    def __init__(self, ports: Any = (), image: str = DEFAULT_IMAGE) -> None:
+        super().__init__(ports, None, image, ())
+        self.doors = doors_of(self.ports)
+
+    # -- building -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_request(cls, req: RunRequest) -> KernelFrontend:
+        """The -p ports and ``--lb-image``; ``--lb-method`` and ``--lb-cpus`` (nginx's) are refused."""
+        ports, opts = list(req.ports), req.frontend
+        if opts.lb_method:
+            raise UsageError("--lb-method is the nginx balancer's: the kernel front door spreads connections round robin (use --lb nginx)")
+        if opts.lb_cpus:
+            raise UsageError("--lb-cpus is the nginx balancer's: the kernel front door runs no balancer process (use --lb nginx)")
+        if not ports:
+            raise UsageError("--lb kernel needs at least one -p HOST_PORT:PORT (the ports the kernel publishes)")
+        return cls(ports, opts.lb_image or default_image())
+
+    @classmethod
+    def from_labels(cls, labels: dict) -> KernelFrontend:
+        from tesson import ports as _ports
+
+        try:
+            ports = _ports.parse(json.loads(labels.get(L.PORTS) or "[]"))
+            doors_of(ports)
+        except (ValueError, TypeError, TessonError):
+            ports = []
+        return cls(ports, labels.get(L.LB_IMAGE) or DEFAULT_IMAGE)
+
+    def labels(self) -> dict:
+        return {L.LB_IMAGE: self.image}
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def before_shards(self, ctx: Context) -> None:
+        mode = ((ctx.config or {}).get("HostConfig") or {}).get("NetworkMode")
+        if mode and mode != network_name(ctx.group):
+            raise UsageError(
+                f"the config sets HostConfig.NetworkMode={mode!r}, but behind the kernel front door the shards "
+                f"join the group's network {network_name(ctx.group)}: drop it, or use --lb none")
+        self._check_image(ctx)
+        self._check_other_groups(ctx)
+        from tesson.docker_client import is_remote
+
+        if not is_remote():
+            nio.check_host_ports(self.ports)
+        self._network = nio.make_network(ctx, record=True)
+
+    def after_shards(self, ctx: Context) -> None:
+        addresses = nio.shard_addresses(ctx)
+        down = [n for n in ctx.shard_names() if not addresses.get(n)]
+        if down:
+            raise TessonError(f"shard{'s' if len(down) > 1 else ''} {', '.join(down)} not running after start "
+                              f"(see docker logs {down[0]}): no front door made")
+        # recorded first, undone last: whatever the agent wrote goes after the agent itself
+        ctx.undo.add(f"kernel rules tesson-{ctx.group}", lambda: self._oneoff(ctx, "purge"))
+        self._create_agent(ctx, record=True)
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    def before_stop(self, ctx: Context) -> None:
+        """Take every shard out of rotation (and keep them out), then stop the agent."""
+        agents = [c for c in self._lb_containers(ctx) if c.state == "running"]
+        try:
+            if agents:
+                self._exec(ctx, agents[0].id, "drain")
+            elif not ctx.purge:  # --purge removes the rules after the containers anyway
+                self._oneoff(ctx, "drain")
+        except TessonError as e:
+            log.warning("could not take the shards out of rotation first", error=str(e))
+        for c in agents:
+            try:
+                ctx.docker.stop(c.id, timeout=min(ctx.timeout, 10))
+            except Exception as e:
+                log.warning("could not stop the kernel agent first", error=_explain(e))
+
+    def after_stop(self, ctx: Context) -> None:
+        if not ctx.purge:
+            return
+        self._oneoff(ctx, "purge")
+        log.info("kernel rules removed", table=K.table_name(ctx.group))
+        super().after_stop(ctx)
+
+    # -- repair -----------------------------------------------------------------------------------
+
+    def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
+        lines: list[str] = []
+        if not nio.group_networks(ctx):
+            self._network = nio.make_network(ctx, record=False)
+            lines.append(f"recreated network {network_name(ctx.group)}")
+        name = lb_name(ctx.group)
+        agent = unless_gone(ctx.docker.inspect_container, name)
+        state = (agent or {}).get("State") or {}
+        if agent is None or not state.get("Running") or state.get("Restarting"):
+            was = "missing" if agent is None else (state.get("Status") or "not running")
+            self._check_image(ctx)
+            if agent is not None:
+                try:
+                    _remove_container(ctx.docker, agent["Id"])
+                except Exception as e:
+                    raise TessonError(f"kernel agent {name} ({was}) could not be removed: {_explain(e)}") from None
+            wrote = self._create_agent(ctx, record=False)
+            lines.append(f"recreated kernel agent {name} (it was {was}): {len(wrote.get('backends', []))} shards in rotation")
+            return lines
+        before = self._status(ctx, agent["Id"])
+        wrote = self._exec(ctx, agent["Id"], "sync")
+        if recreated or (before or {}).get("backends") != wrote.get("backends"):
+            lines.append(f"rewrote table {K.table_name(ctx.group)}: {len(wrote.get('backends', []))} shards in rotation")
+        return lines
+
+    # -- ps ---------------------------------------------------------------------------------------
+
+    def describe(self, ctx: Context) -> dict:
+        name = lb_name(ctx.group)
+        out = {"kind": KIND, "container": name, "table": K.table_name(ctx.group),
+               "ports": [str(d) for d in self.doors], "image": self.image, "method": "round robin (numgen inc)"}
+        agents = self._lb_containers(ctx)
+        if not agents:
+            return {**out, "status": "agent missing: the rules last written stay in force (tesson repair)", "in_rotation": None}
+        c = agents[0]
+        out["id"] = c.short_id
+        if c.state != "running":
+            return {**out, "status": f"agent {c.state or 'unknown'}: the rules last written stay in force",
+                    "in_rotation": None}
+        try:
+            st = self._status(ctx, c.id)
+        except TessonError as e:
+            return {**out, "status": f"running, table unreadable: {e}", "in_rotation": None}
+        names = st.get("names") or []
+        total = len(ctx.shards) or len(names)
+        status = f"running, {len(names)}/{total} shards in rotation"
+        if st.get("drained"):
+            status = "drained (stopped): no shard in rotation"
+        return {**out, "status": status, "in_rotation": names, "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _check_other_groups(self, ctx: Context) -> None:
+        """Two groups never share a host port: another kernel group's ports are held even while its
+        agent is down (its rules still DNAT them)."""
+        from tesson import ports as _ports
+
+        found = ctx.docker.containers(all=True, filters=L.filters(frontend=KIND))
+        mine = {(d.proto, d.host_port) for d in self.doors}
+        for c in found:
+            labels = c.get("Labels") or {}
+            other = labels.get(L.GROUP)
+            if not other or other == ctx.group:
+                continue
+            try:
+                theirs = {(d.proto, d.host_port) for d in doors_of(_ports.parse(json.loads(labels.get(L.PORTS) or "[]")))}
+            except (ValueError, TypeError, TessonError):
+                continue
+            clash = sorted(mine & theirs)
+            if clash:
+                proto, port = clash[0]
+                raise TessonError(f"host port {port}/{proto} is held by tesson group {other} (kernel front door): "
+                                  f"pick another port, or stop that group (tesson stop -g {other} --purge)")
+
+    def _agent_body(self, ctx: Context, command: list[str], labels: dict, restart: bool) -> dict:
+        caps = ["NET_ADMIN"] + (["NET_BIND_SERVICE"] if any(d.host_port < 1024 for d in self.doors) else [])
+        host: dict[str, Any] = {
+            "NetworkMode": "host",
+            "CapDrop": ["ALL"],
+            "CapAdd": caps,
+            "SecurityOpt": ["no-new-privileges"],
+            "Binds": [f"{docker_socket()}:{SOCKET_IN_AGENT}"],
+        }
+        if restart:
+            host["RestartPolicy"] = {"Name": "unless-stopped"}
+        return {
+            "Image": self.image,
+            "Entrypoint": ["tesson"],
+            "Cmd": ["kernel-agent", *command, "--group", ctx.group],
+            "Env": [f"DOCKER_HOST=unix://{SOCKET_IN_AGENT}"],
+            "Labels": labels,
+            "HostConfig": host,
+        }
+
+    def _create_agent(self, ctx: Context, record: bool) -> dict:
+        client, name = ctx.docker, lb_name(ctx.group)
+        labels = {**ctx.labels, **self.labels(), L.ROLE: L.ROLE_LB, L.GROUP: ctx.group}
+        body = self._agent_body(ctx, ["run"], labels, restart=True)
+        try:
+            cid = client.create_container_from_config(body, name=name)["Id"]
+        except Exception as e:
+            if _is_status(e, 409):
+                raise TessonError(f"a container named {name} exists already: remove it first") from None
+            raise TessonError(f"kernel agent {name} could not be created: {_explain(e)}") from None
+        if record:
+            ctx.undo.add(f"kernel agent {name}", lambda: _remove_container(client, cid))
+        try:
+            try:
+                client.start(cid)
+            except Exception as e:
+                raise TessonError(f"kernel agent {name} could not start: {_explain(e)}") from None
+            wrote = self._wait_ready(client, cid, name)
+        except BaseException:
+            if not record:  # repair: leave no broken agent (nor its rules) behind
+                _remove_container(client, cid)
+                try:
+                    self._oneoff(ctx, "purge")
+                except TessonError as e:
+                    log.warning("could not remove the kernel rules", error=str(e))
+            raise
+        log.info("kernel agent started", container=name, id=cid[:12], shards=len(wrote.get("backends", [])))
+        return wrote
+
+    def _wait_ready(self, client: Any, cid: str, name: str) -> dict:
+        """Until the agent wrote the table (its ready file); its own one line if it exits instead."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        delay = 0.02
+        while True:
+            info = client.inspect_container(cid)
+            state = info.get("State") or {}
+            if not state.get("Running") or state.get("Restarting") or info.get("RestartCount"):
+                raise TessonError(_agent_words(client, cid, name))
+            data = nio.read_file(client, cid, READY_PATH)
+            if data:
+                try:
+                    return json.loads(data)
+                except ValueError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TessonError(f"kernel agent {name} did not write the rules in {READY_TIMEOUT:.0f}s: "
+                                  f"{nio.last_words(client, cid)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _exec(self, ctx: Context, cid: str, verb: str) -> dict:
+        """``tesson kernel-agent VERB --group GROUP`` inside the running agent: its JSON answer."""
+        client = ctx.docker
+        try:
+            exec_id = client.exec_create(cid, ["tesson", "kernel-agent", verb, "--group", ctx.group])["Id"]
+            out = client.exec_start(exec_id, demux=True)
+            code = client.exec_inspect(exec_id).get("ExitCode")
+        except Exception as e:
+            raise TessonError(f"kernel agent {lb_name(ctx.group)}: {verb} failed: {_explain(e)}") from None
+        stdout, stderr = (out or (b"", b""))
+        if code != 0:
+            text = (stderr or stdout or b"").decode(errors="replace").strip().splitlines()
+            raise TessonError(text[-1].removeprefix("tesson: ") if text else f"kernel-agent {verb} exited {code}")
+        try:
+            return json.loads((stdout or b"{}").decode())
+        except ValueError:
+            return {}
+
+    def _status(self, ctx: Context, cid: str) -> dict:
+        return self._exec(ctx, cid, "status")
+
+    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> None:
+        """``tesson kernel-agent VERB --group GROUP`` in a short-lived container of the image, on the
+        daemon's host (where the rules are), when no agent runs: drain or purge."""
+        client = ctx.docker
+        body = self._agent_body(ctx, [verb], labels or {ONEOFF_LABEL: ctx.group}, restart=False)
+        try:
+            cid = client.create_container_from_config(body)["Id"]
+        except Exception as e:
+            if verb != "purge":
+                raise TessonError(f"kernel-agent {verb} could not run in image {self.image}: {_explain(e)}") from None
+            raise TessonError(
+                f"could not {verb} the kernel rules of group {ctx.group} ({_explain(e)}): as root on the daemon's host, "
+                f"'nft delete table ip {K.table_name(ctx.group)}' and delete the rules commented "
+                f"{K.comment(ctx.group)} in 'nft -a list chain ip filter DOCKER-USER'") from None
+        try:
+            client.start(cid)
+            code = client.wait(cid, timeout=60).get("StatusCode")
+            if code != 0:
+                raise TessonError(_agent_words(client, cid, f"kernel-agent {verb}"))
+        except TessonError:
+            raise
+        except Exception as e:
+            raise TessonError(f"kernel-agent {verb} for group {ctx.group}: {_explain(e)}") from None
+        finally:
+            try:
+                _remove_container(client, cid)
+            except Exception:
+                pass
+
+
+def _agent_words(client: Any, cid: str, name: str) -> str:
+    """The agent's own error line (``tesson: ...``), else its last words."""
+    try:
+        text = client.logs(cid, stdout=False, stderr=True, tail=5).decode(errors="replace")
+    except Exception:
+        text = ""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("tesson: "):
+            return f"{name}: {line[len('tesson: '):]}"
+    return f"{name} exited: {nio.last_words(client, cid)}"
+
+
+FRONTEND = KernelFrontend
