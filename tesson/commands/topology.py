@@ -8,14 +8,18 @@ import sys
 
 
 def group_marks(holders: dict) -> dict[int, str]:
-    """CPU id -> ``<- web-0 (exclusive)`` / ``<- api-0, api-1 (shared)``; free CPUs have none."""
+    """CPU id -> ``<- web-0 (exclusive)``, ``<- api-0, api-1 (shared)`` or both (``; ``); free CPUs
+    have none."""
     from tesson import names
 
     out = {}
     for cpu, held in holders.items():
-        kinds = sorted({k for _, _, k in held})
-        who = ", ".join(names.shard_name(g, i) for g, i, _ in held)
-        out[cpu] = f"<- {who} ({'/'.join(kinds)})"
+        parts = []
+        for kind in ("exclusive", "shared"):
+            who = [names.shard_name(g, i) for g, i, k in held if k == kind]
+            if who:
+                parts.append(f"{', '.join(who)} ({kind})")
+        out[cpu] = "<- " + "; ".join(parts)
     return out
 
 
