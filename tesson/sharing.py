@@ -17,7 +17,7 @@ cause, who holds what, and the fix.
 
 from __future__ import annotations
 
-from tesson import cpulist, holdings, quotas
+from tesson import cpulist, holdings
 from tesson.allocation import NoFreeUnits, pack
 from tesson.errors import TessonError
 from tesson.placement import plan
@@ -56,11 +56,17 @@ def place(p, claims, config: dict | None = None):
     claims = [c for c in claims if c.name != p.group]
     topo = p.topology
     shards = plan_group(topo, p.unit, p.size_asked, p.restrict, p.exclusive, claims)
-    lims = tuple(quotas.limits(topo, shards, p.quotas, config)) if p.quotas else ()
+    lims = ()
+    if p.quotas:
+        from tesson import quotas  # only then: it imports re
+
+        lims = tuple(quotas.limits(topo, shards, p.quotas, config))
     moves: list = []
     warnings: list[str] = []
     if p.exclusive:
         if lims:
+            from tesson import quotas
+
             others = [(c.name, c.shards, c.limits) for c in claims if c.exclusive and not c.foreign]
             quotas.check_fit(topo, p.group, shards, lims, others)
         mine = holdings.Claim(p.group, p.exclusive, p.unit, p.restrict, shards)
