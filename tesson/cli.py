@@ -223,6 +223,26 @@ def build_parser() -> Parser:
         "a disk (nvme0n1, sda), a GPU (card0) or a PCI address (0000:02:00.0) (repeatable)",
     )
     run.add_argument(
+        "--exclusive",
+        action="store_true",
+        help="give each shard whole units no other group may use while this one exists, packed on as "
+        "few packages and NUMA nodes as possible (default -n: every free unit)",
+    )
+    run.add_argument("--spread", action="store_true", help="with --exclusive: spread the units evenly over NUMA nodes")
+    run.add_argument(
+        "--cpus", metavar="LIST", help="place the group only on these CPUs, e.g. 2-15 (like hwloc-distrib --restrict)"
+    )
+    run.add_argument(
+        "--memory", metavar="SIZE|auto",
+        help="each shard's memory limit: 512m, 2g, or auto (its share of its NUMA nodes' memory, less the host's part)",
+    )
+    run.add_argument(
+        "--memory-reservation", metavar="SIZE|auto", help="each shard's memory soft limit: a size, or auto (as --memory)"
+    )
+    run.add_argument(
+        "--cpu-shares", metavar="N|auto", help="each shard's CPU shares: a number, or auto (1024 per CPU of the shard)"
+    )
+    run.add_argument(
         "-c",
         "--config",
         metavar="CONFIG.json",
@@ -256,7 +276,8 @@ def build_parser() -> Parser:
         default="missing",
         help="pull the image before running: when the daemon lacks it, always, or never (default: missing)",
     )
-    run.add_argument("--dry-run", action="store_true", help="print the plan and call no daemon")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan run would make now, given the groups on the daemon, and start nothing")
     run.add_argument(
         "--format", choices=("table", "json"), default="table", help="output: the plan, or the group started (default: table)"
     )
@@ -287,6 +308,8 @@ def build_parser() -> Parser:
 
     topo = verb("topology")
     topo.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
+    topo.add_argument("--groups", action="store_true",
+                      help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
 
     repair = verb("repair")
     repair.add_argument("-g", "--group", required=True, help="the group to repair")

@@ -43,6 +43,10 @@ class Spec:
     shards: list[Shard]  # the plan, by index
     frontend: str = "none"
     near: list = field(default_factory=list)  # run --near devices, as given
+    exclusive: str = ""  # run --exclusive: "packed" or "spread"; "": a shared-pool group
+    restrict: str | None = None  # the cpulist the group may use (--cpus AND --near); None: all allowed
+    limits: list = field(default_factory=list)  # each shard's HostConfig limits, by index ([] = none)
+    machine: str = ""  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
 
     @property
     def size(self) -> int:
@@ -53,6 +57,14 @@ class Spec:
         from tesson import __version__
 
         near = {L.NEAR: json.dumps(list(self.near))} if self.near else {}
+        if self.exclusive:
+            near[L.EXCLUSIVE] = self.exclusive
+        if self.restrict is not None:
+            near[L.CPUS_RESTRICT] = self.restrict
+        if self.machine:
+            near[L.MACHINE] = self.machine
+        if any(self.limits):
+            near[L.LIMITS] = json.dumps(list(self.limits), separators=(",", ":"))
         return {
             **near,
             L.GROUP: self.group,
@@ -83,6 +95,10 @@ class Spec:
                 shards=shards,
                 frontend=labels.get(L.FRONTEND) or "none",
                 near=json.loads(labels.get(L.NEAR) or "[]"),
+                exclusive=labels.get(L.EXCLUSIVE, ""),
+                restrict=labels.get(L.CPUS_RESTRICT),
+                limits=json.loads(labels.get(L.LIMITS) or "[]"),
+                machine=labels.get(L.MACHINE, ""),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"labels do not describe a tesson group ({type(e).__name__}: {e})") from None
@@ -136,6 +152,16 @@ class Group:
         except ValueError:
             return []
         return [str(v) for v in value] if isinstance(value, list) else []
+
+    @property
+    def exclusive(self) -> str:
+        """``packed`` or ``spread`` for a run --exclusive group, else ""."""
+        return self.labels.get(L.EXCLUSIVE, "")
+
+    def limits_of(self, index: int) -> dict:
+        """Shard ``index``'s HostConfig limits ({} when none were set)."""
+        lims = self.spec.limits if self.spec is not None else []
+        return lims[index] if 0 <= index < len(lims) and isinstance(lims[index], dict) else {}
 
     @property
     def size(self) -> int:

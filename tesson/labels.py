@@ -25,6 +25,18 @@ FRONTEND = PREFIX + "frontend"
 VERSION = PREFIX + "version"
 RUN = PREFIX + "run"  # a fresh id per run/repair: what one invocation made, for its cleanup
 NEAR = PREFIX + "near"  # JSON list of the run --near devices (absent: placed on the whole machine)
+# run --exclusive: "packed" or "spread" (absent: a shared-pool group). See tesson.holdings.
+EXCLUSIVE = PREFIX + "exclusive"
+# The CPUs the group may use as a cpulist (run --cpus, ANDed with --near's CPUs); absent: all allowed.
+# A shared group's pins are recomputed from it when exclusive groups come and go (tesson.holdings).
+CPUS_RESTRICT = PREFIX + "cpus-restrict"
+# The machine the plan was made for (tesson.holdings.machine_id): groups planned from another
+# topology (another --fsroot) hold no CPU of this one.
+MACHINE = PREFIX + "machine"
+LIMITS = PREFIX + "limits"  # JSON list by shard index of HostConfig limits ({"Memory": ..., ...})
+
+# The daemon-side lock of tesson.daemon_lock (a created, never started container).
+LOCK_OWNER = PREFIX + "lock.owner"  # "HOSTNAME PID PROCESS-START-TIME" of the holder
 
 # Labels that differ between a group's containers (the rest are the group's own).
 PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN)
@@ -42,6 +54,7 @@ GORB_METHOD = PREFIX + "gorb.method"
 ROLE_SHARD = "shard"
 ROLE_LB = "lb"
 ROLE_NETWORK = "network"
+ROLE_LOCK = "lock"
 
 
 def selector(key: str, value: str | None = None) -> str:

@@ -150,8 +150,11 @@ def _distrib(roots: Sequence[Obj], n: int, stop: Stop, out: list[int], mask: int
         cs = r.cpuset & mask
         sets.append(cs)
         tot += weight(cs)
+    pairs = zip(roots, sets)
+    if mask != -1:  # hwloc's restricted tree orders siblings by their first CPU left (see plan)
+        pairs = sorted(pairs, key=lambda p: (p[1] & -p[1]) if p[1] else 0)
     given_w = 0
-    for r, cs in zip(roots, sets):
+    for r, cs in pairs:
         if not cs:
             continue
         w = weight(cs)
@@ -173,7 +176,9 @@ def plan(topo: Topology, unit: str = "core", size: int | None = None, restrict: 
     ``hwloc-distrib --restrict MASK --to UNIT N``. hwloc restricts its tree to the mask first
     (objects keep only their CPUs inside it, those left without any drop out) and then walks it as
     above; walking the whole tree while weighing every object by its CPUs inside the mask is the
-    same walk, since objects without such CPUs get no share and are never entered. Hazards: the
+    same walk, since objects without such CPUs get no share and are never entered, except for one
+thing: in the restricted tree hwloc orders siblings by the first CPU they keep (restricted to CPUs
+1-5,7, a package holding 2,4 comes after one holding 1,3,5,7), so the walk sorts them so. Hazards: the
     default N counts only the units that hold CPUs inside the mask; an empty mask is refused.
     """
     unit = canonical_unit(unit)

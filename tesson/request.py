@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 from tesson.errors import UsageError
 
 if TYPE_CHECKING:
+    from tesson.holdings import Move
     from tesson.placement import Shard
     from tesson.ports import Port
+    from tesson.quotas import Quotas
     from tesson.topology import Topology
 
 
@@ -70,6 +72,13 @@ class Placement:
     topology: Topology  # as read under the fsroot, for the frontend's checks
     shards: tuple[Shard, ...]
     near: tuple[str, ...] = ()  # run --near devices as typed (() = the whole machine)
+    exclusive: str = ""  # run --exclusive: "packed" or "spread" (--spread); "": the shared pool
+    restrict: int | None = None  # the CPUs the group may use (--cpus AND --near's), a mask; None: all
+    size_asked: int | None = None  # -n as given (None: every free unit)
+    quotas: Quotas | None = None  # --memory, --memory-reservation, --cpu-shares (None: none asked)
+    limits: tuple[dict, ...] = ()  # each shard's HostConfig limits, by index (() = none)
+    repins: tuple[Move, ...] = ()  # the live re-pins of shared groups this plan needs (--exclusive)
+    warnings: tuple[str, ...] = ()  # lines for stderr (e.g. a foreign group on the CPUs taken)
 
 
 @dataclass(frozen=True)
@@ -104,3 +113,7 @@ class RunRequest:
     @property
     def shards(self) -> tuple[Shard, ...]:
         return self.placement.shards
+
+    @property
+    def limits(self) -> tuple[dict, ...]:
+        return self.placement.limits

@@ -35,6 +35,7 @@ def to_json(grp: Group, client: Any) -> dict:
         "image": grp.image,
         "unit": grp.unit,
         "near": grp.near,
+        "exclusive": grp.exclusive or None,
         "size": grp.size,
         "status": grp.status,
         "shards": [
@@ -47,6 +48,7 @@ def to_json(grp: Group, client: Any) -> dict:
                 "cpus": list(s.cpus),
                 "mems": list(s.mems),
                 "ports": list(s.ports),
+                "limits": grp.limits_of(s.index),
             }
             for s in grp.shards
         ],
@@ -67,6 +69,7 @@ def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: Text
         if n:
             out.write("\n")
         near = f" near={','.join(grp.near)}" if grp.near else ""
+        near += f" exclusive={grp.exclusive}" if grp.exclusive else ""
         out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
         fe = doc["frontend"]
         front = ", ".join(fe.get("ports") or [])
@@ -77,6 +80,11 @@ def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: Text
             rows.append(
                 (str(s.index), s.short_id or "-", status, s.name, cpulist.format(s.cpus), cpulist.format(s.mems), ", ".join(s.ports))
             )
+        if any(grp.limits_of(s.index) for s in grp.shards):
+            from tesson.quotas import describe
+
+            rows[0] += ("LIMITS",)
+            rows[1:] = [r + (describe(grp.limits_of(s.index)),) for r, s in zip(rows[1:], grp.shards)]
         write_table(rows, out)
         for extra in grp.extra:
             out.write(f"note: {extra.name} ({extra.short_id}) claims shard {extra.index} but is not in the plan\n")

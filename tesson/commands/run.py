@@ -19,23 +19,63 @@ if TYPE_CHECKING:
 
     from tesson.group import Group
     from tesson.near import Near
+    from tesson.quotas import Quotas
     from tesson.request import Placement, RunRequest
     from tesson.topology import Topology
 
 
 def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool, unit: str,
-              size: int | None, near: Sequence[str] = ()) -> Placement:
-    """Read the topology under ``fsroot`` and split it as asked (within the CPUs local to the
-    ``near`` devices, if any). The group defaults to one made from the image name."""
+              size: int | None, near: Sequence[str] = (), cpus: str | None = None, exclusive: str = "",
+              quotas: Quotas | None = None, claims: Sequence | None = (), config: dict | None = None) -> Placement:
+    """Read the topology under ``fsroot`` and plan the group as asked: within ``--cpus`` and the
+    CPUs local to the ``near`` devices (if any), next to the groups whose ``claims`` are given
+    (tesson.holdings; () = none: the whole machine is free). The group defaults to one made from
+    the image name."""
     group = names.validate_group(group) if group else names.group_from_image(image)
-    from tesson import placement, topology
+    from tesson import placement, sharing, topology
     from tesson.request import Placement
 
     topo = topology.read(fsroot, include_isolated=include_isolated)
     unit = placement.canonical_unit(unit)
     found = near_devices(topo, near)
-    shards = placement.plan(topo, unit, size, restrict=found.cpuset if found else None)
-    return Placement(group, image, unit, topo, tuple(shards), tuple(near))
+    restrict = cpus_mask(topo, cpus)
+    if found is not None:
+        if restrict is not None and not restrict & found.cpuset:
+            from tesson.errors import TessonError
+
+            raise TessonError(f"--cpus {cpus} and --near {','.join(near)} have no CPU in common "
+                              f"(the devices' CPUs: {_fmt(found.cpuset)})")
+        restrict = found.cpuset & topo.cpuset if restrict is None else restrict & found.cpuset
+    p = Placement(group, image, unit, topo, (), tuple(near), exclusive=exclusive, restrict=restrict,
+                  size_asked=size, quotas=quotas or None)
+    return sharing.place(p, list(claims or ()), config)
+
+
+def _fmt(mask: int) -> str:
+    from tesson import cpulist
+
+    return cpulist.format(cpulist.bits(mask))
+
+
+def cpus_mask(topo: Topology, text: str | None) -> int | None:
+    """``--cpus LIST`` as a mask: UsageError (exit 2) when malformed, TessonError (exit 1) when it
+    names CPUs this machine does not allow (offline, outside this process's cpuset, isolated with
+    --no-isolated)."""
+    if text is None:
+        return None
+    from tesson import cpulist
+    from tesson.errors import TessonError, UsageError
+
+    try:
+        mask = cpulist.list_to_mask(text)
+    except ValueError as e:
+        raise UsageError(f"--cpus: {e}") from None
+    if not mask:
+        raise UsageError("--cpus: name at least one CPU, e.g. --cpus 0-3")
+    if mask & ~topo.cpuset:
+        raise TessonError(f"--cpus {text}: CPU {_fmt(mask & ~topo.cpuset)} is not allowed on this machine "
+                          f"(allowed: {_fmt(topo.cpuset)}; see tesson topology)")
+    return mask
 
 
 def near_devices(topo: Topology, specs: Sequence[str]) -> Near | None:
@@ -50,14 +90,31 @@ def near_devices(topo: Topology, specs: Sequence[str]) -> Near | None:
     return found
 
 
-def _plan_of(args: argparse.Namespace) -> Placement:
+def _options(args: argparse.Namespace) -> tuple[str, Quotas | None]:
+    """``--exclusive``/``--spread`` and the quota options, checked (UsageError)."""
+    from tesson.errors import UsageError
+
+    if args.spread and not args.exclusive:
+        raise UsageError("--spread goes with --exclusive (a shared group is spread by hwloc's distribution already)")
+    exclusive = ("spread" if args.spread else "packed") if args.exclusive else ""
+    q = None
+    if args.memory or args.memory_reservation or args.cpu_shares:
+        from tesson.quotas import Quotas
+
+        q = Quotas.parse(args.memory, args.memory_reservation, args.cpu_shares)
+    return exclusive, q
+
+
+def _plan_of(args: argparse.Namespace, claims: Sequence | None = (), config: dict | None = None) -> Placement:
+    exclusive, q = _options(args)
     return make_plan(args.group, args.image, args.fsroot, not args.no_isolated, args.unit, args.size,
-                     tuple(args.near or ()))
+                     tuple(args.near or ()), args.cpus, exclusive, q, claims, config)
 
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """Check everything that needs no daemon and make the request: ``-p`` specs, the config, the
-    frontend's options, whether this machine's topology may be used, the plan."""
+    frontend's options, whether this machine's topology may be used, the plan (as if no other group
+    held any CPU: :func:`start` plans again, under the daemon's lock, next to the groups there)."""
     from tesson import config as config_mod
     from tesson import docker_client, ports
     from tesson.request import FrontendOptions, RunRequest
@@ -67,7 +124,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
                                      lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method)
     docker_client.check_topology_source(args.fsroot_given)
-    placement = _plan_of(args)
+    placement = _plan_of(args, (), cfg)
     command = list(args.command or [])
     if command[:1] == ["--"]:
         command = command[1:]
@@ -82,8 +139,35 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     )
 
 
+def dry_run(args: argparse.Namespace) -> Placement:
+    """The plan ``run`` would make now, next to the groups on the daemon; when no daemon answers, on
+    the whole machine (and a note on stderr says so)."""
+    from tesson import daemon_claims
+
+    cfg = None
+    if args.config:
+        from tesson import config as config_mod
+
+        cfg = config_mod.load(args.config)
+    first = _plan_of(args, (), cfg)  # checks the options and reads the topology once
+    claims, why = daemon_claims.load(first.topology)
+    if claims is None:
+        print(f"tesson: note: no Docker daemon reachable ({why}): planned on the whole machine, as if no "
+              f"group held any CPU", file=sys.stderr)
+        return first
+    if not claims:
+        return first
+    from tesson import sharing
+
+    placed = sharing.place(first, claims, cfg)
+    for line in placed.warnings:
+        print(f"tesson: {line}", file=sys.stderr)
+    return placed
+
+
 def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
     group, image, unit, shards, near = plan.group, plan.image, plan.unit, plan.shards, plan.near
+    lims = plan.limits
     if fmt == "json":
         doc = {
             "group": group,
@@ -93,50 +177,95 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
         }
         if near:
             doc["near"] = list(near)
+        if plan.exclusive:
+            doc["exclusive"] = plan.exclusive
+        if plan.restrict is not None:
+            from tesson.cpulist import bits
+
+            doc["cpus_restrict"] = bits(plan.restrict)
+        if lims:
+            for d, lim in zip(doc["shards"], lims):
+                d["limits"] = lim
+        if plan.repins:
+            doc["repins"] = [{"group": m.group, "shard": m.index, "from": list(m.old_cpus), "to": list(m.cpus),
+                              "mems": list(m.mems)} for m in plan.repins]
         out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
     from tesson.commands import write_table
 
     near_text = f" near={','.join(near)}" if near else ""
+    if plan.restrict is not None:
+        near_text += f" cpus={cpulist.format(cpulist.bits(plan.restrict))}"
+    if plan.exclusive:
+        near_text += f" exclusive={plan.exclusive}"
     out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}{near_text}\n")
     rows = [("SHARD", "NAME", "CPUS", "MEMS")]
     rows += [(str(s.index), names.shard_name(group, s.index), cpulist.format(s.cpus), cpulist.format(s.mems))
              for s in shards]
+    if lims:
+        from tesson.quotas import describe
+
+        rows[0] += ("LIMITS",)
+        rows[1:] = [r + (describe(lim),) for r, lim in zip(rows[1:], lims)]
     write_table(rows, out)
+    for m in plan.repins:
+        out.write(f"re-pin: {names.shard_name(m.group, m.index)} (shared group {m.group}) "
+                  f"{cpulist.format(m.old_cpus)} -> {cpulist.format(m.cpus)}\n")
 
 
 def start(req: RunRequest) -> tuple[Group | None, Any]:
-    """The real run: the frontend's checks, the image, the group name free, then start the group.
+    """The real run: the frontend's checks, the image, then, holding the daemon's lock
+    (tesson.daemon_lock): the group name free, the plan made again next to the groups on the
+    daemon, the shared groups re-pinned live if this exclusive group takes their CPUs, the group
+    started. A failure rolls back the re-pins with the shards.
 
     Returns the group as found on the daemon afterwards and the client.
     """
-    from tesson import docker_client, frontend, runtime
+    from dataclasses import replace
+
+    from tesson import daemon_claims, daemon_lock, docker_client, frontend, runtime, sharing
     from tesson import group as G
+    from tesson.runtime import repin
 
     fe = frontend.select(req)
     client = docker_client.connect(workers=runtime.MAX_WORKERS)
     from tesson.pull import ensure_image
 
     ensure_image(client, req.image, req.pull)
-    existing = G.find(client, req.group)
-    if existing is not None and existing.status.startswith("stopped"):
-        raise runtime.GroupInUse(
-            f"group {req.group!r} exists and is stopped ({existing.status}): start it with "
-            f"'tesson start {req.group}', or remove it first: tesson stop -g {req.group} --purge"
-        )
-    if existing is not None:
-        raise runtime.GroupInUse(
-            f"group {req.group!r} is already in use ({existing.status}); "
-            f"stop it first: tesson stop -g {req.group} --purge"
-        )
-    runtime.run(frontend.Context.for_run(req, client, fe), fe)
+    with daemon_lock.held(client, req.image):
+        existing = G.find(client, req.group)
+        if existing is not None and existing.status.startswith("stopped"):
+            raise runtime.GroupInUse(
+                f"group {req.group!r} exists and is stopped ({existing.status}): start it with "
+                f"'tesson start {req.group}', or remove it first: tesson stop -g {req.group} --purge"
+            )
+        if existing is not None:
+            raise runtime.GroupInUse(
+                f"group {req.group!r} is already in use ({existing.status}); "
+                f"stop it first: tesson stop -g {req.group} --purge"
+            )
+        claims, why = daemon_claims.load(req.topology, client)
+        if claims is None:
+            from tesson.errors import TessonError
+
+            raise TessonError(f"cannot list the groups on the daemon: {why}")
+        req = replace(req, placement=sharing.place(req.placement, claims, req.config))
+        for line in req.placement.warnings:
+            print(f"tesson: {line}", file=sys.stderr)
+        ctx = frontend.Context.for_run(req, client, fe)
+        if req.placement.repins:
+            claimed = {c.name: c for c in claims}
+            for m in req.placement.repins:
+                m.containers = claimed[m.group].containers.get(m.index, [])
+            repin.apply(client, list(req.placement.repins), ctx.undo)
+        runtime.run(ctx, fe)  # a failure rolls back the re-pins with the shards (ctx.undo)
     return G.find(client, req.group), client
 
 
 def main(args: argparse.Namespace) -> int:
     if args.dry_run:
-        print_plan(_plan_of(args), args.format)
+        print_plan(dry_run(args), args.format)
         return 0
     from tesson.commands import ps
 

@@ -1,4 +1,5 @@
-"""tesson topology: the CPUs, caches and NUMA nodes tesson sees, as a compact tree or as JSON."""
+"""tesson topology: the CPUs, caches and NUMA nodes tesson sees, as a compact tree or as JSON; with
+``--groups``, every CPU marked by the group and shard holding it (tesson.holdings)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,64 @@ import json
 import sys
 
 
+def group_marks(holders: dict) -> dict[int, str]:
+    """CPU id -> ``<- web-0 (exclusive)``, ``<- api-0, api-1 (shared)`` or both (``; ``); free CPUs
+    have none."""
+    from tesson import names
+
+    out = {}
+    for cpu, held in holders.items():
+        parts = []
+        for kind in ("exclusive", "shared"):
+            who = [names.shard_name(g, i) for g, i, k in held if k == kind]
+            if who:
+                parts.append(f"{', '.join(who)} ({kind})")
+        out[cpu] = "<- " + "; ".join(parts)
+    return out
+
+
+def groups_json(topo, claims, holders: dict) -> dict:
+    """The facts of the text view: each group's pins now, and each allowed CPU's holders."""
+    from tesson import holdings
+
+    eff = holdings.effective(topo, claims)
+    return {
+        "groups": [
+            {
+                "name": c.name,
+                "exclusive": c.exclusive or None,
+                "unit": c.unit,
+                "cpus_restrict": None if c.restrict is None else [i for i in range(c.restrict.bit_length()) if c.restrict >> i & 1],
+                "foreign": c.foreign,
+                "shards": [{"index": s.index, "cpus": list(s.cpus), "mems": list(s.mems)} for s in eff[c.name] or ()],
+            }
+            for c in claims
+        ],
+        "cpus": [
+            {"cpu": cpu, "holders": [{"group": g, "shard": i, "kind": k} for g, i, k in holders.get(cpu, ())]}
+            for cpu in topo.pus
+        ],
+    }
+
+
 def main(args) -> int:
     from tesson import topology
     from tesson.topology.render import render_text
 
     topo = topology.read(args.fsroot, include_isolated=not args.no_isolated)
+    if getattr(args, "groups", False):
+        from tesson import daemon_claims, holdings
+        from tesson.errors import TessonError
+
+        claims, why = daemon_claims.load(topo)
+        if claims is None:
+            raise TessonError(f"--groups asks the Docker daemon, which cannot be reached: {why}")
+        held = holdings.holders(topo, claims)
+        if args.format == "json":
+            sys.stdout.write(json.dumps({**topo.to_json(), **groups_json(topo, claims, held)}) + "\n")
+        else:
+            sys.stdout.write(render_text(topo, marks=group_marks(held)))
+        return 0
     if args.format == "json":
         sys.stdout.write(json.dumps(topo.to_json()) + "\n")
     else:

@@ -149,15 +149,21 @@ class Context:
     undo: Undo = field(default_factory=Undo)
     started: dict[int, dict] = field(default_factory=dict)
     purge: bool = False  # stop --purge
+    limits: list[dict] = field(default_factory=list)  # each shard's HostConfig limits, by index
     timeout: int = 10  # stop -t
 
     @classmethod
     def for_run(cls, req: RunRequest, client: Any, fe: Frontend) -> Context:
         """The context of ``run``: the request's group, labelled with its spec and the frontend's."""
+        from tesson import cpulist
         from tesson.group import Spec
+        from tesson.holdings import machine_id
 
+        p = req.placement
+        restrict = None if p.restrict is None else cpulist.format(cpulist.bits(p.restrict))
         spec = Spec(req.group, req.image, list(req.command), list(req.port_specs), req.config, req.unit,
-                    list(req.shards), fe.kind, list(req.placement.near))
+                    list(req.shards), fe.kind, list(p.near), p.exclusive, restrict, list(p.limits),
+                    machine_id(req.topology) if req.topology is not None else "")
         return cls(
             group=req.group,
             docker=client,
@@ -169,6 +175,7 @@ class Context:
             config=req.config,
             labels={**spec.labels(), **fe.labels(), L.FRONTEND: fe.kind},
             topology=req.topology,
+            limits=list(p.limits),
         )
 
     @classmethod
@@ -181,6 +188,7 @@ class Context:
         if spec is not None:
             ctx.image, ctx.command, ctx.config, ctx.unit = spec.image, list(spec.command), spec.config, spec.unit
             ctx.shards = list(spec.shards)
+            ctx.limits = list(spec.limits)
             try:
                 ctx.ports = P.parse(spec.port_specs)
             except TessonError:

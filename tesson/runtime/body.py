@@ -56,6 +56,8 @@ def shard_body(ctx: Context, fe: Frontend, shard: Shard) -> dict:
     host["CpusetCpus"] = cpus
     if mems:
         host["CpusetMems"] = mems
+    if 0 <= shard.index < len(ctx.limits) and isinstance(ctx.limits[shard.index], dict):
+        host.update(ctx.limits[shard.index])  # quotas.limits already let the config's own values win
     if not host.get("RestartPolicy"):
         host["RestartPolicy"] = {"Name": "unless-stopped"}
     body["HostConfig"] = host

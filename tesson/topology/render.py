@@ -139,9 +139,10 @@ def _numa_line(node) -> str:
     return f"NUMANode P#{node.id} ({_size(node.memory_bytes)})"
 
 
-def render_text(topo, io: bool = True) -> str:
+def render_text(topo, io: bool = True, marks: dict | None = None) -> str:
     """lstopo's console view (``lstopo-no-graphics -p --whole-io``), less instruction caches, plus
-    each object's allowed CPUs; ``io=False``: without I/O (``--no-io``)."""
+    each object's allowed CPUs; ``io=False``: without I/O (``--no-io``). ``marks``: CPU id -> text
+    put at the end of that PU's line (``topology --groups``: who holds it)."""
     below = topo.io.below if io else {}
     lines: list[str] = []
     total = sum(n.memory_bytes for n in topo.numa_nodes)
@@ -159,6 +160,8 @@ def render_text(topo, io: bool = True) -> str:
         text = " + ".join(parts)
         if obj.kind != "pu" and obj.children:
             text += f"  [cpus {cpulist.format(obj.cpus)}]"
+        elif marks and obj.kind == "pu" and obj.os_index in marks:
+            text += f"  {marks[obj.os_index]}"
         lines.append("  " * indent + text)
         for n in obj.memory:
             lines.append("  " * (indent + 1) + _numa_line(n))

@@ -1,0 +1,244 @@
+"""Who holds which CPU: the exclusive groups, the shared pool, and the live re-pins between them
+(pure; stdlib only, so ``run --dry-run`` stays quick).
+
+The labels on the daemon's containers are the only state (tesson keeps none of its own):
+
+- an **exclusive** group (``io.tesson.exclusive``: ``packed`` or ``spread``) holds the CPUs of its
+  plan (``io.tesson.plan``) for as long as any of its containers exists, running or stopped; those
+  CPUs are never re-pinned and no other group is planned on them;
+- every other group is **shared**: its shards are ``hwloc-distrib --restrict POOL`` over the *pool*,
+  the allowed CPUs (within its ``io.tesson.cpus-restrict``, when it has one) that no exclusive group
+  holds. Its pins are thus a function of the topology and of the exclusive groups: when those
+  change, :func:`moves` tells which shards to re-pin live (``docker update --cpuset-cpus``), and
+  ``tesson topology --groups`` shows the pins they have now, not the ones they started with.
+
+Hazards: the label plan of a shared group is the plan made when it started; after re-pins it is
+stale, and only :func:`effective` is current. A group whose plan names CPUs this topology does not
+have, or that was planned for another machine (``io.tesson.machine``: a ``--fsroot`` copy of another
+host's sysfs), or that a tesson without shared pools made (no ``io.tesson.machine``: its user pinned
+it over the whole machine, and re-pinning it would change what they set) is *foreign*: it is shown
+with its label plan, holds nothing and is never re-pinned (``run --exclusive`` warns when it takes
+CPUs such a group uses). A pool that leaves a shared group no CPU at all is
+refused (:class:`NoCpuLeft`) before anything moves; a pool that leaves it fewer CPUs than shards
+gives several shards the same CPU, as hwloc-distrib does.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tesson import cpulist
+from tesson import labels as L
+from tesson.errors import TessonError
+from tesson.placement import Shard, canonical_unit, plan
+
+
+def machine_id(topo) -> str:
+    """A short fingerprint of the machine a plan is made for: all its CPUs (allowed or not) and its
+    NUMA nodes' sizes, so a tesson in a cgroup-limited container and one on the host agree."""
+    import zlib
+
+    nodes = ",".join(f"{n.id}:{n.memory_bytes}" for n in topo.numa_nodes)
+    return f"{zlib.crc32(f'{topo.root.complete:x}/{nodes}'.encode()):08x}"
+
+
+class Claim:
+    """One group as the labels describe it: ``name``, ``exclusive`` ("packed", "spread" or ""),
+    ``unit``, ``restrict`` (int mask or None), ``shards`` (the label plan), ``limits`` (by shard
+    index), ``containers`` (shard index -> container ids) and ``foreign`` (see the module's doc)."""
+
+    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign")
+
+    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None):
+        self.name, self.exclusive, self.unit, self.restrict = name, exclusive, unit, restrict
+        self.shards = list(shards)
+        self.limits = list(limits)
+        self.containers: dict[int, list[str]] = containers if containers is not None else {}
+        self.foreign = False
+
+    @property
+    def size(self) -> int:
+        return len(self.shards)
+
+    @property
+    def cpuset(self) -> int:
+        m = 0
+        for s in self.shards:
+            m |= cpulist.mask_of(s.cpus)
+        return m
+
+    def __repr__(self) -> str:  # pragma: no cover
+        kind = self.exclusive or "shared"
+        return f"<Claim {self.name} {kind} {self.unit} x{self.size}>"
+
+
+def claim_from_labels(labels: dict) -> Claim | None:
+    """A group's claim from the labels any of its containers carries; None when they are not a
+    complete tesson group's."""
+    try:
+        raw = json.loads(labels[L.PLAN])
+        shards = [Shard(i, tuple(cpulist.parse(c)), tuple(cpulist.parse(m))) for i, (c, m) in enumerate(raw)]
+        restrict = labels.get(L.CPUS_RESTRICT)
+        limits = json.loads(labels.get(L.LIMITS) or "[]")
+        unit = canonical_unit(labels.get(L.UNIT) or "core")
+        return Claim(labels[L.GROUP], labels.get(L.EXCLUSIVE, ""), unit,
+                     None if restrict is None else cpulist.list_to_mask(restrict), shards,
+                     limits if isinstance(limits, list) else [])
+    except (KeyError, ValueError, TypeError, TessonError):
+        return None
+
+
+def claims_from_containers(summaries: list[dict], topo=None) -> list[Claim]:
+    """Every group's claim from a container listing (``docker ps -a`` summaries: ``Labels``, ``Id``),
+    by group name. With ``topo``, groups whose plan names CPUs it does not have are ``foreign``."""
+    by_group: dict[str, dict] = {}
+    ids: dict[str, dict[int, list[str]]] = {}
+    for c in summaries:
+        labels = c.get("Labels") or {}
+        name = labels.get(L.GROUP)
+        if not name:
+            continue
+        role = labels.get(L.ROLE)
+        if role == L.ROLE_SHARD and labels.get(L.SHARD, "").isdigit():
+            ids.setdefault(name, {}).setdefault(int(labels[L.SHARD]), []).append(c.get("Id", ""))
+            if name not in by_group or by_group[name].get(L.ROLE) != L.ROLE_SHARD:
+                by_group[name] = labels
+        else:
+            by_group.setdefault(name, labels)
+    out = []
+    here = machine_id(topo) if topo is not None else None
+    for name in sorted(by_group):
+        claim = claim_from_labels(by_group[name])
+        if claim is None:
+            continue
+        claim.containers = ids.get(name, {})
+        made_for = by_group[name].get(L.MACHINE)
+        if topo is not None and (claim.cpuset & ~topo.cpuset or made_for != here):
+            claim.foreign = True
+        out.append(claim)
+    return out
+
+
+def exclusive_mask(claims: list[Claim]) -> int:
+    """The CPUs exclusive groups hold."""
+    m = 0
+    for c in claims:
+        if c.exclusive and not c.foreign:
+            m |= c.cpuset
+    return m
+
+
+def pool(topo, claims: list[Claim]) -> int:
+    """The shared pool: the allowed CPUs no exclusive group holds."""
+    return topo.cpuset & ~exclusive_mask(claims)
+
+
+def shared_restrict(topo, restrict: int | None, pool_mask: int) -> int | None:
+    """The ``restrict`` mask a shared group is planned with: None (today's whole-machine plan) when
+    nothing restricts it, else its own CPUs (all allowed ones by default) within the pool."""
+    if restrict is None and pool_mask == topo.cpuset:
+        return None
+    base = topo.cpuset if restrict is None else restrict & topo.cpuset
+    return base & pool_mask
+
+
+def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_mask: int) -> list[Shard] | None:
+    """A shared group's shards over the pool (hwloc-distrib --restrict); None when its CPUs within
+    the pool are none at all."""
+    r = shared_restrict(topo, restrict, pool_mask)
+    if r == 0:
+        return None
+    return plan(topo, unit, size, restrict=r)
+
+
+def effective(topo, claims: list[Claim]) -> dict[str, list[Shard] | None]:
+    """The pins every group has now: exclusive and foreign groups their label plan, shared ones
+    their plan over the pool (None: no CPU left for it)."""
+    p = pool(topo, claims)
+    out: dict[str, list[Shard] | None] = {}
+    for c in claims:
+        if c.exclusive or c.foreign or not c.shards:
+            out[c.name] = c.shards
+        else:
+            try:
+                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p)
+            except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
+                c.foreign = True
+                out[c.name] = c.shards
+    return out
+
+
+class Move:
+    """One live re-pin: shard ``index`` of ``group`` from (``old_cpus``, ``old_mems``) to
+    (``cpus``, ``mems``); ``containers`` are its container ids (filled from the claim)."""
+
+    __slots__ = ("group", "index", "old_cpus", "old_mems", "cpus", "mems", "containers")
+
+    def __init__(self, group, index, old_cpus, old_mems, cpus, mems, containers=()):
+        self.group, self.index = group, index
+        self.old_cpus, self.old_mems, self.cpus, self.mems = tuple(old_cpus), tuple(old_mems), tuple(cpus), tuple(mems)
+        self.containers = list(containers)
+
+    def describe(self) -> str:
+        return f"{self.group}/{self.index}: {cpulist.format(self.old_cpus)} -> {cpulist.format(self.cpus)}"
+
+    def __repr__(self) -> str:  # pragma: no cover
+        return f"<Move {self.describe()}>"
+
+
+class NoCpuLeft(TessonError):
+    """A change would leave shared groups without any CPU: ``groups`` names them."""
+
+    def __init__(self, groups: list[str], message: str):
+        self.groups = groups
+        super().__init__(message)
+
+
+def moves(topo, before: list[Claim], after: list[Claim]) -> list[Move]:
+    """The re-pins that take the shared groups of ``after`` from their pins under ``before`` to
+    their pins under ``after`` (groups in ``after`` only, e.g. the one being run, are not moved).
+    Raises :class:`NoCpuLeft` when a shared group would have no CPU: nothing is to move then."""
+    old, new = effective(topo, before), effective(topo, after)
+    starved = [c.name for c in after if not c.exclusive and not c.foreign and c.shards and new[c.name] is None]
+    if starved:
+        raise NoCpuLeft(starved, f"shared group{'s' if len(starved) > 1 else ''} {', '.join(starved)} would be "
+                                 f"left without any CPU")
+    out = []
+    for c in after:
+        if c.exclusive or c.foreign or c.name not in old:
+            continue
+        was, now = old[c.name] or c.shards, new[c.name] or []
+        for a, b in zip(was, now):
+            if (a.cpus, a.mems) != (b.cpus, b.mems):
+                out.append(Move(c.name, a.index, a.cpus, a.mems, b.cpus, b.mems, c.containers.get(a.index, ())))
+    return out
+
+
+def holders(topo, claims: list[Claim]) -> dict[int, list[tuple[str, int, str]]]:
+    """CPU -> ``[(group, shard index, "exclusive" | "shared"), ...]`` for the pins groups have now."""
+    out: dict[int, list[tuple[str, int, str]]] = {}
+    eff = effective(topo, claims)
+    for c in claims:
+        kind = "exclusive" if c.exclusive else "shared"
+        for s in eff.get(c.name) or ():
+            for cpu in s.cpus:
+                out.setdefault(cpu, []).append((c.name, s.index, kind))
+    return out
+
+
+def overlapping_foreign(claims: list[Claim], mask: int) -> list[str]:
+    """One warning per foreign group using CPUs of ``mask`` (an exclusive group about to take them)."""
+    out = []
+    for c in claims:
+        if c.foreign and c.cpuset & mask:
+            out.append(f"warning: group {c.name} (not in tesson's shared pool: made by an older tesson or for another "
+                       f"machine) keeps CPUs {cpulist.format(cpulist.bits(c.cpuset & mask))} that this exclusive group "
+                       f"takes; run it again with this tesson to put it in the pool")
+    return out
+
+
+def describe_exclusive(claims: list[Claim], within: int = -1) -> str:
+    """``"web holds 0-3, cache holds 4-5"``: the exclusive groups (with CPUs inside ``within``)."""
+    parts = [f"{c.name} holds {cpulist.format(cpulist.bits(c.cpuset & within))}"
+             for c in claims if c.exclusive and not c.foreign and c.cpuset & within]
+    return ", ".join(parts) or "no exclusive group holds any"

@@ -1,0 +1,56 @@
+"""Live re-pins of shared groups' shards (``docker update --cpuset-cpus --cpuset-mems``): no restart,
+the container and its start time stay. All or nothing: a re-pin the daemon refuses rolls back the
+ones already done, newest first, and fails with one line.
+
+``scale``/``update`` may reuse :func:`apply` with moves of their own (tesson.holdings.Move).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tesson import cpulist, log
+from tesson.docker_client import explain, unless_gone
+from tesson.errors import TessonError
+
+if TYPE_CHECKING:
+    from tesson.frontend import Undo
+    from tesson.holdings import Move
+
+
+def _update(client: Any, cid: str, cpus, mems) -> None:
+    kw = {"cpuset_cpus": cpulist.format(cpus)}
+    if mems:
+        kw["cpuset_mems"] = cpulist.format(mems)
+    unless_gone(client.update_container, cid, **kw)  # a container gone meanwhile needs no pins
+
+
+def apply(client: Any, moves: list[Move], undo: Undo | None = None) -> int:
+    """Re-pin every container of every move; returns how many were re-pinned. On a refusal the done
+    ones go back and TessonError names the shard, the daemon's reason and the rollback. With
+    ``undo``, each re-pin is recorded there (to go back if the caller's later steps fail)."""
+    done: list[tuple[str, Move]] = []
+    for m in moves:
+        for cid in m.containers:
+            try:
+                _update(client, cid, m.cpus, m.mems)
+            except Exception as e:
+                failed = []
+                for cid2, m2 in reversed(done):
+                    try:
+                        _update(client, cid2, m2.old_cpus, m2.old_mems)
+                    except Exception as e2:
+                        failed.append(f"{m2.group}/{m2.index} ({explain(e2)})")
+                back = (f"; could not put back {', '.join(failed)}" if failed
+                        else f"; the {len(done)} re-pin{'s' if len(done) != 1 else ''} done were rolled back" if done else "")
+                raise TessonError(
+                    f"the daemon refused to re-pin shard {m.index} of shared group {m.group} onto CPUs "
+                    f"{cpulist.format(m.cpus)}: {explain(e)}{back}"
+                ) from None
+            done.append((cid, m))
+            log.info("shard re-pinned", group=m.group, shard=m.index, cpus=cpulist.format(m.cpus),
+                     was=cpulist.format(m.old_cpus))
+            if undo is not None:
+                undo.add(f"re-pin {m.group}/{m.index}",
+                         lambda cid=cid, m=m: _update(client, cid, m.old_cpus, m.old_mems))
+    return len(done)
