@@ -147,11 +147,11 @@ def main() -> int:
                 m = med[(load, place, door)]
                 print(f"{load:5} {place:4} {door:8} {m['rps']:9.0f} {m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}   "
                       f"{m['rps'] / ref['rps']:11.2f} {m['p50'] / ref['p50']:11.2f}")
-    def paired(load: str, place: str, door: str, metric: str) -> float:
-        """The median over rounds of door/dockerp measured back to back in the same round: the
+    def paired(load: str, place: str, door: str, metric: str, base: str = "dockerp") -> float:
+        """The median over rounds of door/base measured back to back in the same round: the
         machine's noise (other work on 2 CPUs) moves both alike, so this is steadier than a ratio
         of medians."""
-        mine, ref = results[(load, place, door)], results[(load, place, "dockerp")]
+        mine, ref = results[(load, place, door)], results[(load, place, base)]
         return statistics.median(m[metric] / r[metric] for m, r in zip(mine, ref))
 
     for door in doors:
@@ -160,6 +160,11 @@ def main() -> int:
         print(f"{door}/dockerp, median of per-round ratios: " + "; ".join(
             f"{place} p50 1conn {paired('1conn', place, door, 'p50'):.2f}x, req/s c32 {paired('c32', place, door, 'rps'):.2f}x"
             for place in places))
+    if "nginx" in doors and "nginxbr" in doors:
+        print("nginx in the host network / on the bridge, median of per-round ratios: " + "; ".join(
+            f"{place} p50 1conn {paired('1conn', place, 'nginx', 'p50', 'nginxbr'):.2f}x, "
+            f"req/s 1conn {paired('1conn', place, 'nginx', 'rps', 'nginxbr'):.2f}x, "
+            f"req/s c32 {paired('c32', place, 'nginx', 'rps', 'nginxbr'):.2f}x" for place in places))
     if "kernel" in doors:
         p50 = paired("1conn", "ns", "kernel", "p50")
         rps = paired("c32", "ns", "kernel", "rps")
