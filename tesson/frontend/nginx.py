@@ -1,4 +1,4 @@
-"""``--lb nginx`` (the default): an embedded nginx stream balancer in front of the shards.
+"""``--lb nginx`` (``--lb auto`` where the kernel door cannot serve): an embedded nginx stream balancer in front of the shards.
 
 ``run -p SPEC...`` makes, in this order (each recorded in ``ctx.undo``, so a failed run removes it):
 
