@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""The kernel front door against ``docker run -p`` and the nginx balancer, in one interleaved run.
+"""The kernel front door against ``docker run -p`` and the nginx balancer (host network and bridge), in one interleaved run.
 
-Three ways to publish a fast app (nginx answering ``GET /`` with a 3-byte body over keep-alive
+Four ways to publish a fast app (nginx answering ``GET /`` with a 3-byte body over keep-alive
 connections, one worker per shard):
 
 - ``kernel``: ``tesson run -u pu -n 2 -p 28391:8080 --lb kernel`` (nftables DNAT, round robin);
-- ``nginx``:  ``tesson run -u pu -n 2 -p 28392:8080 --lb nginx`` (the nginx balancer container);
+- ``nginx``:  ``tesson run -u pu -n 2 -p 28392:8080 --lb nginx`` (the nginx balancer container in
+  the host's network: a fixed host port; nginx listens on it itself);
+- ``nginxbr``: ``tesson run -u pu -n 2 -p 28394-28394:8080 --lb nginx`` (a one-port range keeps
+  the balancer on the group's bridge network, published by Docker: docker-proxy on loopback,
+  Docker's DNAT from outside; how every nginx balancer was published before);
 - ``dockerp``: one container of the same shard, ``docker run -p 28393:8080 --cpuset-cpus 0``
   (Docker's own DNAT; docker-proxy on loopback), the reference.
 
@@ -49,7 +53,9 @@ from lb import SHARD_CONF, wrk
 
 from tests import netlab
 
-GROUPS = {"kernel": ("bench11-k", 28391), "nginx": ("bench11-n", 28392)}
+# door: (group, -p spec, host port, --lb)
+GROUPS = {"kernel": ("bench11-k", "28391:8080", 28391, "kernel"), "nginx": ("bench11-n", "28392:8080", 28392, "nginx"),
+          "nginxbr": ("bench11-nb", "28394-28394:8080", 28394, "nginx")}
 DOCKERP = ("bench11-dockerp", 28393)
 HOST_IF = "kb11h0"
 
@@ -63,7 +69,7 @@ def shard_entry() -> list[str]:
 
 
 def cleanup() -> None:
-    for group, _ in GROUPS.values():
+    for group, *_ in GROUPS.values():
         tesson("stop", "-g", group, "--purge", "-t", "1")
     subprocess.run(["docker", "rm", "-f", DOCKERP[0]], capture_output=True)
 
@@ -82,7 +88,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--image", default=os.environ.get("TESSON_IMAGE") or "tesson:latest",
                     help="the tesson image (agent, balancer and nginx shard)")
-    ap.add_argument("--only", default="", help="comma list of doors to measure (kernel,nginx,dockerp)")
+    ap.add_argument("--only", default="", help="comma list of doors to measure (kernel,nginx,nginxbr; dockerp always)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     for tool in ("wrk", "ip"):
@@ -95,17 +101,19 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "shard.json"
             cfg.write_text(json.dumps({"Entrypoint": shard_entry(), "Env": [f"SHARD_CONF={SHARD_CONF}"]}))
-            for kind, (group, port) in GROUPS.items():
-                r = tesson("run", "-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "--lb", kind,
+            for door, (group, spec, _, kind) in GROUPS.items():
+                if a.only and door not in a.only.split(","):
+                    continue
+                r = tesson("run", "-g", group, "-u", "pu", "-n", "2", "-p", spec, "--lb", kind,
                            "--lb-image", a.image, "-c", str(cfg), a.image)
                 if r.returncode:
-                    raise SystemExit(f"tesson run --lb {kind} failed: {r.stderr.strip()}")
+                    raise SystemExit(f"tesson run --lb {kind} -p {spec} failed: {r.stderr.strip()}")
         r = subprocess.run(["docker", "run", "-d", "--name", DOCKERP[0], "-p", f"{DOCKERP[1]}:8080", "--cpuset-cpus", "0",
                             "-e", f"SHARD_CONF={SHARD_CONF}", "--entrypoint", "sh", a.image, "-c", shard_entry()[2]],
                            capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"docker run -p failed: {r.stderr.strip()}")
-        doors = {"kernel": GROUPS["kernel"][1], "nginx": GROUPS["nginx"][1], "dockerp": DOCKERP[1]}
+        doors = {**{door: g[2] for door, g in GROUPS.items()}, "dockerp": DOCKERP[1]}
         if a.only:
             doors = {k: v for k, v in doors.items() if k in a.only.split(",") or k == "dockerp"}
         places = {"ns": (ns, "198.18.0.1"), "lo": (None, "127.0.0.1")}
@@ -121,7 +129,7 @@ def main() -> int:
                         url = f"http://{host}:{port}/"
                         res = wrk(url, threads, conns, a.duration, prefix=["ip", "netns", "exec", where] if where else ())
                         results.setdefault((load, place, door), []).append(res)
-                        print(f"round {rnd + 1} {load:5} {place:2} {door:7} {res['rps']:9.0f} req/s  "
+                        print(f"round {rnd + 1} {load:5} {place:2} {door:8} {res['rps']:9.0f} req/s  "
                               f"p50 {res['p50'] * 1000:7.1f} us  p99 {res['p99'] * 1000:7.1f} us {res['errors']}",
                               file=sys.stderr)
     finally:
@@ -131,19 +139,19 @@ def main() -> int:
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99")} for k, v in results.items()}
     print(f"# {datetime.date.today()} {platform.node()} {os.cpu_count()} CPUs, {platform.release()}; "
           f"image {a.image}; wrk {a.duration}s x {a.rounds} rounds interleaved, medians")
-    print(f"{'load':5} {'from':4} {'door':7} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}   {'rps/dockerp':>11} {'p50/dockerp':>11}")
+    print(f"{'load':5} {'from':4} {'door':8} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}   {'rps/dockerp':>11} {'p50/dockerp':>11}")
     for load in loads:
         for place in places:
             ref = med[(load, place, "dockerp")]
             for door in doors:
                 m = med[(load, place, door)]
-                print(f"{load:5} {place:4} {door:7} {m['rps']:9.0f} {m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}   "
+                print(f"{load:5} {place:4} {door:8} {m['rps']:9.0f} {m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}   "
                       f"{m['rps'] / ref['rps']:11.2f} {m['p50'] / ref['p50']:11.2f}")
-    def paired(load: str, place: str, door: str, metric: str) -> float:
-        """The median over rounds of door/dockerp measured back to back in the same round: the
+    def paired(load: str, place: str, door: str, metric: str, base: str = "dockerp") -> float:
+        """The median over rounds of door/base measured back to back in the same round: the
         machine's noise (other work on 2 CPUs) moves both alike, so this is steadier than a ratio
         of medians."""
-        mine, ref = results[(load, place, door)], results[(load, place, "dockerp")]
+        mine, ref = results[(load, place, door)], results[(load, place, base)]
         return statistics.median(m[metric] / r[metric] for m, r in zip(mine, ref))
 
     for door in doors:
@@ -152,6 +160,11 @@ def main() -> int:
         print(f"{door}/dockerp, median of per-round ratios: " + "; ".join(
             f"{place} p50 1conn {paired('1conn', place, door, 'p50'):.2f}x, req/s c32 {paired('c32', place, door, 'rps'):.2f}x"
             for place in places))
+    if "nginx" in doors and "nginxbr" in doors:
+        print("nginx in the host network / on the bridge, median of per-round ratios: " + "; ".join(
+            f"{place} p50 1conn {paired('1conn', place, 'nginx', 'p50', 'nginxbr'):.2f}x, "
+            f"req/s 1conn {paired('1conn', place, 'nginx', 'rps', 'nginxbr'):.2f}x, "
+            f"req/s c32 {paired('c32', place, 'nginx', 'rps', 'nginxbr'):.2f}x" for place in places))
     if "kernel" in doors:
         p50 = paired("1conn", "ns", "kernel", "p50")
         rps = paired("c32", "ns", "kernel", "rps")

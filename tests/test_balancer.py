@@ -351,6 +351,7 @@ def test_a_host_port_the_daemon_refuses_rolls_back_everything(group, docker_clie
         (["--lb-cpus", "999"], ["999", "--lb-cpus"]),
         (["--lb-cpus", "x"], ["--lb-cpus"]),
         (["-p", "28150:8080/sctp"], ["sctp"]),
+        (["-p", "28150:9090"], ["28150", "published twice"]),
     ],
 )
 def test_bad_balancer_options_are_usage_errors(group, docker_client, shard_image, flags, words):
@@ -400,7 +401,9 @@ def test_the_balancer_restarts_while_a_shard_is_down(group, docker_client, shard
     stopped shard's freed address; once the shard is back on another address, ps says the balancer
     is stale and repair reloads it."""
     port, net = 28170, f"tesson-{group}"
-    run_ok("-g", group, "-u", "pu", "-n", "3", "-p", f"{port}:8080", "--lb-image", lb_image, shard_image)
+    # a host range of one port keeps the balancer on the group's bridge network (a fixed port would
+    # put it in the host's network, where it has no address of its own to be confused with a shard's)
+    run_ok("-g", group, "-u", "pu", "-n", "3", "-p", f"{port}-{port}:8080", "--lb-image", lb_image, shard_image)
     plan = {s["index"]: s["cpus"] for s in ps_json(group)["shards"]}
     assert_every_shard_answers_on_its_cpus(collect(port, 12), plan)
 
@@ -590,6 +593,152 @@ def test_a_config_nginx_refuses_is_never_installed(group, docker_client, shard_i
     state = docker_client.inspect_container(lb)
     assert state["State"]["Running"] and state["RestartCount"] == 0, state["State"]
 
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [])
+
+
+# -- the balancer in the host network (every -p names a fixed host port) ----------------------------
+
+
+def _listeners(port: int, kind: str = "tcp") -> list[tuple[str, str]]:
+    """(address, owning process name) of every socket listening (tcp) or bound (udp) on ``port``
+    in this network namespace (the host's: the daemon's), from the kernel's socket tables."""
+    import psutil
+
+    out = []
+    for conn in psutil.net_connections(kind=kind):
+        if conn.laddr and conn.laddr.port == port and (kind == "udp" or conn.status == psutil.CONN_LISTEN):
+            name = psutil.Process(conn.pid).name() if conn.pid else "?"
+            out.append((conn.laddr.ip, name))
+    return sorted(set(out))
+
+
+def _docker_proxies(port: int) -> list[str]:
+    import psutil
+
+    return [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "docker-proxy" and str(port) in (p.info["cmdline"] or [])]
+
+
+def test_fixed_host_ports_put_the_balancer_in_the_host_network(group, docker_client, shard_image, lb_image):
+    """nginx itself listens on the host ports (no docker-proxy in front of it), reaches every shard
+    at its bridge address, holds only the capabilities it needs, and ps shows the ports as docker
+    ps would; stop closes them, stop --purge leaves nothing."""
+    import psutil
+
+    n, port, low = 2, 28142, 1023
+    run_ok("-g", group, "-u", "pu", "-n", str(n), "-p", f"{port}:8080", "-p", f"127.0.0.1:{low}:8080",
+           "--lb-image", lb_image, "--lb-cpus", "1", shard_image)
+    doc = ps_json(group)
+    plan = {s["index"]: s["cpus"] for s in doc["shards"]}
+    fe = doc["frontend"]
+    assert fe["status"] == "running" and fe["stale"] == [], fe
+    assert fe["ports"] == [f"0.0.0.0:{port}->8080/tcp", f"127.0.0.1:{low}->8080/tcp", f"[::]:{port}->8080/tcp"], fe
+    table = tesson_cmd("ps", "-g", group)
+    (line,) = [ln for ln in table.stdout.splitlines() if ln.startswith("Frontend:")]
+    assert line == f"Frontend: nginx (running) 0.0.0.0:{port}->8080/tcp, 127.0.0.1:{low}->8080/tcp, [::]:{port}->8080/tcp"
+
+    assert_every_shard_answers_on_its_cpus(collect(port, 4 * n), plan)
+    assert_every_shard_answers_on_its_cpus(collect(low, 4 * n), plan)
+    assert_every_shard_answers_on_its_cpus(collect(port, 4 * n, host="::1"), plan)
+
+    # nginx owns the sockets; no docker-proxy for the group's ports
+    assert _listeners(port) == [("0.0.0.0", "nginx"), ("::", "nginx")]
+    assert _listeners(low) == [("127.0.0.1", "nginx")]
+    assert _docker_proxies(port) == [] and _docker_proxies(low) == []
+
+    lb = docker_client.inspect_container(f"{group}-lb")
+    hc = lb["HostConfig"]
+    assert hc["NetworkMode"] == "host" and not hc.get("PortBindings"), hc
+    assert hc["CapDrop"] == ["ALL"] and sorted(hc["CapAdd"]) == ["NET_BIND_SERVICE", "SETGID", "SETUID"], hc
+    assert hc["SecurityOpt"] == ["no-new-privileges"] and not hc.get("Privileged")
+    assert hc["CpusetCpus"] == "1"
+    # the master is root without the rest of root's capabilities; the workers are nobody, with none
+    master = psutil.Process(lb["State"]["Pid"])
+    workers = master.children()
+    assert len(workers) == 1 and all(w.uids().effective == 65534 for w in workers)  # one per --lb-cpus CPU
+    for proc, caps in ((master, {"net_bind_service", "setgid", "setuid"}), (workers[0], set())):
+        eff = int([ln for ln in open(f"/proc/{proc.pid}/status") if ln.startswith("CapEff:")][0].split()[1], 16)
+        names = {"setgid": 6, "setuid": 7, "net_bind_service": 10}
+        assert {k for k, bit in names.items() if eff & (1 << bit)} == caps and eff & ~sum(1 << b for b in names.values()) == 0
+
+    # repair of a healthy group does nothing; the reload path (a shard recreated) works in this mode
+    docker_client.remove_container(f"{group}-1", force=True)
+    r = tesson_cmd("repair", "-g", group)
+    assert r.returncode == 0, r.stderr
+    assert "reloaded balancer" in r.stdout, r.stdout
+    assert ps_json(group)["frontend"]["stale"] == []
+    _serves(port, 1, plan)
+
+    r = tesson_cmd("stop", "-g", group, "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert _listeners(port) == [] and _listeners(low) == []
+    assert ps_json(group)["frontend"]["ports"][0] == f"0.0.0.0:{port}->8080/tcp"  # as run asked, from the labels
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(docker_client, group) == ([], [])
+    assert _listeners(port) == []
+
+
+def test_a_host_port_taken_from_nginx_in_the_host_network(group, docker_client, shard_image, lb_image, capsys,
+                                                           monkeypatch):
+    """A port this process did not judge (as with a daemon on another machine: tesson's own check is
+    skipped) fails when nginx cannot listen there: one line naming the port, exit 1, nothing left."""
+    from tesson import cli
+    from tesson.frontend import nginx_io
+
+    port = 28144
+    monkeypatch.setattr(nginx_io, "check_host_ports", lambda *a, **k: None)
+    with socket.socket(socket.AF_INET6) as held:
+        held.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        held.bind(("::", port))
+        held.listen(1)
+        capsys.readouterr()
+        code = cli.main(["run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080",
+                         "--lb-image", lb_image, shard_image])
+        text = capsys.readouterr().err
+        err = [ln for ln in text.splitlines() if ln.startswith("tesson:")]
+    assert code == 1, text
+    assert "Traceback" not in text
+    assert len(err) == 1 and err[0].startswith(f"tesson: balancer {group}-lb: host port [::]:{port} is already in use"), err
+    assert leftovers(docker_client, group) == ([], [])
+    assert _listeners(port) == []
+
+
+def test_a_host_port_taken_on_ipv6_only_is_caught_before_anything_is_made(group, docker_client, shard_image,
+                                                                            lb_image):
+    port = 28146
+    with socket.socket(socket.AF_INET6) as held:
+        held.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        held.bind(("::", port))
+        held.listen(1)
+        r = tesson_cmd("run", "--lb", "nginx", "-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080",
+                       "--lb-image", lb_image, shard_image)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"tesson: host port [::]:{port}/tcp (from -p {port}:8080) is already in use on this machine"
+    assert leftovers(docker_client, group) == ([], [])
+
+
+def test_udp_in_the_host_network_has_no_docker_proxy(group, docker_client, lb_image, tmp_path):
+    config = tmp_path / "udp-echo.json"
+    config.write_text(json.dumps({"Entrypoint": ["python3", "-u", "-c", UDP_ECHO]}))
+    port = 28148
+    run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"127.0.0.1:{port}:9953/udp", "--lb-image", lb_image,
+           "-c", str(config), lb_image)
+    assert ps_json(group)["frontend"]["ports"] == [f"127.0.0.1:{port}->9953/udp"]
+    assert _listeners(port, "udp") == [("127.0.0.1", "nginx")] and _docker_proxies(port) == []
+    seen = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and seen != {0, 1}:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(1.0)
+            s.sendto(b"x", ("127.0.0.1", port))
+            try:
+                seen.add(int(s.recv(2048).partition(b" ")[0]))
+            except OSError:
+                continue
+    assert seen == {0, 1}
     r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1")
     assert r.returncode == 0, r.stderr
     assert leftovers(docker_client, group) == ([], [])

@@ -308,3 +308,80 @@ def test_a_reload_installs_only_a_config_nginx_accepts(tmp_path):
     text = live.read_text()
     assert text.replace(" down;", ";") == new and f"server {own}:80 max_fails=1 fail_timeout=10s down;" in text
     assert sorted(p.name for p in files.iterdir()) == ["live.conf", "nginx.conf", "upstreams.json"]
+
+
+# -- in the host network -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "specs, host",
+    [
+        (["8080:80"], True),
+        (["127.0.0.1:8080:80", "[::1]:8081:80", "53:53/udp"], True),
+        (["8000-8001:80-81"], True),  # two fixed host ports, one per container port
+        (["80"], False),  # ephemeral: Docker chooses the port
+        (["127.0.0.1::80"], False),
+        (["8080:80", "9090"], False),  # one container, one network mode
+        (["8000-8010:80"], False),  # a range to choose from
+        (["8080-8080:80"], False),  # a range of one: how to keep the bridge network
+        ([], False),
+    ],
+)
+def test_the_balancer_is_in_the_host_network_only_with_fixed_host_ports(specs, host):
+    assert nc.host_network(P(*specs)) is host
+
+
+def test_host_listeners_are_the_host_addresses_and_ports(tmp_path):
+    ports = P("8080:80", "127.0.0.1:9090:80", "[::1]:5353:53/udp", "53:53/udp", "0.0.0.0:7070:70")
+    assert nc.host_listeners(ports) == {
+        (80, "tcp"): [("0.0.0.0", 8080, False), ("::", 8080, True), ("127.0.0.1", 9090, False)],
+        (53, "udp"): [("::1", 5353, False), ("0.0.0.0", 53, False), ("::", 53, True)],
+        (70, "tcp"): [("0.0.0.0", 7070, False)],
+    }
+    conf = nc.render(GROUP, SHARDS, ports, host=True, pid_file=str(tmp_path / "pid"))
+    assert re.findall(r"^\s+listen (.*)$", conf, re.M) == [
+        "0.0.0.0:8080;", f"[::]:8080 ipv6only=on; {nc.V6_ANY}", "127.0.0.1:9090;",
+        "[::1]:5353 udp;", "0.0.0.0:53 udp;", f"[::]:53 udp ipv6only=on; {nc.V6_ANY}",
+        "0.0.0.0:7070;",
+    ]
+    # the upstreams are the same as in the bridge network: the shards' addresses, container ports
+    assert conf.split("stream {")[1].count("server 10.99.0.2:80 ") == 2
+    assert nc.listening(conf) == [("0.0.0.0", 8080, 80, "tcp"), ("::", 8080, 80, "tcp"), ("127.0.0.1", 9090, 80, "tcp"),
+                                  ("::1", 5353, 53, "udp"), ("0.0.0.0", 53, 53, "udp"), ("::", 53, 53, "udp"),
+                                  ("0.0.0.0", 7070, 70, "tcp")]
+    assert nc.listening(nc.render(GROUP, SHARDS, ports)) == []  # bridge: Docker publishes, nginx listens on 80
+    assert_nginx_ok(conf, tmp_path)
+
+
+@pytest.mark.parametrize("specs", [["8080:80", "8080:90"], ["127.0.0.1:8080:80", "127.0.0.1:8080:90"],
+                                   ["[::1]:53:53/udp", "[::1]:53:54/udp"]])
+def test_one_host_port_for_two_container_ports_is_refused(specs):
+    with pytest.raises(UsageError, match="published twice"):
+        nc.host_listeners(P(*specs))
+    assert nc.host_listeners(P("8080:80", "8080:80/udp", "127.0.0.2:8080:90"))  # other proto, other address: fine
+
+
+def test_host_listeners_need_fixed_ports():
+    with pytest.raises(UsageError, match="no fixed host port"):
+        nc.host_listeners(P("80"))
+
+
+def test_the_start_script_drops_the_ipv6_listener_on_a_host_without_ipv6(tmp_path):
+    """Where the kernel has no IPv6 (no /proc/net/if_inet6) the every-address IPv6 listeners go,
+    and only they: an address the user named stays (nginx then says why it cannot listen)."""
+    ok, why = _nginx_usable()
+    require(ok, why)
+    conf = nc.render(GROUP, SHARDS, P("8080:80", "[::1]:8081:80", "53:53/udp"), host=True, pid_file=str(tmp_path / "pid"))
+    (tmp_path / "nginx.conf").write_text(conf)
+    for probe, kept in ((tmp_path / "no-such-file", False), (tmp_path / "nginx.conf", True)):
+        live = tmp_path / "live.conf"
+        script = nc.prepare_script(str(tmp_path / "nginx.conf"), str(live), str(probe))
+        r = subprocess.run(["sh", "-c", script + f"exec nginx -t -q -e stderr -c {live}"], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        text = live.read_text()
+        if kept:
+            assert text == conf
+        else:
+            assert nc.V6_ANY not in text and "[::1]:8081;" in text
+            assert text.splitlines() == [ln for ln in conf.splitlines() if not ln.endswith(nc.V6_ANY)]

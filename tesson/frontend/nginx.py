@@ -1,4 +1,4 @@
-"""``--lb nginx`` (the default): an embedded nginx stream balancer in front of the shards.
+"""``--lb nginx`` (``--lb auto`` where the kernel door cannot serve): an embedded nginx stream balancer in front of the shards.
 
 ``run -p SPEC...`` makes, in this order (each recorded in ``ctx.undo``, so a failed run removes it):
 
@@ -6,9 +6,14 @@
 - the shards, on that network, publishing nothing;
 - ``GROUP-lb`` (labels ``io.tesson.group``, ``io.tesson.role=lb``): the balancer image's nginx in the
   foreground (entrypoint overridden to ``nginx``), its config (see :mod:`nginx_conf`) copied into the
-  created container before it starts, publishing every ``-p`` spec exactly as ``docker run -p``
-  would. The run waits until nginx has loaded its config (its pid file exists), so a config nginx
-  refuses or a host port that is taken fails the run, with nginx's or the daemon's reason.
+  created container before it starts. Where every ``-p`` names one fixed host port
+  (:func:`nginx_conf.host_network`) it runs in the host's network and nginx listens on the host
+  addresses and ports itself (no docker-proxy, no DNAT before it), with only the capabilities nginx
+  needs there: SETUID and SETGID (its workers drop root for ``nobody``), NET_BIND_SERVICE for a host
+  port below 1024, no-new-privileges. Otherwise (an ephemeral port, a range) it is on the group's
+  network, publishing every ``-p`` spec exactly as ``docker run -p`` would. The run waits until
+  nginx has loaded its config (its pid file exists), so a config nginx refuses or a host port that
+  is taken fails the run, with nginx's or the daemon's reason.
 
 Shards are upstream servers by their IP address on the group network (see :mod:`nginx_conf`), so
 nginx starts and reloads without DNS, also while a shard is down. The addresses written are saved
@@ -55,6 +60,9 @@ class NginxFrontend(Frontend):
         self.method = method  # a key of nginx_conf.METHODS, or None
         self.image = image
         self.cpus = list(cpus)
+        # in the host's network (nginx listens on the host ports) or on the group's bridge network
+        # (published by Docker); an existing balancer's own mode wins where one is found (repair)
+        self.host = nc.host_network(self.ports)
         self._network: str | None = None  # the network's id once made or found by this process
 
     # -- building -----------------------------------------------------------------------------
@@ -76,6 +84,8 @@ class NginxFrontend(Frontend):
         method = nc.normalize_method(opts.lb_method)
         image = opts.lb_image or default_image()
         cpus = nio.check_cpus(opts.lb_cpus, req.topology)
+        if nc.host_network(ports):
+            nc.host_listeners(ports)  # a host port published for two container ports: UsageError
         if not ports and opts.lb == KIND:
             raise UsageError("--lb nginx needs at least one -p (the ports the balancer publishes)")
         if not ports and (method or opts.lb_cpus or opts.lb_image):
@@ -123,7 +133,7 @@ class NginxFrontend(Frontend):
             )
         self._check_image(ctx)
         if not is_remote():
-            nio.check_host_ports(self.ports)
+            nio.check_host_ports(self.ports, v6_any=self.host)
         self._network = nio.make_network(ctx, record=True)
 
     def after_shards(self, ctx: Context) -> None:
@@ -185,6 +195,7 @@ class NginxFrontend(Frontend):
             log.warning("balancer addresses unreadable", error=explain(e))
             loaded = None
         if recreated or loaded != addresses:
+            self.host = nio.in_host_network(lb)  # reload it as it was made
             try:
                 self._reload(ctx, lb.id, addresses)
             except TessonError:
@@ -204,10 +215,13 @@ class NginxFrontend(Frontend):
         if not lbs:
             return {"kind": KIND, "container": name, "status": "missing", "ports": self._wanted_ports(), "image": self.image}
         c = lbs[0]
-        published = sorted({(proto, port, ":" in ip, ip, public, P.display(ip, public, port, proto))
-                            for ip, public, port, proto in c.published()})
-        ports = [t for *_, t in published] or self._wanted_ports()
         status = c.state or "unknown"
+        if nio.in_host_network(c):  # no Docker port bindings: what nginx was told to listen on
+            self.host = True
+            listening = self._listening(ctx, c.id) if status == "running" else []
+            ports = _displayed(listening) or self._wanted_ports()
+        else:
+            ports = _displayed(c.published()) or self._wanted_ports()
         stale: list[str] | None = []
         if status == "running":
             try:
@@ -232,7 +246,21 @@ class NginxFrontend(Frontend):
     # -- helpers -----------------------------------------------------------------------------------
 
     def _wanted_ports(self) -> list[str]:
+        if self.host:
+            try:
+                return _displayed((ip, host_port, port, proto) for (port, proto), found
+                                  in nc.host_listeners(self.ports).items() for ip, host_port, _ in found)
+            except UsageError:
+                pass
         return [P.display(p.host_ip, p.host_port or "*", p.port, p.proto) for p in self.ports]
+
+    def _listening(self, ctx: Context, cid: str) -> list[tuple[str, int, int, str]]:
+        """What the running host-network balancer's live config listens on ([] if unreadable)."""
+        try:
+            return nc.listening((nio.read_file(ctx.docker, cid, nc.LIVE_PATH) or b"").decode(errors="replace"))
+        except Exception as e:
+            log.warning("balancer's live config unreadable", error=explain(e))
+            return []
 
     def _check_image(self, ctx: Context) -> None:
         try:
@@ -256,7 +284,7 @@ class NginxFrontend(Frontend):
         return [n for n, ip in nio.shard_addresses(ctx).items() if ip not in have]
 
     def _render(self, ctx: Context, addresses: dict[str, str]) -> str:
-        return nc.render(ctx.group, addresses, self.ports, self.method, workers=len(self.cpus) or None)
+        return nc.render(ctx.group, addresses, self.ports, self.method, workers=len(self.cpus) or None, host=self.host)
 
     def _files(self, ctx: Context, addresses: dict[str, str], suffix: str = "") -> bytes:
         """The config and the addresses it lists, as a tar for ``put_archive`` at / (each path +
@@ -268,21 +296,23 @@ class NginxFrontend(Frontend):
         """Create, fill and start ``GROUP-lb`` for the shards ``addresses`` ({name: address})."""
         client, name = ctx.docker, names.lb_name(ctx.group)
         files = self._files(ctx, addresses)
-        host: dict[str, Any] = {
-            "NetworkMode": self._network or names.network_name(ctx.group),
-            "PortBindings": P.port_bindings(self.ports),
-            "RestartPolicy": {"Name": "unless-stopped"},
-        }
+        host: dict[str, Any] = {"RestartPolicy": {"Name": "unless-stopped"}}
+        if self.host:
+            host.update(host_network_config(self.ports))
+        else:
+            host.update({"NetworkMode": self._network or names.network_name(ctx.group),
+                         "PortBindings": P.port_bindings(self.ports)})
         if self.cpus:
             host["CpusetCpus"] = cpulist.format(self.cpus)
-        body = {
+        body: dict[str, Any] = {
             "Image": self.image,
             # a copy of the config with its own address marked down, then nginx (see nginx_conf)
             "Entrypoint": nc.start_command(),
             "Labels": {**ctx.base_labels(L.ROLE_LB), **self.labels()},
-            "ExposedPorts": P.exposed_ports(self.ports),
             "HostConfig": host,
         }
+        if not self.host:
+            body["ExposedPorts"] = P.exposed_ports(self.ports)
         try:
             cid = client.create_container_from_config(body, name=name)["Id"]
         except Exception as e:
@@ -300,12 +330,19 @@ class NginxFrontend(Frontend):
                 if taken:
                     raise TessonError(f"balancer {name}: {taken}") from None
                 raise TessonError(f"balancer {name} could not start: {explain(e)}") from None
-            nio.wait_ready(client, cid, name, nc.PID_FILE)
+            try:
+                nio.wait_ready(client, cid, name, nc.PID_FILE)
+            except TessonError as e:  # in the host network a taken port is nginx's bind() failing
+                taken = nio.host_port_error(str(e)) if self.host else None
+                if taken:
+                    raise TessonError(f"balancer {name}: {taken}") from None
+                raise
         except BaseException:
             if not record:  # repair: do not leave a broken balancer behind
                 remove_container(client, cid)
             raise
-        log.info("balancer started", container=name, id=cid[:12], shards=len(addresses), image=self.image)
+        log.info("balancer started", container=name, id=cid[:12], shards=len(addresses), image=self.image,
+                 network="host" if self.host else names.network_name(ctx.group))
         return cid
 
     def _reload(self, ctx: Context, cid: str, addresses: dict[str, str]) -> None:
@@ -331,6 +368,26 @@ class NginxFrontend(Frontend):
             return ctx.state.others_in_role(L.ROLE_LB)
         found = ctx.docker.containers(all=True, filters=L.filters(group=ctx.group, role=L.ROLE_LB))
         return [Container(c) for c in found]
+
+
+def host_network_config(ports: Iterable[P.Port]) -> dict:
+    """``HostConfig`` for a balancer in the host's network, with the least nginx needs there: its
+    master runs as root only to open the listeners and start workers, which switch to ``nobody``
+    (CAP_SETUID, CAP_SETGID) and hold no capability; CAP_NET_BIND_SERVICE only for a host port below
+    1024; every other capability dropped, no-new-privileges."""
+    low = any(p.host_port and "-" not in p.host_port and int(p.host_port) < 1024 for p in ports)
+    return {
+        "NetworkMode": "host",
+        "CapDrop": ["ALL"],
+        "CapAdd": ["SETUID", "SETGID"] + (["NET_BIND_SERVICE"] if low else []),
+        "SecurityOpt": ["no-new-privileges"],
+    }
+
+
+def _displayed(ports: Iterable[tuple[str, int, int, str]]) -> list[str]:
+    """``(host ip, host port, container port, proto)`` as ``docker ps`` lists them, in its order."""
+    return [t for *_, t in sorted({(proto, port, ":" in ip, ip, public, P.display(ip, public, port, proto))
+                                   for ip, public, port, proto in ports})]
 
 
 FRONTEND = NginxFrontend

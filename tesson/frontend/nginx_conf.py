@@ -23,6 +23,17 @@ nginx would then proxy to itself. The balancer therefore starts (and reloads) th
 :func:`prepare_script`, which copies the config to :data:`LIVE_PATH` with any server at one of the
 container's own addresses marked ``down``.
 
+Where the balancer listens (:func:`host_network`): when every ``-p`` names one fixed host port, the
+balancer runs in the host's network and nginx listens on the host addresses and ports themselves
+(``listen 0.0.0.0:8080``), proxying to the shards' bridge addresses, which the host reaches
+directly: no docker-proxy and no DNAT in front of it. Otherwise (an ephemeral host port ``-p 80``,
+a range ``-p 8000-8010:80``: Docker chooses the port, and nginx in the host network cannot ask it
+for one) the balancer stays on the group's bridge network, listens on the container ports and is
+published by Docker. A ``-p`` without an address means every address, as with Docker: nginx then
+listens on ``0.0.0.0`` and on ``[::]`` (IPv6 only); the start script drops the ``[::]`` listener on
+a host without IPv6 (see :func:`prepare_script`). In the host network the container has no bridge
+address of its own, so the own-address marking below finds nothing to mark there.
+
 A reload (:func:`reload_script`) writes the new config beside the old one and checks it with
 ``nginx -t`` before anything is replaced: a config nginx refuses never becomes live, nor the one
 the next start reads.
@@ -80,6 +91,11 @@ METHODS: dict[str, Optional[str]] = {
 METHOD_NAMES = ("least_conn", "round_robin", "random", "random_two", "random_two_least_conn", "hash")
 DEFAULT_METHOD = {"tcp": "least_conn", "udp": "round_robin"}
 
+# Marks the listener for "every IPv6 address" that a -p without an address adds in the host network,
+# so that the start script can drop it on a host without IPv6.
+V6_ANY = "# every IPv6 address"
+IPV6_PROBE = "/proc/net/if_inet6"  # exists when the kernel has IPv6 (in the balancer's network namespace)
+
 _SNIPPET_RE = re.compile(r"^[a-z_ $]+$")
 _PATH_RE = re.compile(r"^/[A-Za-z0-9_./-]+$")
 
@@ -94,6 +110,63 @@ def listeners(ports: Iterable) -> list[tuple[int, str]]:
     for p in ports:
         seen.setdefault((_check_port(p.port), _check_proto(p.proto)), None)
     return list(seen)
+
+
+def host_network(ports: Iterable) -> bool:
+    """Whether the balancer for these ``-p`` specs runs in the host's network (else on the group's
+    bridge network, published by Docker).
+
+    Rule: every spec names one fixed host port (``8080:80``, ``127.0.0.1:8080:80``,
+    ``[::1]:8080:80``, ``53:53/udp``). An ephemeral port (``80``, ``127.0.0.1::80``) or a range
+    (``8000-8010:80``) is a port Docker chooses when it publishes the container; nginx in the host
+    network could only pick one itself (bind to port 0 and hope nothing takes it before nginx does),
+    and could not keep it across a restart, so such a group keeps the bridge network and Docker's
+    publication, for all its ports (one container is in one network mode).
+    """
+    ports = list(ports)
+    return bool(ports) and all(p.host_port and "-" not in p.host_port for p in ports)
+
+
+def host_listeners(ports: Iterable) -> dict[tuple[int, str], list[tuple[str, int, bool]]]:
+    """In the host network: ``{(container port, protocol): [(host address, host port, v6any)]}``,
+    one entry per :func:`listeners` pair, with each ``-p`` of it; a ``-p`` without an address is
+    ``0.0.0.0`` and ``::`` (``v6any`` True: nginx listens there with ``ipv6only=on``, the line
+    marked :data:`V6_ANY`). Addresses are checked and written as ``ipaddress`` compresses them.
+
+    A host address and port (and protocol) published for two container ports is a UsageError:
+    nginx would refuse the config, and the port cannot go to two places."""
+    ports = list(ports)
+    out: dict[tuple[int, str], list[tuple[str, int, bool]]] = {pair: [] for pair in listeners(ports)}
+    owner: dict[tuple[str, int, str], int] = {}
+    for p in ports:
+        if not p.host_port or "-" in p.host_port:
+            raise UsageError(f"port spec {p.spec!r}: no fixed host port to listen on in the host network")
+        host_port = _check_port(int(p.host_port))
+        addrs = [(_check_address(p.host_ip).strip("[]"), False)] if p.host_ip else [("0.0.0.0", False), ("::", True)]
+        for ip, v6any in addrs:
+            if owner.setdefault((ip, host_port, p.proto), p.port) != p.port:
+                raise UsageError(f"port spec {p.spec!r}: host port {ip}:{host_port}/{p.proto} is published twice")
+            entries = out[(p.port, p.proto)]
+            if not any((ip, host_port) == (have, hp) for have, hp, _ in entries):
+                entries.append((ip, host_port, v6any))
+    return out
+
+
+def listening(conf: str) -> list[tuple[str, int, int, str]]:
+    """What a host-network config written by :func:`render` (after :func:`prepare_script`) listens
+    on: ``(host address, host port, container port, protocol)``, for ``tesson ps``."""
+    out = []
+    here: list[tuple[str, int, str]] = []
+    for line in conf.splitlines():
+        m = re.match(r"^\s*listen (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)( udp)?[ ;]", line)
+        if m:
+            here.append((m.group(1).strip("[]"), int(m.group(2)), "udp" if m.group(3) else "tcp"))
+            continue
+        m = re.match(r"^\s*proxy_pass (tcp|udp)_(\d+);", line)
+        if m:
+            out += [(ip, hp, int(m.group(2)), proto) for ip, hp, proto in here]
+            here = []
+    return out
 
 
 def normalize_method(method: Optional[str]) -> Optional[str]:
@@ -143,16 +216,25 @@ def render(
     workers: Optional[int] = None,
     stream_module: Optional[str] = DEBIAN_STREAM_MODULE,
     pid_file: str = PID_FILE,
+    host: bool = False,
 ) -> str:
     """The whole nginx.conf for one group's balancer.
 
     ``shards``: ``{container name (GROUP-i): its IP address on the group network}``, the servers to
     balance over (the names only go into a comment, after being checked); ``ports``: the parsed
     ``-p`` specs (:class:`tesson.ports.Port`); ``method``: ``--lb-method`` (validated here) or None for least_conn on
-    TCP and round robin on UDP; ``workers``: worker processes (None: ``auto``).
+    TCP and round robin on UDP; ``workers``: worker processes (None: ``auto``); ``host``: the
+    balancer runs in the host's network (:func:`host_network`) and listens on the ``-p`` host
+    addresses and ports (:func:`host_listeners`), else on the container ports.
     """
     names.validate_group(group)
+    ports = list(ports)
     pairs = listeners(ports)
+    if host:
+        listens = {pair: [(f"[{ip}]:{hp}" if ":" in ip else f"{ip}:{hp}", v6any) for ip, hp, v6any in found]
+                   for pair, found in host_listeners(ports).items()}
+    else:
+        listens = {pair: [(str(pair[0]), False)] for pair in pairs}
     if not pairs:
         raise UsageError("the balancer needs at least one port (-p)")
     if not shards:
@@ -210,7 +292,9 @@ def render(
                 lines.append(f"        server {address}:{port} backup max_fails=0;")
         lines.append("    }")
         lines.append("    server {")
-        lines.append(f"        listen {port}{' udp' if proto == 'udp' else ''};")
+        for where, v6any in listens[(port, proto)]:
+            udp = " udp" if proto == "udp" else ""
+            lines.append(f"        listen {where}{udp} ipv6only=on; {V6_ANY}" if v6any else f"        listen {where}{udp};")
         lines.append(f"        proxy_pass {upstream};")
         lines.append(f"        proxy_connect_timeout {CONNECT_TIMEOUT};")
         lines.append("        proxy_next_upstream on;")
@@ -226,12 +310,14 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def prepare_script(config: str = CONFIG_PATH, live: str = LIVE_PATH) -> str:
+def prepare_script(config: str = CONFIG_PATH, live: str = LIVE_PATH, ipv6_probe: str = IPV6_PROBE) -> str:
     """Shell text (POSIX sh, sed, hostname: all in any Debian image) that copies ``config`` to
     ``live`` with every upstream server at one of this container's own addresses
-    (``hostname -I``) marked ``down``, so nginx never proxies to itself (see the module's notes).
-    Fixed text: only the two checked paths are put in."""
-    for path in (config, live):
+    (``hostname -I``) marked ``down``, so nginx never proxies to itself (see the module's notes),
+    and without the listeners marked :data:`V6_ANY` when ``ipv6_probe`` does not exist (a kernel
+    without IPv6, where nginx could not listen on ``[::]``). Fixed text: only the checked paths are
+    put in."""
+    for path in (config, live, ipv6_probe):
         if not _PATH_RE.match(path):
             raise UsageError(f"refusing path {path!r} in the balancer's start script")
     return (
@@ -240,7 +326,8 @@ def prepare_script(config: str = CONFIG_PATH, live: str = LIVE_PATH) -> str:
         "case \"$a\" in *[!0-9.]*) continue ;; esac; "
         "e=$(printf '%s' \"$a\" | sed 's/[.]/[.]/g'); "
         "sed -i \"s/^\\( *server $e:[0-9]*\\) \\(.*\\);\\$/\\1 \\2 down;/\" \"$live.new\"; "
-        "done; mv \"$live.new\" \"$live\"; "
+        f"done; [ -e {ipv6_probe} ] || sed -i '/ {V6_ANY}$/d' \"$live.new\"; "
+        "mv \"$live.new\" \"$live\"; "
     )
 
 

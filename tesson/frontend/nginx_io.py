@@ -87,43 +87,61 @@ def shard_addresses(ctx: Context) -> dict[str, str]:
 
 
 def host_port_error(text: str) -> str | None:
-    """``host port ADDR:PORT is already in use (REASON)`` when a daemon error says so, else None."""
+    """``host port ADDR:PORT is already in use (REASON)`` when a daemon error (publishing in the
+    bridge network) or nginx's last words (listening in the host network) say so, else None."""
     low = text.lower()
     if "already allocated" not in low and "address already in use" not in low:
         return None
+    m = re.search(r"bind\(\) to (\S+?:\d+) failed", text)
+    if m:  # nginx: "[emerg] bind() to 0.0.0.0:8080 failed (98: Address already in use)"
+        return f"host port {m.group(1)} is already in use (nginx in the host network could not listen there)"
     m = re.search(r"(?:Bind for |listen (?:tcp|udp)[46]? )(\S+?:\d+)", text)
     where = m.group(1) if m else "(one of -p)"
     return f"host port {where} is already in use ({text.rsplit(': ', 1)[-1].strip()})"
 
 
-def check_host_ports(ports: Iterable[Port]) -> None:
+def in_host_network(c: Container) -> bool:
+    """The balancer container runs in the host's network (a summary or an inspect)."""
+    return ((c.raw.get("HostConfig") or {}).get("NetworkMode") or "") == "host"
+
+
+def check_host_ports(ports: Iterable[Port], v6_any: bool = False) -> None:
     """Fail before anything is made when a fixed host port of ``-p`` is already taken here.
 
     Only meaningful when the daemon runs on this machine and tesson shares the host's network (as
     the CLI plugin does); a port this process cannot judge (another address, another namespace) is
-    left to the daemon, whose refusal at the balancer's start rolls the run back just the same.
+    left to the daemon, whose refusal at the balancer's start (or nginx's, in the host network)
+    rolls the run back just the same. ``v6_any``: a ``-p`` without an address also needs ``[::]``
+    (IPv6 only), as the nginx balancer listens there in the host network.
     """
     for p in ports:
         if not p.host_port or "-" in p.host_port:
             continue
-        ip = p.host_ip or "0.0.0.0"
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
-        try:
-            s = socket.socket(family, kind)
-        except OSError:
-            continue
-        try:
-            if kind == socket.SOCK_STREAM:  # as the daemon's proxy does; TIME_WAIT does not count
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((ip, int(p.host_port)))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise TessonError(
-                    f"host port {ip}:{p.host_port}/{p.proto} (from -p {p.spec}) is already in use on this machine"
-                ) from None
-        finally:
-            s.close()
+        for ip in [p.host_ip] if p.host_ip else ["0.0.0.0", *(["::"] if v6_any else [])]:
+            _check_free(p, ip)
+
+
+def _check_free(p: Port, ip: str) -> None:
+    """TessonError if ``ip``:``p.host_port`` cannot be bound for ``p.proto`` because it is in use."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
+    try:
+        s = socket.socket(family, kind)
+    except OSError:  # no IPv6 here: nothing to judge
+        return
+    try:
+        if kind == socket.SOCK_STREAM:  # as the daemon's proxy does; TIME_WAIT does not count
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((ip, int(p.host_port)))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise TessonError(
+                f"host port {f'[{ip}]' if ':' in ip else ip}:{p.host_port}/{p.proto} (from -p {p.spec}) is already in use on this machine"
+            ) from None
+    finally:
+        s.close()
 
 
 def check_cpus(text: str | None, topo: Topology) -> list[int]:
