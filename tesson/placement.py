@@ -150,7 +150,7 @@ def _distrib(roots: Sequence[Obj], n: int, stop: Stop, out: list[int], mask: int
         cs = r.cpuset & mask
         sets.append(cs)
         tot += weight(cs)
-    pairs = zip(roots, sets)
+    pairs = list(zip(roots, sets))
     if mask != -1:  # hwloc's restricted tree orders siblings by their first CPU left (see plan)
         pairs = sorted(pairs, key=lambda p: (p[1] & -p[1]) if p[1] else 0)
     given_w = 0

@@ -150,10 +150,10 @@ class Quotas:
         if shares is not None and shares.strip().lower() != "auto":
             if not shares.strip().isdigit() or not 2 <= int(shares) <= 262144:
                 raise UsageError(f"--cpu-shares {cpu_shares!r}: use auto or a whole number from 2 to 262144")
-            shares = int(shares)
-        elif shares is not None:
-            shares = "auto"
-        q = cls(size("--memory", memory), size("--memory-reservation", reservation), shares)
+            share_value: int | str | None = int(shares)
+        else:
+            share_value = None if shares is None else "auto"
+        q = cls(size("--memory", memory), size("--memory-reservation", reservation), share_value)
         if isinstance(q.memory, int) and isinstance(q.reservation, int) and q.reservation > q.memory:
             raise UsageError("--memory-reservation must not be larger than --memory")
         return q

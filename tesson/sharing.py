@@ -56,7 +56,7 @@ def place(p, claims, config: dict | None = None):
     claims = [c for c in claims if c.name != p.group]
     topo = p.topology
     shards = plan_group(topo, p.unit, p.size_asked, p.restrict, p.exclusive, claims)
-    lims = ()
+    lims: tuple[dict, ...] = ()
     if p.quotas:
         from tesson import quotas  # only then: it imports re
 

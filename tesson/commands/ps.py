@@ -74,7 +74,7 @@ def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: Text
         fe = doc["frontend"]
         front = ", ".join(fe.get("ports") or [])
         out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")
-        rows = [("SHARD", "INSTANCE ID", "STATUS", "NAME", "CPUS", "MEMS", "PORTS")]
+        rows: list[tuple[str, ...]] = [("SHARD", "INSTANCE ID", "STATUS", "NAME", "CPUS", "MEMS", "PORTS")]
         for s in grp.shards:
             status = s.status if s.up else f"DOWN: {s.status}"
             rows.append(

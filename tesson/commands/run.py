@@ -169,11 +169,13 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
     group, image, unit, shards, near = plan.group, plan.image, plan.unit, plan.shards, plan.near
     lims = plan.limits
     if fmt == "json":
-        doc = {
+        shard_docs: list[dict[str, Any]] = [{"index": s.index, "cpus": list(s.cpus), "mems": list(s.mems)}
+                                            for s in shards]
+        doc: dict[str, Any] = {
             "group": group,
             "image": image,
             "unit": unit,
-            "shards": [{"index": s.index, "cpus": list(s.cpus), "mems": list(s.mems)} for s in shards],
+            "shards": shard_docs,
         }
         if near:
             doc["near"] = list(near)
@@ -184,7 +186,7 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
 
             doc["cpus_restrict"] = bits(plan.restrict)
         if lims:
-            for d, lim in zip(doc["shards"], lims):
+            for d, lim in zip(shard_docs, lims):
                 d["limits"] = lim
         if plan.repins:
             doc["repins"] = [{"group": m.group, "shard": m.index, "from": list(m.old_cpus), "to": list(m.cpus),
@@ -200,7 +202,7 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
     if plan.exclusive:
         near_text += f" exclusive={plan.exclusive}"
     out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}{near_text}\n")
-    rows = [("SHARD", "NAME", "CPUS", "MEMS")]
+    rows: list[tuple[str, ...]] = [("SHARD", "NAME", "CPUS", "MEMS")]
     rows += [(str(s.index), names.shard_name(group, s.index), cpulist.format(s.cpus), cpulist.format(s.mems))
              for s in shards]
     if lims:

@@ -7,6 +7,7 @@ ones already done, newest first, and fails with one line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tesson import cpulist, log
@@ -18,11 +19,16 @@ if TYPE_CHECKING:
     from tesson.holdings import Move
 
 
-def _update(client: Any, cid: str, cpus, mems) -> None:
+def _update(client: Any, cid: str, cpus: Iterable[int], mems: Iterable[int]) -> None:
     kw = {"cpuset_cpus": cpulist.format(cpus)}
     if mems:
         kw["cpuset_mems"] = cpulist.format(mems)
     unless_gone(client.update_container, cid, **kw)  # a container gone meanwhile needs no pins
+
+
+def _putback(client: Any, cid: str, m: Move) -> Callable[[], None]:
+    """An undo step: the container's pins as they were before ``m``."""
+    return lambda: _update(client, cid, m.old_cpus, m.old_mems)
 
 
 def apply(client: Any, moves: list[Move], undo: Undo | None = None) -> int:
@@ -51,6 +57,5 @@ def apply(client: Any, moves: list[Move], undo: Undo | None = None) -> int:
             log.info("shard re-pinned", group=m.group, shard=m.index, cpus=cpulist.format(m.cpus),
                      was=cpulist.format(m.old_cpus))
             if undo is not None:
-                undo.add(f"re-pin {m.group}/{m.index}",
-                         lambda cid=cid, m=m: _update(client, cid, m.old_cpus, m.old_mems))
+                undo.add(f"re-pin {m.group}/{m.index}", _putback(client, cid, m))
     return len(done)
