@@ -246,7 +246,7 @@ def test_image_reads_the_host_topology(tesson_image):
 def test_plain_docker_run_ps(tesson_image):
     """The README's `docker run ... tesson ps` works with just the socket and /sys."""
     r = docker("run", "--rm", "-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", "/sys:/sys:ro",
-               tesson_image, "ps", "--format", "json")
+               tesson_image, "ps", "--json")
     assert r.returncode == 0, r.stderr
     assert isinstance(json.loads(r.stdout), list)
 
