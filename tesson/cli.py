@@ -227,7 +227,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         if "usage" in kw:
             kw["usage"] = with_prog(kw["usage"], prog)
-        p = sub.add_parser(name, help=VERBS[name][1], description=VERBS[name][1][:1].upper() + VERBS[name][1][1:] + ".", **kw)
+        line = VERBS[name][1]
+        p = sub.add_parser(name, help=line, description=line[:1].upper() + line[1:] + ".", **kw)
         _global_options(p, suppress=True)
         return p
 

@@ -164,8 +164,10 @@ def select(groups: list, filters: dict) -> list:
 
 def write_default(selected: list, client: Any, out: TextIO) -> None:
     """The default view: per group its line, its frontend, its shards in Docker's columns."""
+    from tesson.cli import program_name, with_prog
     from tesson.psformat import tabwrite
 
+    prog = program_name()
     for n, (grp, shards) in enumerate(selected):
         if n:
             out.write("\n")
@@ -173,7 +175,8 @@ def write_default(selected: list, client: Any, out: TextIO) -> None:
         out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
         fe = _frontend_info(grp, client)
         front = ", ".join(fe.get("ports") or [])
-        out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")
+        status = with_prog(str(fe.get("status")), prog)  # "stale: run tesson repair ..."
+        out.write(f"Frontend: {fe.get('kind')} ({status}){' ' + front if front else ''}\n")
         lines = ["SHARD\tCONTAINER ID\tNAME\tSTATUS\tCPUS\tMEMS\tPORTS"]
         for s in shards:
             status = s.status if s.up else f"DOWN: {s.status}"
