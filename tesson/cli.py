@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from tesson import DEFAULT_IMAGE, IMAGE_ENV, __version__
@@ -35,13 +36,63 @@ VERBS = {
     "start": ("start", "start a stopped group again"),
     "restart": ("restart", "stop a group and start it again"),
     "version": ("version", "show tesson's version and the Docker daemon's"),
-    "kernel-agent": ("kernel_agent", None),  # hidden: the kernel front door's agent (in GROUP-lb)
 }
 
-# Verbs that take the group positionally (``tesson logs web``) or with -g.
-GROUP_VERBS = ("logs", "exec", "stats", "top", "start", "restart")
+# Verbs no user types: left out of the help and of completion.
+HIDDEN_VERBS = {
+    "kernel-agent": "kernel_agent",  # the kernel front door's agent, in its GROUP-lb container
+}
+
+# Verbs that take the group positionally (``tesson logs web``) or with -g (ps: optionally).
+GROUP_VERBS = ("logs", "exec", "stats", "top", "start", "restart", "stop", "repair", "ps")
+OPTIONAL_GROUP = ("ps",)
+
+# The program's name in usage, help and hints: the `docker tesson` shim sets it, so a user who typed
+# `docker tesson ...` is told `docker tesson ...` back.
+PROG_ENV = "TESSON_PROG"
+
+
+def program_name() -> str:
+    return os.environ.get(PROG_ENV, "").strip() or "tesson"
+
+
+def with_prog(text: str, prog: str) -> str:
+    """``text`` with each ``tesson VERB`` (a command to type, in help or a hint) naming ``prog``
+    instead; ``docker tesson VERB`` and other uses of the word are left as they are."""
+    if prog == "tesson":
+        return text
+    verbs = "|".join(re.escape(v) for v in sorted(VERBS, key=len, reverse=True))
+    return re.sub(rf"(?<!docker )(?<![\w.-])tesson (?=(?:{verbs}|help)\b|-)", prog + " ", text)
+
 
 EXAMPLES = {
+    "run": """examples:
+  tesson run -p 8080:80 nginx                  one pinned nginx per core behind one balancer on :8080
+  tesson run -g web -u numa -n 2 -p 80 myapp   two shards, one per NUMA node, in group 'web'
+  tesson run --dry-run -u l3 myapp             print the plan (CPUs and memory nodes), start nothing""",
+    "ps": """examples:
+  tesson ps                                    every group: its frontend, its shards in Docker's columns
+  tesson ps web --format 'table {{.Name}}\\t{{.CPUs}}\\t{{.Status}}'
+  tesson ps -q --filter status=exited          the container IDs of the shards that exited
+
+--format: table (the default view), json (one object per shard and line, as docker ps), or a
+template as Docker's: 'table ' for a header, {{.Field}}, {{json .Field}}, {{json .}}, \\t for a tab.
+Fields: .Group .Shard .Name .ID .Image .Status .State .CPUs .Mems .Ports
+--json prints the whole document instead: every group with its shards and frontend, indented.""",
+    "stop": """examples:
+  tesson stop web                stop every shard and the front door; 'tesson start web' brings them back
+  tesson stop -t 2 web           give the shards 2 seconds before they are killed
+  tesson stop --purge web        stop and remove everything the group made""",
+    "repair": """examples:
+  tesson repair web              restart the shards that exited, recreate the ones that vanished
+  tesson repair -g web           the same, the group given with -g""",
+    "topology": """examples:
+  tesson topology                the CPUs, caches and NUMA nodes tesson places shards on
+  tesson topology --format json  the same as one JSON document
+  tesson --fsroot /tmp/dump topology   a machine's saved /sys and /proc instead of this one's""",
+    "demo-server": """examples:
+  tesson run -p 8080:8080 tesson demo-server   a demo group: each shard says who answered
+  tesson demo-server --port 9000               serve here, on port 9000""",
     "ls": """examples:
   tesson ls                      every group: name, status, image, size, frontend
   tesson ls -q                   only the names
@@ -120,12 +171,14 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Options every verb understands, before the verb or after it.
 
     On the verb's own parser the defaults are suppressed, so a value given before the verb is not
-    overwritten by the default of the same option after it.
+    overwritten by the default of the same option after it, and so is the help: the global options
+    are listed once, in the main help.
     """
 
     def default(value):
         return argparse.SUPPRESS if suppress else value
 
+    first = len(parser._actions)
     g = parser.add_argument_group("global options")
     g.add_argument(
         "--log-level",
@@ -157,15 +210,20 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default(os.environ.get("GORB_URI")),
         help="register groups with Gorb at DEVICE://HOST:PORT, e.g. eth0://10.0.0.1:4672 (env GORB_URI)",
     )
+    if suppress:
+        for action in parser._actions[first:]:
+            action.help = argparse.SUPPRESS
 
 
-def build_parser() -> Parser:
+def build_parser(prog: str | None = None) -> Parser:
+    prog = prog or program_name()
     parser = Parser(
-        prog="tesson",
+        prog=prog,
         allow_abbrev=False,
         description="Shard a containerised app across this machine's hardware: one pinned instance "
         "per core (or L3 cache, NUMA node, package), all behind one local load balancer.",
-        epilog="Run 'tesson VERB --help' for a verb's options.",
+        epilog=f"Run '{prog} VERB --help' (or '{prog} help VERB') for a verb's options and examples. "
+        "The global options above go before or after VERB.",
     )
     parser.add_argument("--version", action="version", version=f"tesson {__version__}")
     _global_options(parser, suppress=False)
@@ -174,21 +232,28 @@ def build_parser() -> Parser:
 
     def verb(name: str, **kw) -> argparse.ArgumentParser:
         kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
-        if name in EXAMPLES:
-            kw.setdefault("epilog", EXAMPLES[name])
-            kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        summary = VERBS[name][1]
-        if summary is None:  # hidden from the help
+        epilog = EXAMPLES.get(name, "")
+        epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
+        kw.setdefault("epilog", with_prog(epilog.strip(), prog))
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if "usage" in kw:
+            kw["usage"] = with_prog(kw["usage"], prog)
+        if name in HIDDEN_VERBS:
             p = sub.add_parser(name, **kw)
         else:
-            p = sub.add_parser(name, help=summary, description=summary.capitalize() + ".", **kw)
+            line = VERBS[name][1]
+            p = sub.add_parser(name, help=line, description=line[:1].upper() + line[1:] + ".", **kw)
         _global_options(p, suppress=True)
         return p
 
     def group_verb(name: str, **kw) -> argparse.ArgumentParser:
         p = verb(name, **kw)
-        p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
-        p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
+        if name in OPTIONAL_GROUP:
+            p.add_argument("-g", "--group", metavar="GROUP", help="only this group (same as GROUP)")
+            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="only this group")
+        else:
+            p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
+            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
         return p
 
     run = verb("run", usage="tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]")
@@ -287,13 +352,19 @@ def build_parser() -> Parser:
         "command", metavar="COMMAND", nargs=argparse.REMAINDER, help="command and arguments for every shard"
     )
 
-    ps = verb("ps")
-    ps.add_argument("-g", "--group", help="only this group")
-    ps.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-    ps.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    ps = group_verb("ps")
+    out = ps.add_mutually_exclusive_group()
+    out.add_argument("--format", default="table", metavar="FORMAT",
+                     help="table (default), json (one object per shard and line), or a Go-style template "
+                     "as docker ps takes: 'table {{.Name}}\\t{{.CPUs}}'")
+    out.add_argument("--json", action="store_true",
+                     help="the whole document: every group with its shards and frontend, indented")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only the shards' container IDs")
+    ps.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="only what matches group=NAME, status=STATE (running, exited, missing, ...) or "
+                    "image=IMAGE (repeatable: one key twice matches either value, two keys both)")
 
-    stop = verb("stop")
-    stop.add_argument("-g", "--group", required=True, help="the group to stop")
+    stop = group_verb("stop")
     stop.add_argument(
         "--purge", action="store_true", help="also remove its containers, anonymous volumes and networks"
     )
@@ -311,8 +382,7 @@ def build_parser() -> Parser:
     topo.add_argument("--groups", action="store_true",
                       help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
 
-    repair = verb("repair")
-    repair.add_argument("-g", "--group", required=True, help="the group to repair")
+    group_verb("repair")
 
     demo = verb("demo-server")
     demo.add_argument("--port", type=_port_number, default=8080, help="port to listen on (default: 8080)")
@@ -372,7 +442,7 @@ def _resolve_group(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if pos is not None and args.group is not None and pos != args.group:
         parser.error(f"the group is given twice ({pos!r} and -g {args.group!r})")
     args.group = args.group if args.group is not None else pos
-    if args.group is None:
+    if args.group is None and args.verb not in OPTIONAL_GROUP:
         parser.error("the following argument is required: GROUP")
 
 
@@ -386,8 +456,21 @@ def parse(argv: list[str] | None = None, parser: argparse.ArgumentParser | None 
     return args
 
 
+def help_argv(argv: list[str]) -> list[str]:
+    """``help [VERB]`` as ``[VERB] --help``. The Docker CLI runs ``docker help tesson [VERB]`` as
+    the plugin with those very words, so a leading ``tesson`` after ``help`` is dropped."""
+    if argv[:1] != ["help"]:
+        return argv
+    rest = argv[1:]
+    if rest[:1] == ["tesson"]:
+        rest = rest[1:]
+    return [*rest[:1], "--help"]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = help_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    prog = parser.prog
     args = parse(argv, parser)
     if args.verb is None:
         parser.print_help(sys.stderr)
@@ -397,20 +480,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in GROUP_VERBS:
         _resolve_group(args, parser.verb_parsers[args.verb])
 
-    from tesson import log
+    from tesson import log, plugin_socket
     from tesson.errors import TessonError
 
     log.setup(args.log_level, args.log_format)
+    plugin_socket.watch()  # run by `docker tesson`: stop when the docker CLI is told to
     import importlib
 
-    module = importlib.import_module(f"tesson.commands.{VERBS[args.verb][0]}")
+    module_name = HIDDEN_VERBS.get(args.verb) or VERBS[args.verb][0]
+    module = importlib.import_module(f"tesson.commands.{module_name}")
     try:
         return module.main(args) or 0
     except TessonError as e:
-        print(f"tesson: {e}", file=sys.stderr)
+        print(f"{prog}: {with_prog(str(e), prog)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("tesson: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
@@ -419,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"tesson: internal error: {type(e).__name__}: {e} (rerun with --log-level debug)", file=sys.stderr)
+        print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --log-level debug)", file=sys.stderr)
         return 1
 
 

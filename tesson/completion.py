@@ -31,6 +31,7 @@ END = "# <<< tesson grammar"
 # What an option's value (or a positional) names, by its dest. Anything else is free text.
 VALUE_KINDS = {
     "group": "group",
+    "group_pos": "group",
     "index": "shard",
     "shard": "shard",
     "image": "image",
@@ -74,8 +75,12 @@ def _words_of(name: str, parser: argparse.ArgumentParser) -> list:
     out = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            from tesson.cli import HIDDEN_VERBS
+
             helps = {a.dest: a.help for a in action._choices_actions}
             for verb in action.choices:
+                if verb in HIDDEN_VERBS:
+                    continue
                 out.append(Word(name, "verb", (verb,), "", _one_line(helps.get(verb))))
             continue
         hidden = action.help == argparse.SUPPRESS
@@ -154,13 +159,15 @@ def render_sh(words: list | None = None) -> str:
     lines.append("# For completion: PARSER, WHAT, WORDS, KIND, HELP separated by tabs, one line each ('-': none).")
     # Global options are also accepted after the verb; completion offers them only when asked for
     # with '-', so they are marked apart. No field is empty ('-' instead): sh's read would merge them.
-    top = {o for w in words if w.parser == "" and w.what in ("flag", "option") for o in w.words}
+    # Their help is shown once, in the main help: after the verb it comes from there.
+    top = {o: w.help for w in words if w.parser == "" and w.what in ("flag", "option") for o in w.words}
     table = []
     for w in words:
-        what = w.what
-        if w.parser and what in ("flag", "option") and set(w.words) <= top:
+        what, help = w.what, w.help
+        if w.parser and what in ("flag", "option") and set(w.words) <= set(top):
             what = "global-" + what
-        table.append("\t".join(f or "-" for f in (w.parser, what, " ".join(w.words), w.kind, w.help)))
+            help = help or top[w.words[-1]]
+        table.append("\t".join(f or "-" for f in (w.parser, what, " ".join(w.words), w.kind, help)))
     lines.append("tesson_table=" + _sq("\n".join(table)))
     lines.append(END)
     return "\n".join(lines) + "\n"

@@ -145,7 +145,7 @@ def test_balancer_comes_from_tesson_image(e2e_group, docker_client):
 
 
 def test_ps_json_shows_the_group(e2e_group, plugin_env):
-    r = docker("tesson", "ps", "--format", "json", env=plugin_env)
+    r = docker("tesson", "ps", "--json", env=plugin_env)
     assert r.returncode == 0, r.stderr
     groups = {g["group"]: g for g in json.loads(r.stdout)}
     g = groups[GROUP]
@@ -157,6 +157,12 @@ def test_ps_json_shows_the_group(e2e_group, plugin_env):
         assert cpulist.format(s["cpus"]) == plan[s["index"]]
     r = docker("tesson", "ps", "-g", GROUP, env=plugin_env)
     assert r.returncode == 0 and GROUP in r.stdout and f"{GROUP}-0" in r.stdout
+    # --format json: one object per shard and line, as `docker ps --format json`
+    r = docker("tesson", "ps", GROUP, "--format", "json", env=plugin_env)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(x["Group"], x["Shard"], x["State"]) for x in rows] == [(GROUP, "0", "running"), (GROUP, "1", "running")]
+    assert [x["CPUs"] for x in rows] == [plan[0], plan[1]]
 
 
 def test_plain_docker_run_ps_shows_the_group(e2e_group, tesson_image):
@@ -164,7 +170,7 @@ def test_plain_docker_run_ps_shows_the_group(e2e_group, tesson_image):
     r = docker(*base, "ps")
     assert r.returncode == 0, r.stderr
     assert f"{GROUP}-0" in r.stdout and f"{GROUP}-1" in r.stdout
-    r = docker(*base, "ps", "--format", "json", "-g", GROUP)
+    r = docker(*base, "ps", "--json", "-g", GROUP)
     assert r.returncode == 0, r.stderr
     assert [g["group"] for g in json.loads(r.stdout)] == [GROUP]
 

@@ -246,7 +246,7 @@ def test_image_reads_the_host_topology(tesson_image):
 def test_plain_docker_run_ps(tesson_image):
     """The README's `docker run ... tesson ps` works with just the socket and /sys."""
     r = docker("run", "--rm", "-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", "/sys:/sys:ro",
-               tesson_image, "ps", "--format", "json")
+               tesson_image, "ps", "--json")
     assert r.returncode == 0, r.stderr
     assert isinstance(json.loads(r.stdout), list)
 
@@ -300,6 +300,35 @@ def test_docker_tesson_help_shows_the_verbs(plugin_env):
     assert r.returncode == 0, r.stderr
     for verb in ("run", "ps", "stop", "topology", "repair", "demo-server"):
         assert f"    {verb} " in r.stdout, verb
+
+
+@pytest.mark.parametrize("client", docker_clients())
+def test_docker_help_tesson_reads_as_a_plugin(plugin_env, client):
+    """`docker help tesson [VERB]` (the CLI runs the plugin with `help tesson [VERB]`), usage and
+    hints say `docker tesson`, `docker tesson version`, and ps of a group that is not there, through
+    each docker CLI."""
+    def run(*args):
+        return subprocess.run([client, *args], capture_output=True, text=True, env=plugin_env, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    r = run("help", "tesson")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: docker tesson [-h]") and "global options:" in r.stdout
+    assert r.stdout == run("tesson", "--help").stdout
+    r = run("help", "tesson", "stop")
+    assert r.returncode == 0 and r.stdout.startswith("usage: docker tesson stop "), r.stderr
+    assert "  docker tesson stop web " in r.stdout and "--log-format" not in r.stdout
+    r = run("tesson", "stop")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "docker tesson stop: error: the following argument is required: GROUP (see 'docker tesson stop --help')"]
+    r = run("tesson", "logs", f"{PREFIX}no-such-group")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"docker tesson: no group named '{PREFIX}no-such-group' (docker tesson ls lists every group)"]
+    r = run("tesson", "version")
+    assert r.returncode == 0 and f"tesson:        {tesson.__version__}" in r.stdout, r.stderr
+    assert "Docker daemon:" in r.stdout
+    r = run("tesson", "ps", f"{PREFIX}no-such-group")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
 
 
 def test_exit_codes_come_back_through_the_shim(plugin_env):
@@ -445,10 +474,11 @@ def test_docker_complete_names_real_groups(plugin_env, client, shard_image, dock
         assert tesson_cmd("stop", "-g", group, "--purge", "-t", "1").returncode == 0
 
 
-@pytest.mark.parametrize("how", ["timeout", "shim", "shim-tty"])
+@pytest.mark.parametrize("how", ["timeout", "shim", "shim-tty", "cli"])
 def test_sigterm_stops_the_inner_container(plugin_env, tesson_image, docker_client, how):
     """`timeout` (SIGTERM to the process group), or SIGTERM to the plugin alone (with and without
-    a terminal), stops tesson's container: none of it is left."""
+    a terminal), or to the docker CLI alone (CLI 25+ only close the plugin socket, which tesson
+    in its container watches), stops tesson's container: none of it is left."""
     import pty
 
     import psutil
@@ -463,6 +493,17 @@ def test_sigterm_stops_the_inner_container(plugin_env, tesson_image, docker_clie
                                capture_output=True, text=True, env=env, timeout=60)
             assert r.returncode == 124, r.stderr
             assert "listening" in r.stderr
+        elif how == "cli":
+            clis = [c for c in docker_clients() if client_major(c) >= 25]
+            require(bool(clis), "no docker CLI 25 or later (the plugin socket)")
+            p = subprocess.Popen([clis[0], "tesson", "demo-server", "--port", port], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+            get_json(f"http://127.0.0.1:{port}/", timeout=30)
+            assert docker_client.containers(filters={"ancestor": image})
+            p.send_signal(signal.SIGTERM)  # the CLI alone, not its process group
+            _, err = p.communicate(timeout=30)
+            assert "listening" in err
         else:
             master = None
             if how == "shim-tty":
@@ -532,6 +573,8 @@ def test_shim_arguments(tmp_path):
     assert "type=bind,source=/run/t6-prod.sock,target=/var/run/docker.sock" in opts
     assert "/sys:/sys:ro" in opts
     assert "GORB_URI" in opts and "TESSON_IMAGE=tesson:latest" in opts
+    # tesson says `docker tesson` in help and hints, and watches the docker CLI's plugin socket
+    assert "TESSON_PROG=docker tesson" in opts and "DOCKER_CLI_PLUGIN_SOCKET" in opts
     assert f"type=bind,source={cfg},target={cfg},readonly" in opts
     tail = args[args.index("tesson:latest") + 1:]
     assert tail == ["--log-level", "debug", "run", "-c", str(cfg), "-g", "web", "-p", "80", "img:1",
@@ -558,6 +601,9 @@ def test_shim_arguments_other_forms(tmp_path):
     # a missing config file is left for tesson to report
     args = shim_args(tmp_path, "tesson", "run", "-c", "nope.json", "img")
     assert args[-3:] == ["-c", "nope.json", "img"]
+    # `docker help tesson stop`: the CLI passes its own words, which reach tesson as they are
+    args = shim_args(tmp_path, "help", "tesson", "stop")
+    assert args[0] == "run" and args[-3:] == ["help", "tesson", "stop"]
     # by hand, without the plugin name
     args = shim_args(tmp_path, "ps", "--format", "json")
     assert args[0] == "run" and args[-3:] == ["ps", "--format", "json"]

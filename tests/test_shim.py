@@ -30,12 +30,13 @@ def block_vars(*names: str) -> dict:
 
 
 def parsers() -> dict:
-    """'' -> tesson's parser, VERB -> the verb's, straight from argparse."""
+    """'' -> tesson's parser, VERB -> the verb's, straight from argparse (the verbs users type: not
+    the hidden ones, which the shim never needs to read)."""
     top = cli.build_parser()
     out = {"": top}
     for action in top._actions:
         if isinstance(action, argparse._SubParsersAction):
-            out.update(action.choices)
+            out.update({v: p for v, p in action.choices.items() if v not in cli.HIDDEN_VERBS})
     return out
 
 
@@ -147,8 +148,10 @@ def test_complete_options_and_their_values():
     # after the image, the words are the shards' command: nothing to offer
     assert complete("run", "-n", "2", "img", "-") == ([], 4)
     # a verb without positionals offers its own options (not the global ones)
-    words, _ = complete("stop", "")
-    assert "--purge" in words and "-g" in words and "--log-level" not in words
+    words, _ = complete("ls", "")
+    assert "--format" in words and "-q" in words and "--log-level" not in words
+    words, _ = complete("stop", "-")
+    assert "--purge" in words and "-g" in words
     assert complete("frobnicate", "") == ([], 4)
 
 
@@ -191,6 +194,8 @@ def test_shim_finds_the_real_docker_when_pointed_at_itself(tmp_path):
     env = {"DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND": str(SHIM), "PATH": f"{tmp_path}:{os.environ['PATH']}",
            "T6_CALLS": str(calls)}
     assert complete("stop", "-g", "", env=env) == (["api", "web"], 4)
+    assert complete("stop", "", env=env) == (["api", "web"], 4)  # the group, positionally
+    assert complete("ps", "w", env=env) == (["web"], 4)
     assert complete("stop", "--group=w", env=env) == (["--group=web"], 4)
     assert complete("run", "--lb-image", "t", env=env) == (["tesson:latest"], 4)
     assert all(line.split()[0] in ("ps", "image") for line in calls.read_text().splitlines())

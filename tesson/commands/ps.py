@@ -1,4 +1,12 @@
-"""tesson ps: every group (or one), rebuilt from container labels alone."""
+"""tesson ps: every group (or some), rebuilt from container labels alone, shown as ``docker ps`` would.
+
+Outputs: the default view (each group with its frontend, then its shards in Docker's columns);
+``--format json`` (one compact object per shard and line, as ``docker ps --format json``);
+``--format 'table TEMPLATE'`` / ``TEMPLATE`` (tesson.psformat); ``-q`` (the shards' container IDs);
+``--json`` (the whole document: every group with its shards and frontend, indented).
+Filters as ``docker ps --filter``: the same key given twice matches either value, different keys
+must all match. A group that does not exist is not an error: nothing matches, exit 0.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,25 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tesson import cpulist
 
 if TYPE_CHECKING:
-    from tesson.group import Group
+    from tesson.group import Group, ShardState
+
+# --format fields and their table headers (the one home of ps's display names).
+FIELDS = {
+    "Group": "GROUP",
+    "Shard": "SHARD",
+    "Name": "NAME",
+    "ID": "CONTAINER ID",
+    "Image": "IMAGE",
+    "Status": "STATUS",
+    "State": "STATE",
+    "CPUs": "CPUS",
+    "Mems": "MEMS",
+    "Ports": "PORTS",
+}
+FILTER_KEYS = ("group", "status", "image")
+# Docker's container states (docker ps --filter status=...), and tesson's own for a vanished shard.
+STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead", "missing")
+PORTS_SHOWN = ("running", "paused")  # as docker ps: a stopped container publishes nothing
 
 
 def _frontend_info(grp: Group, client: Any) -> dict:
@@ -56,54 +82,163 @@ def to_json(grp: Group, client: Any) -> dict:
     }
 
 
-def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: TextIO | None = None) -> None:
-    from tesson.commands import write_table
+def _ports(s: ShardState) -> list:
+    return list(s.ports) if s.state in PORTS_SHOWN else []
 
-    out = out or sys.stdout
-    docs = [to_json(g, client) for g in groups]
-    if fmt == "json":
-        json.dump(docs, out, indent=2)
-        out.write("\n")
-        return
-    for n, (grp, doc) in enumerate(zip(groups, docs)):
+
+def row(grp: Group, s: ShardState) -> dict:
+    """One shard as the --format fields see it (every value a string, "" when there is none)."""
+    return {
+        "Group": grp.name,
+        "Shard": str(s.index),
+        "Name": s.name,
+        "ID": s.short_id,
+        "Image": grp.image,
+        "Status": s.status,
+        "State": s.state,
+        "CPUs": cpulist.format(s.cpus),
+        "Mems": cpulist.format(s.mems),
+        "Ports": ", ".join(_ports(s)),
+    }
+
+
+def shards_of(grp: Group) -> list:
+    """The group's shards in index order: the plan's (vanished ones too) and any extra container
+    that claims an index outside it."""
+    return sorted([*grp.shards, *grp.extra], key=lambda s: s.index)
+
+
+# --- filters ----------------------------------------------------------------------------------------
+
+
+def parse_filters(terms: list, groups: list) -> dict:
+    """``--filter KEY=VALUE`` terms (and the groups named positionally or with -g, which count as
+    ``group=``) into ``{key: set of values}``. UsageError (exit 2) for a term outside the grammar."""
+    from tesson import names
+    from tesson.errors import UsageError
+
+    out: dict = {}
+    for term in terms:
+        key, sep, value = term.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in FILTER_KEYS:
+            raise UsageError(f"invalid filter {term!r}: use {', '.join(k + '=' for k in FILTER_KEYS)}")
+        if key == "status" and value not in STATES:
+            raise UsageError(f"invalid filter {term!r}: status is one of {', '.join(STATES)}")
+        if not value:
+            raise UsageError(f"invalid filter {term!r}: {key}= needs a value")
+        out.setdefault(key, set()).add(value)
+    for g in groups:
+        out.setdefault("group", set()).add(g)
+    for g in out.get("group", ()):
+        names.validate_group(g)
+    return out
+
+
+def _image_key(ref: str) -> str:
+    """An image reference with Docker's implied ``:latest`` (``web`` and ``web:latest`` match)."""
+    if "@" in ref:
+        return ref
+    return ref if ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"
+
+
+def select(groups: list, filters: dict) -> list:
+    """``[(group, [shards])]`` that pass the filters, in name order; a status filter keeps only the
+    matching shards and drops a group none of whose shards match."""
+    out = []
+    images = {_image_key(i) for i in filters.get("image", ())}
+    for grp in groups:
+        if "group" in filters and grp.name not in filters["group"]:
+            continue
+        if images and _image_key(grp.image) not in images:
+            continue
+        shards = shards_of(grp)
+        if "status" in filters:
+            shards = [s for s in shards if s.state in filters["status"]]
+            if not shards:
+                continue
+        out.append((grp, shards))
+    return out
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+
+def write_default(selected: list, client: Any, out: TextIO) -> None:
+    """The default view: per group its line, its frontend, its shards in Docker's columns."""
+    from tesson.cli import program_name, with_prog
+    from tesson.psformat import tabwrite
+
+    prog = program_name()
+    for n, (grp, shards) in enumerate(selected):
         if n:
             out.write("\n")
         near = f" near={','.join(grp.near)}" if grp.near else ""
         near += f" exclusive={grp.exclusive}" if grp.exclusive else ""
         out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
-        fe = doc["frontend"]
+        fe = _frontend_info(grp, client)
         front = ", ".join(fe.get("ports") or [])
-        out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")
-        rows: list[tuple[str, ...]] = [("SHARD", "INSTANCE ID", "STATUS", "NAME", "CPUS", "MEMS", "PORTS")]
-        for s in grp.shards:
+        status = with_prog(str(fe.get("status")), prog)  # "stale: run tesson repair ..."
+        out.write(f"Frontend: {fe.get('kind')} ({status}){' ' + front if front else ''}\n")
+        limits = any(grp.limits_of(s.index) for s in grp.shards)
+        lines = ["SHARD\tCONTAINER ID\tNAME\tSTATUS\tCPUS\tMEMS\tPORTS" + ("\tLIMITS" if limits else "")]
+        for s in shards:
             status = s.status if s.up else f"DOWN: {s.status}"
-            rows.append(
-                (str(s.index), s.short_id or "-", status, s.name, cpulist.format(s.cpus), cpulist.format(s.mems), ", ".join(s.ports))
-            )
-        if any(grp.limits_of(s.index) for s in grp.shards):
-            from tesson.quotas import describe
+            cells: tuple[str, ...] = (str(s.index), s.short_id or "-", s.name, status, cpulist.format(s.cpus),
+                     cpulist.format(s.mems), ", ".join(_ports(s)))
+            if limits:
+                from tesson.quotas import describe
 
-            rows[0] += ("LIMITS",)
-            rows[1:] = [r + (describe(grp.limits_of(s.index)),) for r, s in zip(rows[1:], grp.shards)]
-        write_table(rows, out)
-        for extra in grp.extra:
+                cells += (describe(grp.limits_of(s.index)),)
+            lines.append("\t".join(cells))
+        out.write("".join(ln.rstrip() + "\n" for ln in tabwrite("\n".join(lines)).split("\n")))
+        planned = {id(s) for s in grp.shards}
+        for extra in (s for s in shards if id(s) not in planned):
             out.write(f"note: {extra.name} ({extra.short_id}) claims shard {extra.index} but is not in the plan\n")
 
 
-def ps(group: str | None = None, fmt: str = "table") -> int:
-    from tesson import docker_client
-    from tesson import group as G
-    from tesson.errors import TessonError
+def print_groups(groups: list, client: Any, fmt: str = "table", out: TextIO | None = None) -> None:
+    """Groups in the default view (``fmt`` table) or as the ``--json`` document (``fmt`` json)."""
+    out = out or sys.stdout
+    if fmt == "json":
+        json.dump([to_json(g, client) for g in groups], out, indent=2)
+        out.write("\n")
+        return
+    write_default([(g, shards_of(g)) for g in groups], client, out)
 
+
+def ps(groups: list | None = None, fmt: str = "table", document: bool = False, quiet: bool = False,
+       filters: list | None = None, out: TextIO | None = None) -> int:
+    """``groups``: names given positionally or with -g; ``fmt``: the --format text; ``document``:
+    --json; ``quiet``: -q; ``filters``: the --filter terms. Bad input is a UsageError before any
+    daemon call."""
+    from tesson import docker_client, psformat
+    from tesson import group as G
+    from tesson.errors import UsageError
+
+    out = out or sys.stdout
+    try:
+        form = psformat.parse(fmt, FIELDS)
+    except psformat.FormatError as e:
+        raise UsageError(str(e)) from None
+    wanted = parse_filters(filters or [], groups or [])
     client = docker_client.connect()
-    groups = G.list_groups(client, group)
-    if group and not groups:
-        raise TessonError(f"no group named {group!r} (tesson ps lists every group)")
-    if not groups and fmt != "json":
-        print("no tesson groups on this Docker daemon", file=sys.stderr)
-    print_groups(groups, client, fmt)
+    only = sorted(wanted.get("group", ()))
+    found = G.list_groups(client, only[0]) if len(only) == 1 else G.list_groups(client)
+    selected = select(found, wanted)
+    if quiet:
+        out.write("".join(s.short_id + "\n" for _, shards in selected for s in shards if s.id))
+    elif document:
+        json.dump([to_json(g, client) for g, _ in selected], out, indent=2)
+        out.write("\n")
+    elif form.kind == "default":
+        if not found and not wanted:
+            print("no tesson groups on this Docker daemon", file=sys.stderr)
+        write_default(selected, client, out)
+    else:
+        out.write(psformat.render(form, [row(g, s) for g, shards in selected for s in shards], FIELDS))
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    return ps(args.group, args.format)
+    return ps([args.group] if args.group else [], args.format, args.json, args.quiet, args.filter)
