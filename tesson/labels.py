@@ -25,9 +25,11 @@ FRONTEND = PREFIX + "frontend"
 VERSION = PREFIX + "version"
 RUN = PREFIX + "run"  # a fresh id per run/repair: what one invocation made, for its cleanup
 NEAR = PREFIX + "near"  # JSON list of the run --near devices (absent: placed on the whole machine)
+GENERATION = PREFIX + "generation"  # on a spec record: which record is newest (scale/update write one)
+CHANGE = PREFIX + "change"  # on a group's lock: JSON of the scale/update holding it (verb, by, pid, ...)
 
 # Labels that differ between a group's containers (the rest are the group's own).
-PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN)
+PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN, GENERATION, CHANGE)
 
 # The embedded balancer's settings, on every container of a group run with it.
 LB_METHOD = PREFIX + "lb.method"  # "" = per-protocol default
@@ -42,6 +44,8 @@ GORB_METHOD = PREFIX + "gorb.method"
 ROLE_SHARD = "shard"
 ROLE_LB = "lb"
 ROLE_NETWORK = "network"
+ROLE_SPEC = "spec"  # a created, never started container whose labels are the group's spec (after a scale/update)
+ROLE_LOCK = "lock"  # GROUP-lock: a scale or update of the group is under way (its CHANGE label says whose)
 
 
 def selector(key: str, value: str | None = None) -> str:

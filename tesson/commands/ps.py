@@ -37,6 +37,7 @@ def to_json(grp: Group, client: Any) -> dict:
         "near": grp.near,
         "size": grp.size,
         "status": grp.status,
+        "change": grp.change,
         "shards": [
             {
                 "index": s.index,
@@ -67,7 +68,11 @@ def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: Text
         if n:
             out.write("\n")
         near = f" near={','.join(grp.near)}" if grp.near else ""
-        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
+        change = grp.change or {}
+        image = grp.image
+        if change.get("verb") == "update" and change.get("old_image") not in (None, grp.image):
+            image = f"{grp.image} <- {change['old_image']}"  # new and old during a rolling update
+        out.write(f"Group: {grp.name} [{image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
         fe = doc["frontend"]
         front = ", ".join(fe.get("ports") or [])
         out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")

@@ -5,10 +5,13 @@
 - :mod:`.settle`: is a shard just started still up a moment later, and if not, why;
 - :mod:`.run`: ``run``, all or nothing;
 - :mod:`.stop`: ``stop`` (and ``--purge``: containers, then the group's networks);
-- :mod:`.repair`: ``repair``, a pure plan and its execution.
+- :mod:`.plan`: the converge plan (pure), for ``repair``, ``scale`` and ``update``;
+- :mod:`.converge`: its one executor (front-door hooks, drain, re-pin, rolling replacement);
+- :mod:`.repair`: ``repair``, that plan towards the group's own spec;
+- :mod:`.change`: ``scale`` and ``update``: the lock, the spec record, the new spec.
 """
 
-from tesson.runtime.body import shard_body
+from tesson.runtime.body import repin, shard_body
 from tesson.runtime.pool import MAX_WORKERS, Interrupted, Progress
 from tesson.runtime.repair import RepairPlan, Step, plan_repair, repair
 from tesson.runtime.run import GroupInUse, run
@@ -17,5 +20,5 @@ from tesson.runtime.stop import stop
 
 __all__ = [
     "MAX_WORKERS", "SETTLE", "GroupInUse", "Interrupted", "Progress", "RepairPlan", "Step",
-    "plan_repair", "repair", "run", "shard_body", "stop",
+    "plan_repair", "repair", "repin", "run", "shard_body", "stop",
 ]

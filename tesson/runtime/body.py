@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tesson import cpulist, log
 from tesson import labels as L
@@ -86,6 +86,21 @@ def start_shard(ctx: Context, fe: Frontend, shard: Shard, batch: Batch, progress
     starts[shard.index] = time.monotonic()
     log.info("shard started", shard=ctx.shard_name(shard.index), id=cid[:12])
     progress.step()
+
+
+def repin(client: Any, cid: str, cpus: Sequence[int], mems: Sequence[int]) -> None:
+    """Move a container to other CPUs and memory nodes *live*: Docker's container update of
+    ``CpusetCpus``/``CpusetMems`` (the cgroup's cpuset is rewritten; no restart, same container,
+    same processes; the kernel migrates its threads at their next scheduling). Memory already
+    allocated stays where it is (``cpuset.memory_migrate`` is off); the shard's ``TESSON_CPUS``/
+    ``GOMAXPROCS`` environment keeps the values it started with, and its labels the CPUs it was
+    made on (``ps`` reads the container's pinning when they differ from the plan). Shared by
+    ``scale`` and any other re-pinning (exclusive CPUs). Raises what the daemon raises."""
+    body = {"cpuset_cpus": cpulist.format(cpus)}
+    if mems:
+        body["cpuset_mems"] = cpulist.format(mems)
+    client.update_container(cid, **body)
+    log.info("shard re-pinned", id=cid[:12], **{k.split("_")[1]: v for k, v in body.items()})
 
 
 def shard_error(ctx: Context, shard: Shard, exc: BaseException, doing: str) -> str:
