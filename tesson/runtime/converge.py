@@ -92,6 +92,10 @@ def execute(ctx: Context, fe: Frontend, plan: P.Plan, opts: Options | None = Non
         kept = ", ".join(sorted(run.out.lines, key=line_order)) or "nothing done yet"
         raise Interrupted(f"interrupted (kept: {kept}){half}; 'tesson repair -g {ctx.group}' finishes "
                           f"or undoes a step cut short") from None
+    if any(plan.with_action(a) for a in (P.CREATE, P.REMOVE, P.REPLACE, P.FINISH, P.RESTORE)):
+        from tesson import group as G
+
+        ctx.state = G.find(ctx.docker, ctx.group) or ctx.state  # containers came and went: as it is now
     try:
         run.out.lines.extend(fe.repair(ctx, sorted(run.brought_back)))
     except TessonError as e:
