@@ -13,7 +13,8 @@ from tesson import labels as L
 from tesson.cli import parse
 from tesson.placement import Shard
 from tesson.runtime import plan as P
-from tesson.runtime.converge import line_order, open_connections
+from tesson.runtime.converge import line_order
+from tesson.runtime.drain import open_connections
 
 
 def spec(n: int, cpus=None, image: str = "web:1", **kw) -> G.Spec:

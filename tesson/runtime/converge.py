@@ -27,22 +27,21 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tesson import cpulist, log, names
-from tesson.docker_client import explain, is_remote, remove_container, unless_gone
+from tesson.docker_client import explain, remove_container, unless_gone
 from tesson.errors import TessonError
 from tesson.runtime import plan as P
 from tesson.runtime.body import repin, start_shard
+from tesson.runtime.drain import DRAIN_TIMEOUT, drain
 from tesson.runtime.pool import MAX_WORKERS, Batch, Cancelled, Interrupted, NoProgress, Progress, interrupts
 from tesson.runtime.run import new_run_id
-from tesson.runtime.settle import SETTLE, down_reason, settle_check
+from tesson.runtime.settle import down_reason, settle_check
 
 if TYPE_CHECKING:
     from tesson.frontend import Context, Frontend
 
-DRAIN_TIMEOUT = 3.0  # seconds a shard out of the door gets for its open connections (--drain-timeout)
-DRAIN_FLOOR = 0.5  # the front door's own change (an nginx reload) takes effect within this
 HEALTH_TIMEOUT = 60.0  # seconds a successor with a Docker healthcheck gets to become healthy
 
 
@@ -293,6 +292,11 @@ class _Run:
         started = {i: cid for i, cid in created.items() if i in starts}
         bad.update({i: f"its successor {why}" for i, why in self._health(started, starts).items()})
         good = [i for i in idx if i not in bad]
+        for step, _exc in batch.errors:  # stopped but not set aside: it is still GROUP-i, start it again
+            try:
+                client.start(step.container_id)
+            except Exception as e:
+                log.warning("could not start a shard again", shard=step.name, error=explain(e))
         lost = [s.index for s in chunk if s.index in bad and s.index in aside
                 and not self._put_back(s, created.get(s.index), aside[s.index])]
         ctx.draining -= set(idx)
@@ -373,53 +377,4 @@ class _Run:
         return f"; removed the half-made {', '.join(removed)}" if removed else ""
 
 
-def open_connections(pid: int, root: str = "/proc") -> int | None:
-    """Connections accepted by a container's listening sockets that are still open: the
-    ESTABLISHED entries of its network namespace (``/proc/PID/net/tcp`` and ``tcp6``) whose local
-    port is one it listens on. None when they cannot be read (a remote daemon, tesson in a
-    container without the host's /proc)."""
-    rows = []
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"{root}/{pid}/net/{name}", encoding="ascii") as f:
-                rows += [line.split() for line in f.readlines()[1:]]
-        except OSError:
-            if name == "tcp":
-                return None
-    listening = {r[1].rsplit(":", 1)[1] for r in rows if len(r) > 3 and r[3] == "0A"}
-    return sum(1 for r in rows if len(r) > 3 and r[3] == "01" and r[1].rsplit(":", 1)[1] in listening)
-
-
-def _is_container(pid: int, cid: str) -> bool:
-    """Whether host pid ``pid`` is in container ``cid`` as this process sees it (tesson in a
-    container of its own sees another /proc: then the connections cannot be counted)."""
-    try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            return cid in f.read()
-    except OSError:
-        return False
-
-
-def drain(client: Any, cid: str, timeout: float) -> None:
-    """Give a shard out of the front door up to ``timeout`` seconds for its open connections to end
-    (at least :data:`DRAIN_FLOOR`, so the door's own change is in effect); returns as soon as none
-    is left, when that can be seen (a local daemon), else after ``timeout``."""
-    if timeout <= 0:
-        return
-    deadline = time.monotonic() + timeout
-    time.sleep(min(DRAIN_FLOOR, timeout))
-    pid = 0
-    if not is_remote():
-        try:
-            pid = int(((client.inspect_container(cid).get("State") or {}).get("Pid")) or 0)
-        except Exception:
-            pid = 0
-    while time.monotonic() < deadline:
-        left = open_connections(pid) if pid and _is_container(pid, cid) else None
-        if left == 0:
-            return
-        time.sleep(0.1)
-    log.info("drain timed out", id=cid[:12], seconds=timeout)
-
-
-__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "SETTLE", "execute", "drain", "open_connections"]
+__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute"]
