@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -237,3 +238,32 @@ def test_gorb_hears_weight_zero_before_removal_and_the_new_backend_after_health(
     backends = gorb.state()["backends"]
     assert sorted(backends) == [f"{group}-0-8080-tcp", f"{group}-1-8080-tcp"]
     assert all(backends[f"{group}-{i}-8080-tcp"]["options"]["port"] == ports[i] for i in (0, 1))
+
+
+def test_an_update_killed_halfway_is_shown_as_it_is_and_repair_finishes_or_undoes_the_step(group, images, docker_client):
+    a, b, _ = images
+    ok(tesson_cmd("run", "-g", group, "-n", "2", "--lb", "none", "-p", "8080", a, "demo-server", "--port", "8080", env=NO_GORB))
+    victim = subprocess.Popen([sys.executable, "-m", "tesson", "update", "-g", group, "--image", b, "--drain-timeout", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, **NO_GORB})
+    deadline = time.monotonic() + 60
+    prev = f"/{group}-0.prev"
+    while time.monotonic() < deadline:  # kill it once shard 0 has been set aside
+        if any(c["Names"][0] == prev for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})):
+            break
+        time.sleep(0.05)
+    victim.kill()
+    victim.communicate(timeout=30)
+    doc = ps_json(group)
+    assert doc["change"]["verb"] == "update" and doc["change"]["pid"] == victim.pid, doc  # the lock it left
+    assert doc["status"].startswith("updating ") and doc["image"] == b, doc  # the target spec was written first
+    repaired = ok(tesson_cmd("repair", "-g", group))  # its holder died here: repair takes the group over
+    assert ("restored the previous version of" in repaired.stdout or "finished the update of" in repaired.stdout), repaired.stdout
+    assert "removed the lock" in repaired.stdout, repaired.stdout
+    names = sorted(c["Names"][0] for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"}))
+    assert not any(n.endswith(".prev") or n.endswith("-lock") for n in names), names
+    doc = ps_json(group)
+    assert doc["change"] is None and doc["status"].startswith("running 2/2"), doc
+    assert ok(tesson_cmd("repair", "-g", group)).stdout.strip().endswith("nothing to repair")
+    # and the same update again brings every shard to the new image
+    ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0"))
+    assert ps_json(group)["status"] == "running 2/2"

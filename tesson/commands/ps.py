@@ -51,6 +51,8 @@ def to_json(grp: Group, client: Any) -> dict:
             }
             for s in grp.shards
         ],
+        "previous": [{"index": i, "id": p.short_id, "name": p.name, "state": p.state}
+                     for i, p in sorted(grp.previous.items())],  # kept by an update until its successor is healthy
         "frontend": _frontend_info(grp, client),
     }
 
@@ -83,6 +85,9 @@ def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: Text
                 (str(s.index), s.short_id or "-", status, s.name, cpulist.format(s.cpus), cpulist.format(s.mems), ", ".join(s.ports))
             )
         write_table(rows, out)
+        for index, prev in sorted(grp.previous.items()):
+            out.write(f"note: {prev.name} ({prev.short_id}, {prev.state}) is shard {index}'s previous version, kept "
+                      f"until its successor is healthy{'' if grp.change else f' (tesson repair -g {grp.name} finishes the step)'}\n")
         for extra in grp.extra:
             out.write(f"note: {extra.name} ({extra.short_id}) claims shard {extra.index} but is not in the plan\n")
 
