@@ -35,6 +35,8 @@ VERBS = {
     "top": ("top", "show the processes running in every shard of a group"),
     "start": ("start", "start a stopped group again"),
     "restart": ("restart", "stop a group and start it again"),
+    "scale": ("scale", "change a running group's number of shards, live: re-pin, add, drain and remove"),
+    "update": ("update", "replace a group's shards one at a time with another image, command, config or env"),
     "version": ("version", "show tesson's version and the Docker daemon's"),
 }
 
@@ -44,8 +46,10 @@ HIDDEN_VERBS = {
 }
 
 # Verbs that take the group positionally (``tesson logs web``) or with -g (ps: optionally).
-GROUP_VERBS = ("logs", "exec", "stats", "top", "start", "restart", "stop", "repair", "ps")
+GROUP_VERBS = ("logs", "exec", "stats", "top", "start", "restart", "stop", "repair", "ps", "scale", "update")
 OPTIONAL_GROUP = ("ps",)
+# Of those, the verbs whose COMMAND follows the group: with -g, a word in GROUP's place is the command's.
+COMMAND_VERBS = ("exec", "update")
 
 # The program's name in usage, help and hints: the `docker tesson` shim sets it, so a user who typed
 # `docker tesson ...` is told `docker tesson ...` back.
@@ -118,6 +122,13 @@ Fields: .Group .Shard .Name .ID .Image .Status .State .CPUs .Mems .Ports
     "restart": """examples:
   tesson restart web             stop every container of the group, then start them again
   tesson restart -t 2 web        give the shards 2 seconds to stop before they are killed""",
+    "scale": """examples:
+  tesson scale -g web -n 4       plan web again for 4 shards: re-pin, add, drain and remove, live
+  tesson scale web -n 2 --drain-timeout 10   give leaving shards 10 s for their open connections""",
+    "update": """examples:
+  tesson update -g web --image web:2          roll every shard to web:2, one at a time
+  tesson update -g web --env LOG=debug --parallel 2   two shards at a time, one variable changed
+  tesson update -g web --image web:3 --rollback all undo every shard replaced if one fails""",
     "version": """examples:
   tesson version                 tesson's version and the daemon's
   tesson version --format json   the same as one JSON object
@@ -151,6 +162,17 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds, zero or more (``2``, ``0.5``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
 
 
 def _tail(text: str) -> int | str:
@@ -422,6 +444,30 @@ def build_parser(prog: str | None = None) -> Parser:
     rs.add_argument("-t", "--time", type=_non_negative_int, default=10, metavar="SECONDS",
                     help="seconds to wait for a graceful stop before killing (default: 10)")
 
+    def change_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--drain-timeout", type=_seconds, default=3.0, metavar="SECONDS",
+                       help="seconds a shard out of the front door gets for its open connections (default: 3)")
+        p.add_argument("-t", "--time", type=_non_negative_int, default=10, metavar="SECONDS",
+                       help="seconds to wait for a shard to stop before killing it (default: 10)")
+
+    sc = group_verb("scale")
+    sc.add_argument("-n", "--size", type=_positive_int, required=True, metavar="N", help="the new number of shards")
+    change_options(sc)
+
+    up = group_verb("update", usage="tesson update [OPTIONS] GROUP [COMMAND [ARG...]]")
+    up.add_argument("--image", metavar="IMAGE", help="the new image (default: the group's; the daemon must have it)")
+    up.add_argument("-c", "--config", metavar="CONFIG.json", help="a new container-create body (replaces the group's)")
+    up.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an environment variable in every shard (repeatable)")
+    up.add_argument("--parallel", type=_positive_int, default=1, metavar="K", help="replace K shards at a time (default: 1)")
+    up.add_argument("--rollback", choices=("shard", "all"), default="shard",
+                    help="when a successor is not healthy: put back that shard's previous version (shard, the "
+                    "default), or also undo every shard already replaced (all)")
+    up.add_argument("--health-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                    help="seconds a successor with a Docker healthcheck gets to become healthy (default: 60)")
+    change_options(up)
+    up.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER, help="a new command for every shard")
+
     ver = verb("version")
     ver.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
 
@@ -436,7 +482,7 @@ def _resolve_group(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     """A group verb's group from GROUP or -g (one of them, or both the same) into ``args.group``.
     With ``exec -g G``, a word in GROUP's place is the command's first word."""
     pos = args.__dict__.pop("group_pos", None)
-    if args.verb == "exec" and args.group is not None and pos is not None:
+    if args.verb in COMMAND_VERBS and args.group is not None and pos is not None:
         args.command = [pos, *args.command]
         pos = None
     if pos is not None and args.group is not None and pos != args.group:

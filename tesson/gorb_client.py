@@ -247,6 +247,13 @@ class GorbClient:
     def create_backend(self, vs: str, rs: str, options: dict) -> None:
         self.request("PUT", f"/service/{_seg(vs)}/{_seg(rs)}", options)
 
+    def set_weight(self, vs: str, rs: str, weight: int, missing_ok: bool = False) -> bool:
+        """PATCH /service/VS/RS ``{"weight": W}`` (0: IPVS schedules no new connection to it, the
+        open ones go on); False when unknown (404) and ``missing_ok``."""
+        status, _ = self.request("PATCH", f"/service/{_seg(vs)}/{_seg(rs)}", {"weight": weight},
+                                 ok=(200, 404) if missing_ok else (200,))
+        return status == 200
+
     def remove_service(self, vs: str, missing_ok: bool = False) -> bool:
         """DELETE /service/VS (its backends go with it); False when unknown (404) and ``missing_ok``."""
         status, _ = self.request("DELETE", f"/service/{_seg(vs)}", ok=(200, 404) if missing_ok else (200,))

@@ -117,6 +117,7 @@ class ShardState:
     status: str = "missing"  # Docker's Status text ("Up 3 minutes", "Exited (137) 2 seconds ago")
     ports: list[str] = field(default_factory=list)  # as docker ps shows them
     labels: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""  # the image its container runs (Docker's ImageID), "" when missing
 
     @property
     def up(self) -> bool:
@@ -135,6 +136,36 @@ class Group:
     shards: list[ShardState]  # every index of the plan (missing ones included)
     others: list[Container]  # the group's non-shard containers (the balancer)
     extra: list[ShardState] = field(default_factory=list)  # shard containers whose index is not in the plan
+    # GROUP-INDEX.prev: a shard's previous container, kept by update until its successor is healthy
+    previous: dict[int, ShardState] = field(default_factory=dict)
+
+    @property
+    def lock(self) -> Container | None:
+        """``GROUP-lock`` while a scale or update runs (or after one died)."""
+        found = self.others_in_role(L.ROLE_LOCK)
+        return found[0] if found else None
+
+    @property
+    def change(self) -> dict | None:
+        """What the lock says is under way: ``{"verb", "by", "host", "pid", "since", ...}``; None unlocked."""
+        lock = self.lock
+        if lock is None:
+            return None
+        try:
+            doc = json.loads(lock.labels.get(L.CHANGE) or "{}")
+        except ValueError:
+            doc = {}
+        return doc if isinstance(doc, dict) else {}
+
+    @property
+    def records(self) -> list[Container]:
+        """The spec records (``GROUP-spec.GEN``), newest first."""
+        return sorted(self.others_in_role(L.ROLE_SPEC), key=lambda c: -generation(c.labels))
+
+    def outdated(self) -> list[int]:
+        """The indexes of shards whose container was made from another image, command or config
+        than the group's spec says (an update under way, stopped or undone halfway)."""
+        return [s.index for s in self.shards if s.id and differs(s.labels, self.labels)]
 
     @property
     def image(self) -> str:
@@ -172,7 +203,7 @@ class Group:
         return sum(1 for s in self.shards if s.up)
 
     @property
-    def status(self) -> str:
+    def health(self) -> str:
         """``running N/N``, ``stopped 0/N`` (every shard there, none up) or ``degraded k/N``."""
         n, k = self.size, self.up
         if k == n:
@@ -181,18 +212,47 @@ class Group:
             return f"stopped {k}/{n}"
         return f"degraded {k}/{n}"
 
+    @property
+    def status(self) -> str:
+        """:attr:`health`, or during a change ``updating k/N`` (k shards on the new spec) or
+        ``scaling A->B, running k/N``; shards left on another spec are counted after it."""
+        change, health = self.change, self.health
+        if change is not None:
+            if change.get("verb") == "update":
+                return f"updating {self.size - len(self.outdated())}/{self.size}, {health}"
+            return f"scaling {change.get('from', '?')}->{change.get('to', self.size)}, {health}"
+        stale = len(self.outdated())
+        return f"{health}, {stale} not on the group's spec" if stale else health
+
     def container_ids(self) -> list[str]:
         ids = [s.id for s in self.shards if s.id] + [s.id for s in self.extra]
-        return ids + [c.id for c in self.others]
+        return ids + [s.id for s in self.previous.values()] + [c.id for c in self.others]
 
     def others_in_role(self, role: str) -> list[Container]:
         return [c for c in self.others if c.role == role]
+
+
+# What makes two containers of a group different versions of it (the per-shard placement aside).
+VERSION_KEYS = (L.IMAGE, L.COMMAND, L.CONFIG)
+
+
+def differs(labels: dict, spec_labels: dict) -> bool:
+    """Whether a container made with ``labels`` runs another version than ``spec_labels`` describe."""
+    return any((labels.get(k) or "") != (spec_labels.get(k) or "") for k in VERSION_KEYS)
+
+
+def generation(labels: dict) -> int:
+    try:
+        return int(labels.get(L.GENERATION) or 0)
+    except ValueError:
+        return 0
 
 
 def _from_containers(name: str, summaries: list[dict]) -> Group:
     shards_found: dict[int, ShardState] = {}
     others: list[Container] = []
     extra: list[ShardState] = []
+    previous: dict[int, ShardState] = {}
     for c in map(Container, summaries):
         index = c.shard_index
         if index is None:
@@ -209,14 +269,26 @@ def _from_containers(name: str, summaries: list[dict]) -> Group:
             status=c.status,
             ports=c.ports,
             labels=labels,
+            image_id=c.raw.get("ImageID", ""),
         )
+        if c.name == names.previous_name(name, index) and index not in previous:
+            previous[index] = st
+            continue
         if index in shards_found:  # two containers claim one index: keep the running one
             keep, drop = (st, shards_found[index]) if st.up and not shards_found[index].up else (shards_found[index], st)
             shards_found[index] = keep
             extra.append(drop)
         else:
             shards_found[index] = st
-    source = shards_found[min(shards_found)].labels if shards_found else others[0].labels
+    records = sorted((c for c in others if c.role == L.ROLE_SPEC), key=lambda c: -generation(c.labels))
+    if records:  # a scale or update wrote the group's spec: the newest record is it
+        source = records[0].labels
+    elif shards_found:
+        source = shards_found[min(shards_found)].labels
+    elif previous:
+        source = previous[min(previous)].labels
+    else:
+        source = others[0].labels
     labels = {k: v for k, v in source.items() if k.startswith(L.PREFIX) and k not in L.PER_SHARD}
     try:
         spec = Spec.from_labels(labels)
@@ -235,16 +307,36 @@ def _from_containers(name: str, summaries: list[dict]) -> Group:
         extra.extend(shards_found.values())
     else:
         shards = [shards_found[i] for i in sorted(shards_found)]
-    return Group(name=name, labels=labels, spec=spec, shards=shards, others=others, extra=extra)
+    return Group(name=name, labels=labels, spec=spec, shards=shards, others=others, extra=extra, previous=previous)
+
+
+def _true_pins(client: APIClient, grp: Group) -> None:
+    """A shard re-pinned live (``scale``) keeps the labels it was made with: for each shard whose
+    labelled CPUs or memory nodes are not the plan's, read what its container has now."""
+    if grp.spec is None:
+        return
+    for st, planned in zip(grp.shards, grp.spec.shards):
+        if not st.id or (st.cpus, st.mems) == (list(planned.cpus), list(planned.mems)):
+            continue
+        try:
+            host = client.inspect_container(st.id).get("HostConfig") or {}
+            st.cpus = cpulist.parse(host.get("CpusetCpus") or "")
+            st.mems = cpulist.parse(host.get("CpusetMems") or "")
+        except Exception:  # gone since the listing: its labels are the best we know
+            continue
 
 
 def list_groups(client: APIClient, name: str | None = None) -> list[Group]:
-    """Every group on the daemon (or only ``name``), by name, from one container listing."""
+    """Every group on the daemon (or only ``name``), by name, from one container listing (and one
+    inspect per shard re-pinned since it was made)."""
     containers = client.containers(all=True, filters={"label": [L.selector(L.GROUP, name)]})
     by_group: dict[str, list[dict]] = {}
     for c in containers:
         by_group.setdefault((c.get("Labels") or {}).get(L.GROUP, ""), []).append(c)
-    return [_from_containers(g, cs) for g, cs in sorted(by_group.items()) if g]
+    groups = [_from_containers(g, cs) for g, cs in sorted(by_group.items()) if g]
+    for grp in groups:
+        _true_pins(client, grp)
+    return groups
 
 
 def find(client: APIClient, name: str) -> Group | None:

@@ -37,9 +37,11 @@ LIMITS = PREFIX + "limits"  # JSON list by shard index of HostConfig limits ({"M
 
 # The daemon-side lock of tesson.daemon_lock (a created, never started container).
 LOCK_OWNER = PREFIX + "lock.owner"  # "HOSTNAME PID PROCESS-START-TIME" of the holder
+GENERATION = PREFIX + "generation"  # on a spec record: which record is newest (scale/update write one)
+CHANGE = PREFIX + "change"  # on a group's lock: JSON of the scale/update holding it (verb, by, pid, ...)
 
 # Labels that differ between a group's containers (the rest are the group's own).
-PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN)
+PER_SHARD = (ROLE, SHARD, CPUS, MEMS, RUN, GENERATION, CHANGE)
 
 # The embedded balancer's settings, on every container of a group run with it.
 LB_METHOD = PREFIX + "lb.method"  # "" = per-protocol default
@@ -54,6 +56,9 @@ GORB_METHOD = PREFIX + "gorb.method"
 ROLE_SHARD = "shard"
 ROLE_LB = "lb"
 ROLE_NETWORK = "network"
+ROLE_SPEC = "spec"  # a created, never started container whose labels are the group's spec (after a scale/update)
+# A created, never started container that is a lock: tesson-lock (the daemon's CPUs, tesson.daemon_lock)
+# or GROUP-lock (a scale or update of the group is under way; its CHANGE label says whose).
 ROLE_LOCK = "lock"
 
 

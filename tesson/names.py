@@ -1,7 +1,9 @@
 """Names Docker sees: group names, and the container and network names made from them.
 
 A group ``GROUP`` has shards ``GROUP-0`` ... ``GROUP-N-1``, its balancer ``GROUP-lb`` and its
-network ``tesson-GROUP``. The default group name is made from the image name.
+network ``tesson-GROUP``; after a ``scale`` or ``update`` also its spec record ``GROUP-spec.GEN``,
+while one runs its lock ``GROUP-lock``, and during a rolling step the replaced shard's previous
+container ``GROUP-INDEX.prev``. The default group name is made from the image name.
 """
 
 from __future__ import annotations
@@ -50,3 +52,18 @@ def lb_name(group: str) -> str:
 def network_name(group: str) -> str:
     """``tesson-GROUP``: the network the balancer and the shards share."""
     return NETWORK_PREFIX + group
+
+
+def previous_name(group: str, index: int) -> str:
+    """``GROUP-INDEX.prev``: a shard's previous container, kept while its successor proves healthy."""
+    return f"{group}-{index}.prev"
+
+
+def spec_name(group: str, generation: int) -> str:
+    """``GROUP-spec.GEN``: the group's spec record of one generation (see :mod:`tesson.runtime.record`)."""
+    return f"{group}-spec.{generation}"
+
+
+def lock_name(group: str) -> str:
+    """``GROUP-lock``: held while a ``scale`` or ``update`` of the group runs."""
+    return f"{group}-lock"

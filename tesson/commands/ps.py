@@ -64,6 +64,7 @@ def to_json(grp: Group, client: Any) -> dict:
         "exclusive": grp.exclusive or None,
         "size": grp.size,
         "status": grp.status,
+        "change": grp.change,
         "shards": [
             {
                 "index": s.index,
@@ -78,6 +79,8 @@ def to_json(grp: Group, client: Any) -> dict:
             }
             for s in grp.shards
         ],
+        "previous": [{"index": i, "id": p.short_id, "name": p.name, "state": p.state}
+                     for i, p in sorted(grp.previous.items())],  # kept by an update until its successor is healthy
         "frontend": _frontend_info(grp, client),
     }
 
@@ -175,7 +178,11 @@ def write_default(selected: list, client: Any, out: TextIO) -> None:
             out.write("\n")
         near = f" near={','.join(grp.near)}" if grp.near else ""
         near += f" exclusive={grp.exclusive}" if grp.exclusive else ""
-        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
+        change = grp.change or {}
+        image = grp.image
+        if change.get("verb") == "update" and change.get("old_image") not in (None, grp.image):
+            image = f"{grp.image} <- {change['old_image']}"  # new and old during a rolling update
+        out.write(f"Group: {grp.name} [{image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
         fe = _frontend_info(grp, client)
         front = ", ".join(fe.get("ports") or [])
         status = with_prog(str(fe.get("status")), prog)  # "stale: run tesson repair ..."
@@ -192,6 +199,9 @@ def write_default(selected: list, client: Any, out: TextIO) -> None:
                 cells += (describe(grp.limits_of(s.index)),)
             lines.append("\t".join(cells))
         out.write("".join(ln.rstrip() + "\n" for ln in tabwrite("\n".join(lines)).split("\n")))
+        for index, prev in sorted(grp.previous.items()):
+            out.write(f"note: {prev.name} ({prev.short_id}, {prev.state}) is shard {index}'s previous version, kept "
+                      f"until its successor is healthy{'' if grp.change else f' ({prog} repair {grp.name} finishes the step)'}\n")
         planned = {id(s) for s in grp.shards}
         for extra in (s for s in shards if id(s) not in planned):
             out.write(f"note: {extra.name} ({extra.short_id}) claims shard {extra.index} but is not in the plan\n")

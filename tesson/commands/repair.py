@@ -22,7 +22,14 @@ def repair_group(client: Any, grp: Group) -> list[str]:
     fe = frontend.for_group(grp)
     if fe is None:
         raise TessonError(f"group {grp.name!r} was run with frontend {grp.labels.get(L.FRONTEND)!r}, not available here")
-    return runtime.repair(frontend.Context.for_group(grp, client), fe)
+    from tesson.runtime import change
+
+    stale = change.check_unlocked(grp)  # a scale or update under way: not ours to disturb
+    lines = runtime.repair(frontend.Context.for_group(grp, client), fe)
+    if stale and grp.lock is not None:
+        change.release_stale(client, grp)
+        lines.append(f"removed the lock {grp.lock.name} its holder left ({change.describe_change(grp.change or {})})")
+    return lines
 
 
 def repair(group: str) -> int:

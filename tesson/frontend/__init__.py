@@ -33,6 +33,33 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
             raises becomes one line; the repaired shards stay either way.
 ``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
 
+``scale`` and ``update`` (and ``repair`` after an interrupted one) change a *live* group through
+one converge executor (:mod:`tesson.runtime.converge`), which tells the frontend which shards go
+out of the front door and which come in, one set of shard indexes at a time::
+
+    fe.remove_backends(ctx, [3])   # no NEW connection may go to shard 3 from now on; the open ones
+                                   # may finish (the runtime now drains it: waits up to
+                                   # --drain-timeout for its connections to end, then stops it)
+    fe.forget_backends(ctx, [3])   # shard 3's container is stopped (and removed, or kept aside as
+                                   # GROUP-3.prev by update): drop whatever still names it
+    fe.add_backends(ctx, [3])      # shard 3 (new, a successor, or the previous version put back)
+                                   # is up and healthy: send it connections; ctx.started[3] is its
+                                   # inspect (published ports, addresses)
+    ...and at the end fe.repair(ctx, brought_back) as ``repair`` calls it (bring everything in line).
+
+While a shard is out (between ``remove_backends`` and its ``add_backends``, or its removal) its
+index is in ``ctx.draining``: any hook that rebuilds the whole set of backends (an nginx reload
+for another shard, say) must leave those out. Hooks are called from one thread, in this order for
+a shard; several indexes in one call come from ``update --parallel K`` or a scale. ``run`` never
+calls them. Kinds: ``none`` does nothing; ``nginx`` reloads the balancer with the shards that are
+in (nginx's graceful reload: old workers finish their open connections, so nothing is dropped);
+``gorb`` PATCHes the backends' weight to 0 (IPVS stops scheduling new connections, open ones go
+on), DELETEs them once forgotten, and PUTs them (at the successor's published port) when added;
+a kernel (nftables) front door would delete the shards' elements from its map in
+``remove_backends`` and add them in ``add_backends`` (open connections keep their conntrack
+entry). A hook that fails raises TessonError: the executor then stops the change where it is,
+puts back what it took out, and reports.
+
 In ``stop``, ``repair`` and ``ps`` the frontend is rebuilt from the group's labels alone
 (:func:`for_group`), so everything it needs later (Gorb URI, lb settings) must be in the labels
 its :meth:`Frontend.labels` returns at ``run``; the context is :meth:`Context.for_group`. With
@@ -150,7 +177,8 @@ class Context:
     started: dict[int, dict] = field(default_factory=dict)
     purge: bool = False  # stop --purge
     limits: list[dict] = field(default_factory=list)  # each shard's HostConfig limits, by index
-    timeout: int = 10  # stop -t
+    timeout: int = 10  # stop -t (and how long scale/update give a shard to stop)
+    draining: set[int] = field(default_factory=set)  # shards out of the front door (scale/update)
 
     @classmethod
     def for_run(cls, req: RunRequest, client: Any, fe: Frontend) -> Context:
@@ -179,12 +207,14 @@ class Context:
         )
 
     @classmethod
-    def for_group(cls, grp: Group, client: Any, purge: bool = False, timeout: int = 10) -> Context:
-        """The context of a group found on the daemon (``stop``, ``repair``, ``ps``), from its spec."""
+    def for_group(cls, grp: Group, client: Any, purge: bool = False, timeout: int = 10, spec: Any = None) -> Context:
+        """The context of a group found on the daemon (``stop``, ``repair``, ``ps``), from its spec;
+        ``scale``/``update`` give the spec they converge to (``spec``): new shards get its labels."""
         from tesson import ports as P
 
-        ctx = cls(group=grp.name, docker=client, labels=dict(grp.labels), state=grp, purge=purge, timeout=timeout)
-        spec = grp.spec
+        labels = dict(grp.labels) if spec is None else {**grp.labels, **spec.labels()}
+        ctx = cls(group=grp.name, docker=client, labels=labels, state=grp, purge=purge, timeout=timeout)
+        spec = spec if spec is not None else grp.spec
         if spec is not None:
             ctx.image, ctx.command, ctx.config, ctx.unit = spec.image, list(spec.command), spec.config, spec.unit
             ctx.shards = list(spec.shards)
@@ -264,6 +294,23 @@ class Frontend:
         line (recreate a dead balancer, reload it, re-register backends, drop stale ones) and
         return one line per thing done, for the user."""
         return []
+
+    def remove_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Take shards out of the front door before they are drained and stopped (``scale`` down,
+        each rolling ``update`` step): no new connection may reach them once this returns (or
+        within the moment the runtime's drain starts with), connections already open must not be
+        cut. ``ctx.draining`` already holds ``indexes``. Default: nothing (no front door)."""
+
+    def forget_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """The shards ``indexes`` were removed out of the door (their containers are stopped, and
+        removed or kept aside as ``GROUP-INDEX.prev``): forget them (e.g. Gorb's DELETE). Their
+        successors, if any, come later through :meth:`add_backends`. Default: nothing."""
+
+    def add_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Put shards into the front door once they are up and healthy: new ones (``scale`` up),
+        successors (``update``), or the previous version put back after a failed step.
+        ``ctx.started[i]`` is each one's inspect after start; they are no longer in
+        ``ctx.draining``. Must be idempotent (a shard already in stays in). Default: nothing."""
 
     def describe(self, ctx: Context) -> dict:
         """For ``ps``: ``{"kind": ..., "status": ..., "ports": ["0.0.0.0:8080->80/tcp", ...], ...}``.

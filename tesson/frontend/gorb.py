@@ -264,6 +264,42 @@ class GorbFrontend(Frontend):
                 lines.append(f"removed stale Gorb backend {rs} of {svc.name} ({was})")
         return lines
 
+    # scale / update -----------------------------------------------------------------------------------
+    def remove_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Weight 0 for each of the shards' backends (PATCH): IPVS sends them no new connection,
+        the open ones go on while the runtime drains the shards."""
+        for svc in services_of(ctx.group, ctx.ports):
+            for index in indexes:
+                rs = svc.backend_name(ctx.shard_name(index))
+                if self.client.set_weight(svc.name, rs, 0, missing_ok=True):
+                    log.info("gorb backend quiesced", service=svc.name, backend=rs)
+
+    def forget_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """DELETE the backends of shards whose containers are stopped."""
+        for svc in services_of(ctx.group, ctx.ports):
+            for index in indexes:
+                self.client.remove_backend(svc.name, svc.backend_name(ctx.shard_name(index)), missing_ok=True)
+
+    def add_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """PUT each shard's backend at its published port (one left from before is replaced)."""
+        device_ip = self.device_ip()
+        for svc in services_of(ctx.group, ctx.ports):
+            self.client.create_service(svc.name, svc.options(self.method), exist_ok=True)
+            for index in indexes:
+                inspect = ctx.started.get(index) or ctx.docker.inspect_container(ctx.shard_name(index))
+                rs = svc.backend_name(ctx.shard_name(index))
+                where = published(inspect, svc, device_ip)
+                if where is None:
+                    raise TessonError(f"shard {ctx.shard_name(index)} publishes no host port for {svc.port}/{svc.proto}")
+                try:
+                    self.client.create_backend(svc.name, rs, backend_options(svc, *where))
+                except G.GorbError as e:
+                    if e.status != 409:
+                        raise
+                    self.client.remove_backend(svc.name, rs, missing_ok=True)
+                    self.client.create_backend(svc.name, rs, backend_options(svc, *where))
+                log.info("gorb backend added", service=svc.name, backend=rs, host=where[0], port=where[1])
+
     # ps -----------------------------------------------------------------------------------------------
     def describe(self, ctx: Context) -> dict:
         services = services_of(ctx.group, ctx.ports)

@@ -205,6 +205,37 @@ class NginxFrontend(Frontend):
             lines.append(f"reloaded balancer {name}: {len(running)} shards at their current addresses")
         return lines
 
+    # -- scale / update ------------------------------------------------------------------------------
+
+    def remove_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Reload without the shards of ``ctx.draining``: nginx's graceful reload starts new workers
+        on the new config and lets the old ones finish their open connections, so a client in the
+        middle of a request (or a kept-alive connection) is not cut; new connections go to the
+        others. When no shard would be left, the config stays (the shard serves until it stops)."""
+        self._reload_live(ctx)
+
+    def add_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Reload with every running shard not draining (the new ones at their new addresses)."""
+        self._reload_live(ctx)
+
+    def _reload_live(self, ctx: Context) -> None:
+        if not self.enabled:
+            return
+        lbs = [c for c in self._lb_containers(ctx) if c.running]
+        if not lbs:
+            log.warning("no running balancer to reload: tesson repair makes one", group=ctx.group)
+            return
+        addresses = nio.shard_addresses(ctx)
+        if not addresses:
+            log.warning("no shard would be left behind the balancer: its config stays", group=ctx.group)
+            return
+        try:
+            self._reload(ctx, lbs[0].id, addresses)
+        except TessonError:
+            raise
+        except Exception as e:
+            raise TessonError(f"balancer {names.lb_name(ctx.group)} could not be reloaded: {explain(e)}") from None
+
     # -- ps ----------------------------------------------------------------------------------------
 
     def describe(self, ctx: Context) -> dict:

@@ -74,13 +74,14 @@ def loaded_addresses(client: Any, cid: str) -> dict | None:
 
 def shard_addresses(ctx: Context) -> dict[str, str]:
     """``{name: address on the group network}`` of the group's running shards that have one, by
-    index: the servers the balancer can reach now."""
+    index: the servers the balancer can reach now (less those a scale or update took out of the
+    front door: ``ctx.draining``)."""
     net = names.network_name(ctx.group)
     found = ctx.docker.containers(filters={**L.filters(group=ctx.group, role=L.ROLE_SHARD), "status": "running"})
     out = []
     for c in map(Container, found):
         index = c.shard_index
-        if index is None or c.name != ctx.shard_name(index):
+        if index is None or c.name != ctx.shard_name(index) or index in ctx.draining:
             continue
         out.append((index, c.name, c.address_on(net)))
     return {name: ip for _, name, ip in sorted(out) if ip}

@@ -5,7 +5,11 @@
 - :mod:`.settle`: is a shard just started still up a moment later, and if not, why;
 - :mod:`.run`: ``run``, all or nothing;
 - :mod:`.stop`: ``stop`` (and ``--purge``: containers, then the group's networks);
-- :mod:`.repair`: ``repair``, a pure plan and its execution.
+- :mod:`.plan`: the converge plan (pure), for ``repair``, ``scale`` and ``update``;
+- :mod:`.converge`: its one executor (front-door hooks, re-pin, rolling replacement);
+- :mod:`.drain`: waiting for a shard out of the front door to lose its connections;
+- :mod:`.repair`: ``repair``, that plan towards the group's own spec;
+- :mod:`.change`: ``scale`` and ``update``: the lock, the spec record, the new spec.
 """
 
 from tesson.runtime.body import shard_body

@@ -7,7 +7,7 @@ ones already done, newest first, and fails with one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tesson import cpulist, log
@@ -19,11 +19,23 @@ if TYPE_CHECKING:
     from tesson.holdings import Move
 
 
-def _update(client: Any, cid: str, cpus: Iterable[int], mems: Iterable[int]) -> None:
-    kw = {"cpuset_cpus": cpulist.format(cpus)}
+def container(client: Any, cid: str, cpus: Sequence[int], mems: Sequence[int]) -> None:
+    """Move a container to other CPUs and memory nodes *live*: Docker's container update of
+    ``CpusetCpus``/``CpusetMems`` (the cgroup's cpuset is rewritten; no restart, same container,
+    same processes; the kernel migrates its threads at their next scheduling). Memory already
+    allocated stays where it is (``cpuset.memory_migrate`` is off); the shard's ``TESSON_CPUS``/
+    ``GOMAXPROCS`` environment keeps the values it started with, and its labels the CPUs it was
+    made on (``ps`` reads the container's pinning when they differ from the plan). Shared by
+    ``scale`` and the shared pool's re-pins (:func:`apply`). Raises what the daemon raises."""
+    body = {"cpuset_cpus": cpulist.format(cpus)}
     if mems:
-        kw["cpuset_mems"] = cpulist.format(mems)
-    unless_gone(client.update_container, cid, **kw)  # a container gone meanwhile needs no pins
+        body["cpuset_mems"] = cpulist.format(mems)
+    client.update_container(cid, **body)
+    log.info("shard re-pinned", id=cid[:12], **{k.split("_")[1]: v for k, v in body.items()})
+
+
+def _update(client: Any, cid: str, cpus: Sequence[int], mems: Sequence[int]) -> None:
+    unless_gone(container, client, cid, cpus, mems)  # a container gone meanwhile needs no pins
 
 
 def _putback(client: Any, cid: str, m: Move) -> Callable[[], None]:

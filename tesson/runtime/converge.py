@@ -1,0 +1,382 @@
+"""The one executor of a converge plan (:mod:`tesson.runtime.plan`), for ``repair``, ``scale`` and
+``update``.
+
+The phases, in :data:`plan.ORDER`: half-done rolling steps are finished or undone; stopped shards
+are started, dead or missing ones recreated and new ones created (a bounded pool), all checked
+half a second later as ``run`` checks (the settle check), and only the new ones that stayed up go
+into the front door (``fe.add_backends``); surplus shards leave the door (``fe.remove_backends``),
+are drained (their open connections get ``--drain-timeout`` to end), stopped and removed
+(``fe.forget_backends``); kept shards on other CPUs are re-pinned live (``repin.container``); then the
+rolling replacement, ``parallel`` shards at a time: out of the door, drained, stopped and renamed
+``GROUP-i.prev`` (kept), the successor created on the same index, CPUs and memory nodes, started,
+healthy (its Docker healthcheck when the image has one, else the settle check), into the door,
+and only then the previous container removed. A successor that does not become healthy is
+removed, the previous container renamed back, started and put back in the door, and the rolling
+stops there. Last, ``fe.repair`` brings the frontend in line as ``repair`` always did.
+
+Every shard is tried in the phases before the rolling one, and what was brought up is kept
+whatever happens to the others; the :class:`Outcome` says what was done and what failed, and the
+verbs turn it into their message. A process that dies halfway leaves only states the plan knows
+(a ``.prev`` container, a shard on old CPUs, a missing shard, a surplus one), so ``repair`` or
+the same command again converges.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tesson import cpulist, log, names
+from tesson.docker_client import explain, remove_container, unless_gone
+from tesson.errors import TessonError
+from tesson.runtime import plan as P
+from tesson.runtime.body import start_shard
+from tesson.runtime.drain import DRAIN_TIMEOUT, drain
+from tesson.runtime.pool import MAX_WORKERS, Batch, Cancelled, Interrupted, NoProgress, Progress, interrupts
+from tesson.runtime.repin import container as repin
+from tesson.runtime.run import new_run_id
+from tesson.runtime.settle import down_reason, settle_check
+
+if TYPE_CHECKING:
+    from tesson.frontend import Context, Frontend
+
+HEALTH_TIMEOUT = 60.0  # seconds a successor with a Docker healthcheck gets to become healthy
+
+
+@dataclass
+class Options:
+    drain_timeout: float = DRAIN_TIMEOUT
+    parallel: int = 1  # update --parallel K
+    health_timeout: float = HEALTH_TIMEOUT
+    workers: int = MAX_WORKERS
+
+
+@dataclass
+class Outcome:
+    lines: list[str] = field(default_factory=list)  # one per thing done
+    failed: list[str] = field(default_factory=list)  # "web-1 (why)" per shard that could not be done
+    fe_error: str | None = None  # the frontend could not be brought in line
+    stopped_at: str = ""  # the rolling replacement stopped at this shard (its successor failed)
+    replaced: list[int] = field(default_factory=list)  # indexes whose successor is in
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.fe_error is None and not self.stopped_at
+
+
+def line_order(line: str) -> tuple[int, int, str]:
+    m = re.search(r"-(\d+)\b", line)
+    return (0 if m else 1, int(m.group(1)) if m else 0, line)
+
+
+def execute(ctx: Context, fe: Frontend, plan: P.Plan, opts: Options | None = None) -> Outcome:
+    """Carry out ``plan`` on the group of ``ctx`` (whose labels, image, command, config and shards
+    are those of the spec converged to). Ctrl-C: Interrupted, naming what was kept."""
+    opts = opts or Options()
+    new_run_id(ctx)
+    run = _Run(ctx, fe, opts)
+    run.out.lines += [f"left {s.name} alone: it is {s.reason}" for s in plan.with_action(P.LEAVE)]
+    try:
+        with interrupts():
+            run.half_done(plan.with_action(P.FINISH), plan.with_action(P.RESTORE))
+            run.bring_up(plan.with_action(P.RESTART) + plan.with_action(P.RECREATE), plan.with_action(P.CREATE))
+            run.remove(plan.with_action(P.REMOVE))
+            run.repin(plan.with_action(P.REPIN))
+            run.replace(plan.with_action(P.REPLACE))
+    except KeyboardInterrupt:
+        with interrupts(ignore=True):
+            half = run.half_made(plan.with_action(P.RECREATE) + plan.with_action(P.CREATE))
+        kept = ", ".join(sorted(run.out.lines, key=line_order)) or "nothing done yet"
+        raise Interrupted(f"interrupted (kept: {kept}){half}; 'tesson repair -g {ctx.group}' finishes "
+                          f"or undoes a step cut short") from None
+    if any(plan.with_action(a) for a in (P.CREATE, P.REMOVE, P.REPLACE, P.FINISH, P.RESTORE)):
+        from tesson import group as G
+
+        ctx.state = G.find(ctx.docker, ctx.group) or ctx.state  # containers came and went: as it is now
+    try:
+        run.out.lines.extend(fe.repair(ctx, sorted(run.brought_back)))
+    except TessonError as e:
+        run.out.fe_error = str(e)
+    except Exception as e:  # a daemon error inside the frontend: still one line, never "internal error"
+        run.out.fe_error = f"{fe.kind} frontend could not be brought in line: {explain(e)}"
+    run.out.lines.sort(key=line_order)
+    return run.out
+
+
+class _Run:
+    def __init__(self, ctx: Context, fe: Frontend, opts: Options) -> None:
+        self.ctx, self.fe, self.opts, self.client = ctx, fe, opts, ctx.docker
+        self.out = Outcome()
+        self.began = time.time()
+        self.brought_back: list[int] = []  # for fe.repair: restarted, recreated, restored
+        self.done: dict[int, str] = {}
+        self.lock = threading.Lock()
+
+    def fail(self, name: str, why: str) -> None:
+        with self.lock:
+            self.out.failed.append(f"{name} ({why})")
+
+    def pool(self, fn: Callable[[Any, Batch], None], items: Iterable[Any]) -> Batch:
+        batch = Batch(self.opts.workers, stop_on_error=False)
+        batch.run(fn, items)
+        return batch
+
+    # -- rolling steps cut short ----------------------------------------------------------------
+    def half_done(self, finish: list[P.Step], restore: list[P.Step]) -> None:
+        for step in finish:
+            try:
+                remove_container(self.client, step.previous_id)
+                self.out.lines.append(f"finished the update of {step.name}: removed its previous container")
+            except Exception as e:
+                self.fail(step.name, f"its previous container could not be removed: {explain(e)}")
+        for step in restore:
+            try:
+                if step.container_id:
+                    unless_gone(self.client.stop, step.container_id, timeout=self.ctx.timeout)
+                    remove_container(self.client, step.container_id)
+                self.client.rename(step.previous_id, step.name)
+                self.client.start(step.previous_id)
+                self.ctx.started[step.index] = self.client.inspect_container(step.previous_id)
+                self.brought_back.append(step.index)
+                self.out.lines.append(f"restored the previous version of {step.name} (its update was cut short)")
+            except Exception as e:
+                self.fail(step.name, f"its previous version could not be put back: {explain(e)}")
+
+    # -- start, recreate, create --------------------------------------------------------------------
+    def bring_up(self, repairs: list[P.Step], creates: list[P.Step]) -> None:
+        ctx, client = self.ctx, self.client
+        work = repairs + creates
+        if not work:
+            return
+        progress = Progress(len(work), "started")
+        created: dict[int, str] = {}
+        starts: dict[int, float] = {}
+        done: dict[int, str] = {}
+
+        def one(step: P.Step, batch: Batch) -> None:
+            if step.action == P.RESTART:
+                batch.check()
+                cpus = step.cpus
+                if (list(step.cpus), list(step.mems)) != (list(step.shard.cpus), list(step.shard.mems)):
+                    repin(client, step.container_id, step.shard.cpus, step.shard.mems)
+                    cpus = step.shard.cpus
+                client.start(step.container_id)
+                with self.lock:
+                    created[step.index], starts[step.index] = step.container_id, time.monotonic()
+                line = f"restarted {step.name} (cpus {cpulist.format(cpus)})"
+            else:
+                if step.container_id:
+                    remove_container(client, step.container_id)
+                # One that fails to start is kept, created: it holds the shard's place and labels,
+                # and the next repair starts it. Only Ctrl-C takes away what is half-made.
+                from tesson.frontend import Undo
+
+                mine = Undo()
+                try:
+                    start_shard(ctx, self.fe, step.shard, batch, NoProgress(), created, starts, mine)
+                except Cancelled:
+                    mine.rollback()
+                    raise
+                verb = "created" if step.action == P.CREATE else "recreated"
+                line = f"{verb} {step.name} (cpus {cpulist.format(step.shard.cpus)})"
+            with self.lock:
+                done[step.index] = line
+            progress.step()
+
+        try:
+            batch = self.pool(one, work)
+        finally:
+            progress.close()
+        for step, exc in batch.errors:
+            self.fail(step.name, explain(exc))
+        up = {i: created[i] for i in done}
+        down = settle_check(ctx, up, {i: starts[i] for i in done}, self.opts.workers)
+        for i, d in down.items():
+            self.fail(ctx.shard_name(i), down_reason(ctx, up, i, d, self.began))
+            del done[i]
+            ctx.started.pop(i, None)
+        self.out.lines.extend(done.values())
+        new = [s.index for s in creates if s.index in done]
+        self.brought_back += [s.index for s in repairs if s.index in done]
+        if new:
+            self._door("add_backends", new)
+
+    def _door(self, hook: str, indexes: list[int]) -> bool:
+        """Call a front-door hook; a failure is the frontend's error (reported), False."""
+        try:
+            getattr(self.fe, hook)(self.ctx, sorted(indexes))
+            return True
+        except Exception as e:
+            why = str(e) if isinstance(e, TessonError) else explain(e)
+            self.out.fe_error = f"{self.fe.kind} front door, {hook.replace('_', ' ')} {', '.join(map(self.ctx.shard_name, indexes))}: {why}"
+            return False
+
+    # -- surplus shards ---------------------------------------------------------------------------------
+    def remove(self, steps: list[P.Step]) -> None:
+        if not steps:
+            return
+        ctx = self.ctx
+        door = [s.index for s in steps if s.name == ctx.shard_name(s.index)]
+        ctx.draining |= set(door)
+        if door and not self._door("remove_backends", door):
+            ctx.draining -= set(door)
+            for s in steps:
+                self.fail(s.name, "not removed: it could not be taken out of the front door first")
+            return
+
+        def one(step: P.Step, _batch: Batch) -> None:
+            drain(self.client, step.container_id, self.opts.drain_timeout)
+            unless_gone(self.client.stop, step.container_id, timeout=ctx.timeout)
+            remove_container(self.client, step.container_id)
+            with self.lock:
+                self.out.lines.append(f"removed {step.name} (cpus {cpulist.format(step.cpus)})")
+
+        batch = self.pool(one, steps)
+        for step, exc in batch.errors:
+            self.fail(step.name, f"could not be removed: {explain(exc)}")
+        gone = [s.index for s in steps if s.name == ctx.shard_name(s.index) and all(e[0] is not s for e in batch.errors)]
+        if gone:
+            self._door("forget_backends", gone)
+        ctx.draining -= set(door)
+
+    # -- live re-pinning ------------------------------------------------------------------------------
+    def repin(self, steps: list[P.Step]) -> None:
+        def one(step: P.Step, _batch: Batch) -> None:
+            repin(self.client, step.container_id, step.shard.cpus, step.shard.mems)
+            with self.lock:
+                self.out.lines.append(f"re-pinned {step.name} live (cpus {cpulist.format(step.cpus)} -> "
+                                      f"{cpulist.format(step.shard.cpus)})")
+
+        for step, exc in self.pool(one, steps).errors:
+            self.fail(step.name, f"could not be re-pinned: {explain(exc)}")
+
+    # -- the rolling replacement ------------------------------------------------------------------------
+    def replace(self, steps: list[P.Step]) -> None:
+        k = max(1, self.opts.parallel)
+        for n in range(0, len(steps), k):
+            if not self._replace_some(steps[n:n + k]):
+                return
+
+    def _replace_some(self, chunk: list[P.Step]) -> bool:
+        """One rolling step for ``chunk``; False when a successor failed (the rolling stops)."""
+        ctx, client = self.ctx, self.client
+        idx = [s.index for s in chunk]
+        ctx.draining |= set(idx)
+        if not self._door("remove_backends", idx):
+            ctx.draining -= set(idx)
+            self._door("add_backends", idx)
+            self.out.stopped_at = chunk[0].name
+            return False
+        self.pool(lambda s, _b: drain(client, s.container_id, self.opts.drain_timeout), chunk)
+        aside: dict[int, str] = {}  # index -> previous container id, stopped and renamed
+
+        def set_aside(step: P.Step, _batch: Batch) -> None:
+            unless_gone(client.stop, step.container_id, timeout=ctx.timeout)
+            client.rename(step.container_id, names.previous_name(ctx.group, step.index))
+            with self.lock:
+                aside[step.index] = step.container_id
+
+        batch = self.pool(set_aside, chunk)
+        self._door("forget_backends", sorted(aside))
+        created: dict[int, str] = {}
+        starts: dict[int, float] = {}
+        from tesson.frontend import Undo
+
+        undo = Undo()
+        made = self.pool(lambda s, b: start_shard(ctx, self.fe, s.shard, b, NoProgress(), created, starts, undo),
+                         [s for s in chunk if s.index in aside])
+        bad: dict[int, str] = {s.index: f"could not be stopped and set aside: {explain(e)}" for s, e in batch.errors}
+        bad.update({s.index: f"its successor could not be started: {explain(e)}" for s, e in made.errors})
+        started = {i: cid for i, cid in created.items() if i in starts}
+        bad.update({i: f"its successor {why}" for i, why in self._health(started, starts).items()})
+        good = [i for i in idx if i not in bad]
+        for step, _exc in batch.errors:  # stopped but not set aside: it is still GROUP-i, start it again
+            try:
+                client.start(step.container_id)
+            except Exception as e:
+                log.warning("could not start a shard again", shard=step.name, error=explain(e))
+        lost = [s.index for s in chunk if s.index in bad and s.index in aside
+                and not self._put_back(s, created.get(s.index), aside[s.index])]
+        ctx.draining -= set(idx)
+        self._door("add_backends", [i for i in idx if i not in lost])
+        for step in chunk:
+            if step.index in good:
+                remove_container(client, aside[step.index])
+                self.out.replaced.append(step.index)
+                self.out.lines.append(f"replaced {step.name} (cpus {cpulist.format(step.shard.cpus)})")
+        for step in chunk:
+            if step.index in bad:
+                self.fail(step.name, bad[step.index])
+        if bad:
+            self.out.stopped_at = ", ".join(s.name for s in chunk if s.index in bad)
+            return False
+        return True
+
+    def _put_back(self, step: P.Step, successor: str | None, previous: str) -> bool:
+        """Undo one rolling step: the successor goes, the previous container comes back."""
+        client = self.client
+        try:
+            if successor:
+                unless_gone(client.stop, successor, timeout=2)
+                remove_container(client, successor)
+            client.rename(previous, step.name)
+            client.start(previous)
+            self.ctx.started[step.index] = client.inspect_container(previous)
+            self.out.lines.append(f"put the previous version of {step.name} back")
+            return True
+        except Exception as e:
+            self.fail(step.name, f"its previous version ({names.previous_name(self.ctx.group, step.index)}) "
+                                 f"could not be put back: {explain(e)}")
+            return False
+
+    def _health(self, created: dict[int, str], starts: dict[int, float]) -> dict[int, str]:
+        """Which successors are not healthy, and why: the settle check for all, then, for an image
+        with a Docker healthcheck, its verdict (``healthy`` within ``health_timeout``)."""
+        ctx = self.ctx
+        down = settle_check(ctx, created, starts, self.opts.workers)
+        out = {i: down_reason(ctx, created, i, d, self.began) for i, d in down.items()}
+        deadline = time.monotonic() + self.opts.health_timeout
+        for i, cid in sorted(created.items()):
+            if i in out:
+                continue
+            while ((ctx.started.get(i) or {}).get("State") or {}).get("Health"):
+                health = ctx.started[i]["State"]["Health"]
+                status = health.get("Status")
+                if status == "healthy":
+                    break
+                if status == "unhealthy" or not ctx.started[i]["State"].get("Running") or time.monotonic() > deadline:
+                    probes = health.get("Log") or [{}]
+                    last = " ".join(str(probes[-1].get("Output") or "").split())[:200]
+                    out[i] = f"did not become healthy ({status}{': ' + last if last else ''})"
+                    break
+                time.sleep(0.2)
+                ctx.started[i] = self.client.inspect_container(cid)
+        return out
+
+    def half_made(self, steps: list[P.Step]) -> str:
+        """After Ctrl-C: remove shards this invocation created that never started."""
+        from tesson import labels as L
+        from tesson.container import Container
+
+        removed = []
+        for step in steps:
+            try:
+                found = self.client.containers(all=True, filters=L.filters(run=self.ctx.labels[L.RUN], shard=str(step.index)))
+            except Exception:
+                continue
+            for c in map(Container, found):
+                if c.running:
+                    continue
+                try:
+                    remove_container(self.client, c.id)
+                    removed.append(step.name)
+                except Exception as e:
+                    log.warning("could not remove a half-made shard", shard=step.name, error=explain(e))
+        return f"; removed the half-made {', '.join(removed)}" if removed else ""
+
+
+__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute"]
