@@ -86,7 +86,7 @@ class _NoTopology(Exception):
 
 
 def _scan_cpus(fs: FS, present: int) -> list[tuple]:
-    cpu_dir = At(fs, "/sys/devices/system/cpu")
+    cpu_dir = fs.at("/sys/devices/system/cpu")
     try:
         return _scan_cpus_at(fs, cpu_dir, present)
     finally:

@@ -158,7 +158,7 @@ class Topology:
             from tesson.topology import io
             from tesson.topology.sysfs import FS
 
-            self._io = io.read(FS(self.fsroot), self.root, self.numa_nodes, self.objects)
+            self._io = io.read(getattr(self, "fs", None) or FS(self.fsroot), self.root, self.numa_nodes, self.objects)
         return self._io
 
     @property
