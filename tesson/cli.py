@@ -139,6 +139,19 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="read the topology from DIR/sys and DIR/proc (env TESSON_FSROOT; default: /)",
     )
     g.add_argument(
+        "--probe",
+        action="store_true",
+        default=default(False),
+        help="read the topology on the Docker daemon's host with a probe container, even when that "
+        "host looks like this machine (env TESSON_PROBE=1; a remote daemon is probed anyway)",
+    )
+    g.add_argument(
+        "--probe-image",
+        metavar="IMAGE",
+        default=default(None),
+        help=f"image that runs the topology probe (default: env {IMAGE_ENV}, else {DEFAULT_IMAGE})",
+    )
+    g.add_argument(
         "--no-isolated",
         action="store_true",
         default=default(False),

@@ -42,6 +42,7 @@ GORB_METHOD = PREFIX + "gorb.method"
 ROLE_SHARD = "shard"
 ROLE_LB = "lb"
 ROLE_NETWORK = "network"
+ROLE_PROBE = "probe"  # a topology probe container (tesson.probe), gone once it answered
 
 
 def selector(key: str, value: str | None = None) -> str:

@@ -51,24 +51,28 @@ def near_devices(topo: Topology, specs: Sequence[str]) -> Near | None:
     return found
 
 
-def _plan_of(args: argparse.Namespace) -> Placement:
-    return make_plan(args.group, args.image, args.fsroot, not args.no_isolated, args.unit, args.size,
+def _plan_of(args: argparse.Namespace, ask: bool = False) -> Placement:
+    """The plan, from the topology where tesson.probe says to read it (``ask``: a real run, which
+    checks the daemon's host even without DOCKER_HOST)."""
+    from tesson import probe
+
+    src = probe.for_args(args, ask=ask)
+    return make_plan(args.group, args.image, src.fsroot, not args.no_isolated, args.unit, args.size,
                      tuple(args.near or ()))
 
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """Check everything that needs no daemon and make the request: ``-p`` specs, the config, the
-    frontend's options, whether this machine's topology may be used, the plan."""
+    frontend's options, then the plan (from this machine's topology, or the daemon host's: tesson.probe)."""
     from tesson import config as config_mod
-    from tesson import docker_client, ports
+    from tesson import ports
     from tesson.request import FrontendOptions, RunRequest
 
     port_list = ports.parse(args.ports)
     cfg = config_mod.load(args.config) if args.config else {}
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
                                      lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method)
-    docker_client.check_topology_source(args.fsroot_given)
-    placement = _plan_of(args)
+    placement = _plan_of(args, ask=True)
     command = list(args.command or [])
     if command[:1] == ["--"]:
         command = command[1:]
