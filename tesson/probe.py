@@ -250,13 +250,19 @@ def probe(client, image: str) -> tuple[bytes, dict]:
                 image, name=name, entrypoint=["python3", "-m", "tesson.probe_collect"], command=[],
                 labels={L.ROLE: L.ROLE_PROBE}, host_config=host_config, network_disabled=True,
             )["Id"]
-            client.start(cid)
-            status = client.wait(cid, timeout=TIMEOUT)
         except Exception as e:
             why = docker_client.explain(e)
             if "mount" in why.lower() or "bind" in why.lower():
                 raise fail(f"the daemon refused to mount its /sys ({why})", "allow bind mounts of /sys, or give --fsroot DIR") from None
             raise fail(why, "check the daemon, or give --fsroot DIR") from None
+        try:
+            client.start(cid)
+        except Exception as e:
+            why = docker_client.explain(e)
+            if "mount" in why.lower():
+                raise fail(f"the daemon refused to mount its /sys ({why})", "allow bind mounts of /sys, or give --fsroot DIR") from None
+            raise fail(f"the probe failed in {image} ({why[-300:]})", _fix(image, default_image())) from None
+        status = client.wait(cid, timeout=TIMEOUT)
         code = (status or {}).get("StatusCode")
         if code != 0:
             lines = docker_client.unless_gone(client.logs, cid, stdout=True, stderr=True, tail=5) or b""
