@@ -252,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--gorb-method", metavar="METHOD", help="IPVS scheduler for Gorb services (rr, wrr, lc, ...)"
     )
     run.add_argument(
+        "--gorb-forward",
+        choices=("nat", "dr", "tunnel"),
+        help="how Gorb's IPVS reaches the shards: nat (published ports, the default) or dr (direct "
+        "routing: the shards join a macvlan network on the Gorb device; needs --macvlan-range)",
+    )
+    run.add_argument(
+        "--macvlan-range",
+        metavar="CIDR",
+        help="with --gorb-forward dr: free addresses of the Gorb device's subnet for the shards, e.g. 10.0.0.192/27",
+    )
+    run.add_argument(
         "--pull",
         choices=("missing", "always", "never"),
         default="missing",

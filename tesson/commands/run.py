@@ -71,7 +71,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     port_list = ports.parse(args.ports)
     cfg = config_mod.load(args.config) if args.config else {}
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
-                                     lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method)
+                                     lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method,
+                                     gorb_forward=args.gorb_forward, macvlan_range=args.macvlan_range)
     placement = _plan_of(args, ask=True)
     command = list(args.command or [])
     if command[:1] == ["--"]:
