@@ -208,3 +208,28 @@ def test_what_dr_cannot_do_is_refused_and_makes_nothing(wire, gorb, group, shard
     assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]}) == []
     assert docker_client.networks(names=[f"tesson-macvlan-{PARENT}"]) == []
     assert gorb.state()["services"] == {}
+
+
+# --- issue 13's leftover: run --near NETDEV with a Gorb URI that names no device of its own -------
+
+
+def test_a_gorb_uri_without_device_registers_on_the_near_network_device(wire, gorb, group, shard_image, docker_client):
+    bare = gorb.uri(PARENT).split("://", 1)[1]  # 127.0.0.1:PORT
+    r = tesson_cmd("--gorb", bare, "run", "-g", group, "-n", "1", "-p", "8080", "--near", PARENT, shard_image,
+                   env=NO_ENV_GORB)
+    ok(r)
+    vs = f"{group}-8080-tcp"
+    rs = gorb.call("GET", f"/service/{vs}/{group}-0-8080-tcp")[1]["options"]
+    assert rs["host"] == PARENT_IP  # the --near device's address
+    labels = docker_client.inspect_container(f"{group}-0")["Config"]["Labels"]
+    assert labels["io.tesson.gorb.uri"] == f"{PARENT}://{bare}" and json.loads(labels["io.tesson.near"]) == [PARENT]
+    ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+    # a URI that names its own device keeps it, --near or not
+    ok(tesson_cmd("--gorb", f"lo://{bare}", "run", "-g", group, "-n", "1", "-p", "8080", "--near", PARENT,
+                  shard_image, env=NO_ENV_GORB))
+    assert gorb.call("GET", f"/service/{vs}/{group}-0-8080-tcp")[1]["options"]["host"] == "127.0.0.1"
+    ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+    # no device in the URI and no --near network device: exit 2, nothing made
+    r = tesson_cmd("--gorb", bare, "run", "-g", group, "-n", "1", "-p", "8080", shard_image, env=NO_ENV_GORB)
+    assert r.returncode == 2 and "no run --near network device" in r.stderr
+    assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]}) == []

@@ -112,6 +112,18 @@ def published(inspect: dict, svc: VService, device_ip: str) -> tuple[str, int] |
     return best
 
 
+def near_network_device(req: RunRequest) -> str | None:
+    """The first network device among ``run --near``'s (None without one): the device a Gorb URI
+    without its own (``HOST:PORT``) registers the group on. Issue 13's rule: the URI's own device
+    stays the default whenever it names one."""
+    near = req.placement.near
+    if not near:
+        return None
+    io = req.topology.io
+    nets = {d.name for d in [*io.devices, *io.virtual] if d.kind == "net"}
+    return next((n for n in near if n in nets), None)
+
+
 def backend_options(svc: VService, host: str, port: int, forward: str = "nat") -> dict:
     body: dict = {"host": host, "port": port}
     if forward != "nat":
@@ -136,7 +148,7 @@ class GorbFrontend(Frontend):
     @classmethod
     def from_request(cls, req: RunRequest) -> GorbFrontend:
         opts = req.frontend
-        uri = G.parse_uri(opts.gorb_uri or "")
+        uri = G.parse_uri(opts.gorb_uri or "", default_device=near_network_device(req))
         method = (opts.gorb_method or "").lower()
         if method and method not in SCHEDULERS:
             raise UsageError(f"unknown --gorb-method {method!r} (IPVS schedulers: {', '.join(SCHEDULERS)})")
