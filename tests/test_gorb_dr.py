@@ -113,7 +113,7 @@ def arp_answers(target: str) -> set[str]:
 
 
 def test_dr_group_over_macvlan(wire, gorb, group, shard_image, tesson_image, docker_client):
-    r = ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "2", "--gorb-forward", "dr",
+    ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "2", "--gorb-forward", "dr",
                       "--macvlan-range", RANGE, "-p", "8080", shard_image, env=NO_ENV_GORB))
     net = f"tesson-macvlan-{PARENT}"
     info = docker_client.inspect_network(net)
