@@ -221,6 +221,19 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="read the topology from DIR/sys and DIR/proc (env TESSON_FSROOT; default: /)",
     )
     g.add_argument(
+        "--probe",
+        action="store_true",
+        default=default(False),
+        help="read the topology on the Docker daemon's host with a probe container, even when that "
+        "host looks like this machine (env TESSON_PROBE=1; a remote daemon is probed anyway)",
+    )
+    g.add_argument(
+        "--probe-image",
+        metavar="IMAGE",
+        default=default(None),
+        help=f"image that runs the topology probe (default: env {IMAGE_ENV}, else {DEFAULT_IMAGE})",
+    )
+    g.add_argument(
         "--no-isolated",
         action="store_true",
         default=default(False),
@@ -356,6 +369,17 @@ def build_parser(prog: str | None = None) -> Parser:
     run.add_argument("--lb-cpus", metavar="LIST", help="pin the balancer to these CPUs (default: unpinned)")
     run.add_argument(
         "--gorb-method", metavar="METHOD", help="IPVS scheduler for Gorb services (rr, wrr, lc, ...)"
+    )
+    run.add_argument(
+        "--gorb-forward",
+        choices=("nat", "dr", "tunnel"),
+        help="how Gorb's IPVS reaches the shards: nat (published ports, the default) or dr (direct "
+        "routing: the shards join a macvlan network on the Gorb device; needs --macvlan-range)",
+    )
+    run.add_argument(
+        "--macvlan-range",
+        metavar="CIDR",
+        help="with --gorb-forward dr: free addresses of the Gorb device's subnet for the shards, e.g. 10.0.0.192/27",
     )
     run.add_argument(
         "--pull",

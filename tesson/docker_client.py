@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-from tesson.errors import TessonError, UsageError
+from tesson.errors import TessonError
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -35,22 +35,14 @@ def describe_target() -> str:
 
 
 def is_remote(url: str | None = None) -> bool:
-    """True when the daemon is on another machine (its topology is not ours to read)."""
+    """By the URL alone: True for a tcp/ssh daemon whose host is not a loopback name. A hint only
+    (used to skip checks of this machine's free ports); whose topology to read is tesson.probe's
+    decision, made from the daemon's facts."""
     url = url or target()
     parsed = urlparse(url if "://" in url else f"tcp://{url}")
     if parsed.scheme in ("unix", "npipe", "fd", ""):
         return False
     return (parsed.hostname or "") not in LOCAL_HOSTS
-
-
-def check_topology_source(fsroot_given: bool) -> None:
-    """Refuse to plan a remote daemon's shards from this machine's topology (unless the user gave
-    the topology's root: ``--fsroot`` or ``TESSON_FSROOT``)."""
-    if is_remote() and not fsroot_given:
-        raise UsageError(
-            f"DOCKER_HOST={os.environ.get('DOCKER_HOST')} names a remote daemon, whose CPUs tesson "
-            "cannot read from here: give --fsroot DIR holding a copy of that host's /sys and /proc"
-        )
 
 
 def _reason(exc: BaseException) -> str:

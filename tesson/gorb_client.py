@@ -43,12 +43,18 @@ class GorbURI:
         return f"{self.device}://{host}:{self.port}"
 
 
-def parse_uri(text: str, check_device: bool = True) -> GorbURI:
+def parse_uri(text: str, check_device: bool = True, default_device: str | None = None) -> GorbURI:
     """Parse ``DEVICE://HOST:PORT``; with ``check_device``, the device must exist and have IPv4.
+
+    A URI without a device of its own (``HOST:PORT``) takes ``default_device``: ``run --near``'s
+    first network device (see tesson.frontend.gorb.near_network_device); without one it is an
+    error. A URI that names its device keeps it, --near or not.
 
     Every mistake is a UsageError (exit 2) naming what is wrong.
     """
     text = (text or "").strip()
+    if text and "://" not in text and default_device:
+        text = f"{default_device}://{text}"
 
     def bad(why: str) -> UsageError:
         hint = URI_HELP
@@ -58,7 +64,7 @@ def parse_uri(text: str, check_device: bool = True) -> GorbURI:
 
     device, sep, rest = text.partition("://")
     if not sep:
-        raise bad("no DEVICE:// in front")
+        raise bad("no DEVICE:// in front, and no run --near network device to take instead")
     if not device:
         raise bad("no device name before '://'")
     if "/" in device or any(c.isspace() for c in device):

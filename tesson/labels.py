@@ -51,6 +51,9 @@ LB_CPUS = PREFIX + "lb.cpus"  # "" = unpinned
 # Gorb's settings, on every container of a group run with it.
 GORB_URI = PREFIX + "gorb.uri"
 GORB_METHOD = PREFIX + "gorb.method"
+GORB_FORWARD = PREFIX + "gorb.forward"  # IPVS forwarding: nat (absent: nat), dr
+MACVLAN_RANGE = PREFIX + "macvlan.range"  # dr: the --macvlan-range CIDR
+MACVLAN_PARENT = PREFIX + "macvlan.parent"  # on tesson's macvlan network: its parent device
 
 # Values of ROLE.
 ROLE_SHARD = "shard"
@@ -60,6 +63,9 @@ ROLE_SPEC = "spec"  # a created, never started container whose labels are the gr
 # A created, never started container that is a lock: tesson-lock (the daemon's CPUs, tesson.daemon_lock)
 # or GROUP-lock (a scale or update of the group is under way; its CHANGE label says whose).
 ROLE_LOCK = "lock"
+ROLE_MACVLAN = "macvlan"  # a device's macvlan network, shared by the dr groups on it
+ROLE_LO_STEP = "lo-step"  # the one-shot step that puts a dr group's service address on a shard's lo
+ROLE_PROBE = "probe"  # a topology probe container (tesson.probe), gone once it answered
 
 
 def selector(key: str, value: str | None = None) -> str:

@@ -32,6 +32,8 @@ class FrontendOptions:
     lb_cpus: str | None = None  # a cpulist, as typed
     gorb_uri: str | None = None  # --gorb / GORB_URI, as typed
     gorb_method: str | None = None
+    gorb_forward: str | None = None  # --gorb-forward: nat, dr or tunnel (None: not given = nat)
+    macvlan_range: str | None = None  # --macvlan-range CIDR (dr)
 
     @classmethod
     def choose(
@@ -42,9 +44,12 @@ class FrontendOptions:
         lb_cpus: str | None = None,
         gorb_uri: str | None = None,
         gorb_method: str | None = None,
+        gorb_forward: str | None = None,
+        macvlan_range: str | None = None,
     ) -> FrontendOptions:
         """The kind follows from the options: a Gorb URI means gorb, else ``--lb`` (default auto).
-        ``--lb`` and a Gorb URI exclude each other (UsageError)."""
+        ``--lb`` and a Gorb URI exclude each other, and ``--gorb-forward``/``--macvlan-range``
+        need Gorb (UsageError)."""
         if gorb_uri:
             if lb in ("auto", "kernel", "nginx", "none"):
                 raise UsageError(
@@ -53,8 +58,13 @@ class FrontendOptions:
                 )
             kind = "gorb"
         else:
+            if gorb_forward and gorb_forward != "nat":
+                raise UsageError(f"--gorb-forward {gorb_forward} needs --gorb URI (or GORB_URI): it is how Gorb's IPVS "
+                                 "reaches the shards")
+            if macvlan_range:
+                raise UsageError("--macvlan-range needs --gorb URI --gorb-forward dr")
             kind = lb or "auto"
-        return cls(kind, lb, lb_method, lb_image, lb_cpus, gorb_uri, gorb_method)
+        return cls(kind, lb, lb_method, lb_image, lb_cpus, gorb_uri, gorb_method, gorb_forward, macvlan_range)
 
     def lb_flags_given(self) -> list[str]:
         """The ``--lb-*`` options given, as flags (for "ignored with ..." warnings)."""

@@ -178,8 +178,10 @@ def test_the_run_request_parses_once_and_keeps_the_topology_it_planned_from(tmp_
         frontend.select(run_cmd.run_request(bad))
 
 
-def test_remote_docker_host_needs_fsroot(monkeypatch):
-    from tesson import cli, docker_client
+def test_remote_docker_host_is_no_longer_refused_and_fsroot_still_wins(monkeypatch):
+    """Issue 16: "needs --fsroot" is gone (a remote daemon's host is probed: tests/test_probe.py);
+    --fsroot or TESSON_FSROOT still names the topology, and no daemon is asked then."""
+    from tesson import cli, docker_client, probe
 
     monkeypatch.delenv("TESSON_FSROOT", raising=False)
     for host, remote in (("unix:///var/run/docker.sock", False), ("tcp://127.0.0.1:2375", False),
@@ -189,15 +191,14 @@ def test_remote_docker_host_needs_fsroot(monkeypatch):
         args = cli.parse(["run", "img"])
         assert args.fsroot == "/" and not args.fsroot_given
         if remote:
-            with pytest.raises(UsageError, match="--fsroot"):
-                docker_client.check_topology_source(args.fsroot_given)
-            docker_client.check_topology_source(cli.parse(["--fsroot", "/srv/box", "run", "img"]).fsroot_given)
-            docker_client.check_topology_source(cli.parse(["run", "--fsroot", "/", "img"]).fsroot_given)
+            assert not hasattr(docker_client, "check_topology_source")
+            for argv in (["--fsroot", "/srv/box", "run", "img"], ["run", "--fsroot", "/", "img"]):
+                a = cli.parse(argv)
+                assert probe.for_args(a, ask=True).kind == "fsroot"
             monkeypatch.setenv("TESSON_FSROOT", "/srv/box")
-            docker_client.check_topology_source(cli.parse(["run", "img"]).fsroot_given)
+            src = probe.for_args(cli.parse(["run", "img"]), ask=True)
+            assert (src.kind, src.fsroot) == ("fsroot", "/srv/box")
             monkeypatch.delenv("TESSON_FSROOT")
-        else:
-            docker_client.check_topology_source(args.fsroot_given)
 
 
 def test_labels_json_is_compact_and_parsable():

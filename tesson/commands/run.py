@@ -105,26 +105,32 @@ def _options(args: argparse.Namespace) -> tuple[str, Quotas | None]:
     return exclusive, q
 
 
-def _plan_of(args: argparse.Namespace, claims: Sequence | None = (), config: dict | None = None) -> Placement:
+def _plan_of(args: argparse.Namespace, claims: Sequence | None = (), config: dict | None = None,
+             ask: bool = False) -> Placement:
+    """The plan, from the topology where tesson.probe says to read it (``ask``: a real run, which
+    checks the daemon's host even without DOCKER_HOST)."""
+    from tesson import probe
+
     exclusive, q = _options(args)
-    return make_plan(args.group, args.image, args.fsroot, not args.no_isolated, args.unit, args.size,
+    src = probe.for_args(args, ask=ask)
+    return make_plan(args.group, args.image, src.fsroot, not args.no_isolated, args.unit, args.size,
                      tuple(args.near or ()), args.cpus, exclusive, q, claims, config)
 
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """Check everything that needs no daemon and make the request: ``-p`` specs, the config, the
-    frontend's options, whether this machine's topology may be used, the plan (as if no other group
+    frontend's options, the plan (from this machine's topology, or the daemon host's: tesson.probe) (as if no other group
     held any CPU: :func:`start` plans again, under the daemon's lock, next to the groups there)."""
     from tesson import config as config_mod
-    from tesson import docker_client, ports
+    from tesson import ports
     from tesson.request import FrontendOptions, RunRequest
 
     port_list = ports.parse(args.ports)
     cfg = config_mod.load(args.config) if args.config else {}
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
-                                     lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method)
-    docker_client.check_topology_source(args.fsroot_given)
-    placement = _plan_of(args, (), cfg)
+                                     lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method,
+                                     gorb_forward=args.gorb_forward, macvlan_range=args.macvlan_range)
+    placement = _plan_of(args, (), cfg, ask=True)
     command = list(args.command or [])
     if command[:1] == ["--"]:
         command = command[1:]

@@ -13,7 +13,7 @@ import dataclasses
 
 def scale(group: str, size: int, fsroot: str, fsroot_given: bool, include_isolated: bool,
           drain_timeout: float, timeout: int) -> int:
-    from tesson import docker_client, frontend
+    from tesson import frontend, probe
     from tesson import group as G
     from tesson.commands import find_group
     from tesson.commands.run import make_plan
@@ -24,8 +24,8 @@ def scale(group: str, size: int, fsroot: str, fsroot_given: bool, include_isolat
 
     client, grp = find_group(group, " (tesson ls lists every group)")
     spec, fe = _spec_and_frontend(grp)
-    docker_client.check_topology_source(fsroot_given)
-    placement = make_plan(grp.name, spec.image, fsroot, include_isolated, spec.unit, size, tuple(spec.near))
+    src = probe.source(fsroot, fsroot_given, client=client, ask=True)  # the daemon host's topology
+    placement = make_plan(grp.name, spec.image, src.fsroot, include_isolated, spec.unit, size, tuple(spec.near))
     want = dataclasses.replace(spec, shards=list(placement.shards))
     before = grp.size
     lock = change.acquire(client, grp, "scale", **{"from": before, "to": size})

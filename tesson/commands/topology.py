@@ -48,10 +48,14 @@ def groups_json(topo, claims, holders: dict) -> dict:
 
 
 def main(args) -> int:
-    from tesson import topology
+    """The topology where tesson.probe says to read it. Unless it is the ``--fsroot`` folder the
+    user named, the output says where that was: a first line ``Read from: ...`` (text), a
+    ``"source"`` object (JSON)."""
+    from tesson import probe, topology
     from tesson.topology.render import render_text
 
-    topo = topology.read(args.fsroot, include_isolated=not args.no_isolated)
+    src = probe.for_args(args)
+    topo = topology.read(src.fsroot, include_isolated=not args.no_isolated)
     if getattr(args, "groups", False):
         from tesson import daemon_claims, holdings
         from tesson.errors import TessonError
@@ -66,7 +70,11 @@ def main(args) -> int:
             sys.stdout.write(render_text(topo, marks=group_marks(held)))
         return 0
     if args.format == "json":
-        sys.stdout.write(json.dumps(topo.to_json()) + "\n")
+        doc = topo.to_json()
+        if src.kind != "fsroot":
+            doc["source"] = src.to_json()
+        sys.stdout.write(json.dumps(doc) + "\n")
     else:
-        sys.stdout.write(render_text(topo))
+        head = f"Read from: {src.where}\n" if src.kind != "fsroot" else ""
+        sys.stdout.write(head + render_text(topo))
     return 0

@@ -5,6 +5,10 @@ given). For each container port and protocol the group has one Gorb virtual serv
 ``GROUP-PORT-PROTO``, and every shard is one of its backends, ``SHARDNAME-PORT-PROTO``, at the
 device's IPv4 address (or the binding's own address) and the shard's published port.
 
+With ``--gorb-forward dr`` (IPVS direct routing) the shards publish nothing: they join a macvlan
+network on the URI's device, carry the service address on their loopback, and each backend is the
+shard's own macvlan address at the service port, method ``dr`` (tesson.frontend.macvlan).
+
 The Gorb URI is kept in a label, so ``stop``, ``ps`` and ``repair`` find Gorb without ``--gorb``.
 """
 
@@ -18,8 +22,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from tesson import gorb_client as G
 from tesson import labels as L
 from tesson import log
+from tesson.docker_client import unless_gone
 from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context, Frontend
+from tesson.frontend import macvlan as MV
 from tesson.frontend.none import publish
 
 if TYPE_CHECKING:
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from tesson.request import RunRequest
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq")
 STATUS: dict[object, str] = {0: "up", 1: "down", 2: "removed"}  # looked up with whatever JSON Gorb sent
+FORWARDS = ("nat", "dr")  # tunnel: not yet (IPIP decapsulates on the host, not in the shard)
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,22 @@ def published(inspect: dict, svc: VService, device_ip: str) -> tuple[str, int] |
     return best
 
 
-def backend_options(svc: VService, host: str, port: int) -> dict:
+def near_network_device(req: RunRequest) -> str | None:
+    """The first network device among ``run --near``'s (None without one): the device a Gorb URI
+    without its own (``HOST:PORT``) registers the group on. Issue 13's rule: the URI's own device
+    stays the default whenever it names one."""
+    near = req.placement.near
+    if not near:
+        return None
+    io = req.topology.io
+    nets = {d.name for d in [*io.devices, *io.virtual] if d.kind == "net"}
+    return next((n for n in near if n in nets), None)
+
+
+def backend_options(svc: VService, host: str, port: int, forward: str = "nat") -> dict:
     body: dict = {"host": host, "port": port}
+    if forward != "nat":
+        body["method"] = forward
     if svc.proto == "udp":
         body["pulse"] = {"type": "none"}  # a TCP check against a UDP port always fails
     return body
@@ -115,9 +136,11 @@ def backend_options(svc: VService, host: str, port: int) -> dict:
 class GorbFrontend(Frontend):
     kind = "gorb"
 
-    def __init__(self, uri: G.GorbURI, method: str = "") -> None:
+    def __init__(self, uri: G.GorbURI, method: str = "", forward: str = "nat", macvlan_range: str = "") -> None:
         self.uri = uri
         self.method = method
+        self.forward = forward or "nat"
+        self.macvlan_range = macvlan_range
         self._client: G.GorbClient | None = None
         self._stop_errors: list[str] = []
 
@@ -125,7 +148,7 @@ class GorbFrontend(Frontend):
     @classmethod
     def from_request(cls, req: RunRequest) -> GorbFrontend:
         opts = req.frontend
-        uri = G.parse_uri(opts.gorb_uri or "")
+        uri = G.parse_uri(opts.gorb_uri or "", default_device=near_network_device(req))
         method = (opts.gorb_method or "").lower()
         if method and method not in SCHEDULERS:
             raise UsageError(f"unknown --gorb-method {method!r} (IPVS schedulers: {', '.join(SCHEDULERS)})")
@@ -134,17 +157,65 @@ class GorbFrontend(Frontend):
         check_ports(req.ports)
         for flag in opts.lb_flags_given():
             log.warning("option ignored with --gorb", option=flag)
-        return cls(uri, method)
+        forward = opts.gorb_forward or "nat"
+        if forward == "tunnel":
+            raise UsageError("--gorb-forward tunnel is not supported yet: IPIP packets are unwrapped by the host, "
+                             "not by a shard's container; use dr (same L2 network) or nat")
+        rng = ""
+        if forward == "dr":
+            MV.check_ports(req.ports)
+            rng = str(MV.check_range(opts.macvlan_range, MV.device_interface(uri.device), uri.device))
+        elif opts.macvlan_range:
+            raise UsageError("--macvlan-range is for --gorb-forward dr only")
+        return cls(uri, method, forward, rng)
 
     @classmethod
     def from_labels(cls, labels: dict) -> GorbFrontend:
         text = labels.get(L.GORB_URI)
         if not text:
             raise TessonError("the group was run with Gorb, but its containers do not say which Gorb (label missing)")
-        return cls(G.parse_uri(text, check_device=False), labels.get(L.GORB_METHOD, ""))
+        return cls(G.parse_uri(text, check_device=False), labels.get(L.GORB_METHOD, ""),
+                   labels.get(L.GORB_FORWARD) or "nat", labels.get(L.MACVLAN_RANGE, ""))
 
     def labels(self) -> dict:
-        return {L.GORB_URI: str(self.uri), L.GORB_METHOD: self.method}
+        out = {L.GORB_URI: str(self.uri), L.GORB_METHOD: self.method}
+        if self.forward != "nat":
+            out.update({L.GORB_FORWARD: self.forward, L.MACVLAN_RANGE: self.macvlan_range})
+        return out
+
+    @property
+    def dr(self) -> bool:
+        return self.forward == "dr"
+
+    @property
+    def network(self) -> str:
+        """dr: the macvlan network the shards join."""
+        return MV.network_name(self.uri.device)
+
+    def services(self, ctx: Context) -> list[VService]:
+        """The group's services; in dr mode each with its address (the VIP on the shards' loopback)."""
+        out = services_of(ctx.group, ctx.ports)
+        if self.dr:
+            ip = self.device_ip()
+            out = [VService(v.name, v.port, v.proto, v.host or ip) for v in out]
+        return out
+
+    def where(self, svc: VService, inspect: dict, device_ip: str) -> tuple[str, int] | None:
+        """Where Gorb reaches one shard for ``svc``: its published port (nat), or its macvlan
+        address at the service port (dr)."""
+        if self.dr:
+            ip = MV.address(inspect, self.network)
+            return (ip, svc.port) if ip else None
+        return published(inspect, svc, device_ip)
+
+    def _put_vips(self, ctx: Context, inspects: dict[int, dict]) -> None:
+        from tesson import default_image
+
+        if not self.dr or not inspects:
+            return
+        ids = {ctx.shard_name(i): ins["Id"] for i, ins in inspects.items()}
+        MV.put_vip_on_loopback(ctx.docker, default_image(), ids, [v.host for v in self.services(ctx)],
+                               ctx.base_labels(L.ROLE_LO_STEP))
 
     @property
     def client(self) -> G.GorbClient:
@@ -159,16 +230,31 @@ class GorbFrontend(Frontend):
 
     # run --------------------------------------------------------------------------------------------
     def shape_shard(self, ctx: Context, shard: Shard, body: dict) -> None:
-        publish(ctx, body)
+        if self.dr:
+            MV.shape(body, self.network, ctx.ports)
+        else:
+            publish(ctx, body)
 
     def before_shards(self, ctx: Context) -> None:
         # Fail before any container exists when Gorb cannot be reached at all.
         self.client.list_services()
+        if self.dr:
+            from tesson import default_image
+            from tesson.pull import ensure_image
+
+            ensure_image(ctx.docker, default_image(), "missing")  # for the loopback step
+            device = self.uri.device
+            net_id, made = MV.ensure_network(ctx.docker, device, MV.device_interface(device),
+                                             ipaddress.IPv4Network(self.macvlan_range), ctx.labels)
+            if made:
+                ctx.undo.add(f"macvlan network {self.network}",
+                             lambda: True if MV.remove_if_unused(ctx.docker, device) else ctx.undo.KEPT)
 
     def after_shards(self, ctx: Context) -> None:
         device_ip = self.device_ip()
         client = self.client
-        for svc in services_of(ctx.group, ctx.ports):
+        self._put_vips(ctx, ctx.started)
+        for svc in self.services(ctx):
             if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
                 ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
                 log.info("gorb service created", service=svc.name)
@@ -179,12 +265,13 @@ class GorbFrontend(Frontend):
 
     def _register(self, ctx: Context, svc: VService, index: int, device_ip: str, inspect: dict | None = None) -> str:
         name = ctx.shard_name(index)
-        where = published(inspect if inspect is not None else ctx.started[index], svc, device_ip)
+        where = self.where(svc, inspect if inspect is not None else ctx.started[index], device_ip)
         if where is None:
-            raise TessonError(f"shard {name} publishes no host port for {svc.port}/{svc.proto}: nothing to give Gorb")
+            what = f"no address on {self.network}" if self.dr else f"no host port for {svc.port}/{svc.proto}"
+            raise TessonError(f"shard {name} has {what}: nothing to give Gorb")
         rs = svc.backend_name(name)
         try:
-            self.client.create_backend(svc.name, rs, backend_options(svc, *where))
+            self.client.create_backend(svc.name, rs, backend_options(svc, *where, self.forward))
         except G.GorbError as e:
             if e.status == 409:
                 raise TessonError(
@@ -216,6 +303,11 @@ class GorbFrontend(Frontend):
                 self._stop_errors.append(str(e))
 
     def after_stop(self, ctx: Context) -> None:
+        if self.dr and ctx.purge:
+            try:
+                MV.remove_if_unused(ctx.docker, self.uri.device)
+            except Exception as e:
+                self._stop_errors.append(f"the macvlan network {self.network} was not removed: {e}")
         if self._stop_errors:
             raise TessonError(f"the containers stopped, but the group is still registered with Gorb: {self._stop_errors[0]}")
 
@@ -231,7 +323,9 @@ class GorbFrontend(Frontend):
                 inspects[st.index] = ctx.docker.inspect_container(st.id)
         running = {i: ins for i, ins in inspects.items() if (ins.get("State") or {}).get("Running")}
         lines: list[str] = []
-        for svc in services_of(ctx.group, ctx.ports):
+        if self.dr:  # a new or restarted shard has a new network namespace: the VIP goes back on its lo
+            self._put_vips(ctx, {i: ins for i, ins in running.items() if i in ctx.started})
+        for svc in self.services(ctx):
             if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
                 ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
                 lines.append(f"re-created Gorb service {svc.name}")
@@ -240,7 +334,7 @@ class GorbFrontend(Frontend):
             stale: dict[str, str] = {}  # backend name -> where it pointed
             want = {}  # backend name -> (shard index, (host, port)) for every running shard
             for index, ins in sorted(running.items()):
-                where = published(ins, svc, device_ip)
+                where = self.where(svc, ins, device_ip)
                 if where is not None:
                     want[svc.backend_name(ctx.shard_name(index))] = (index, where)
             for rs in sorted(current.get("backends") or []):
@@ -302,8 +396,11 @@ class GorbFrontend(Frontend):
 
     # ps -----------------------------------------------------------------------------------------------
     def describe(self, ctx: Context) -> dict:
-        services = services_of(ctx.group, ctx.ports)
+        services = self.services(ctx) if self.dr and self.uri.address else services_of(ctx.group, ctx.ports)
         doc: dict = {"kind": "gorb", "uri": str(self.uri), "status": "", "ports": [s.front() for s in services], "services": []}
+        if self.dr:
+            doc["forward"] = "dr"
+            doc["macvlan"] = {"network": self.network, "range": self.macvlan_range, "addresses": self._addresses(ctx)}
         names = ctx.shard_names()
         try:
             up_total, rs_total, parts = 0, 0, []
@@ -342,12 +439,27 @@ class GorbFrontend(Frontend):
                 if opts.get("host"):
                     doc["ports"][services.index(svc)] = svc.front(opts["host"])
             doc["status"] = f"{self.uri}: " + "; ".join(parts)
+            if self.dr:
+                shown = ", ".join(f"{n} {ip}" for n, ip in doc["macvlan"]["addresses"].items()) or "no shard up"
+                doc["status"] += f"; dr via {self.network}: {shown}"
         except G.GorbUnreachable as e:
             doc["status"] = f"Gorb unreachable at {self.uri.url} ({e.message})"
             doc["services"] = [{"name": s.name, "port": s.port, "protocol": s.proto} for s in services]
         except G.GorbError as e:
             doc["status"] = f"Gorb error: {e}"
         return doc
+
+
+    def _addresses(self, ctx: Context) -> dict[str, str]:
+        """dr: each up shard's macvlan address, by shard name."""
+        out = {}
+        for st in ctx.state.shards if ctx.state is not None else []:
+            if st.up and st.id:
+                ins = unless_gone(ctx.docker.inspect_container, st.id) or {}
+                ip = MV.address(ins, self.network)
+                if ip:
+                    out[st.name] = ip
+        return out
 
 
 def _remover(client: G.GorbClient, vs: str, rs: str | None = None) -> Callable[[], bool]:

@@ -34,16 +34,18 @@ from tesson.topology.sysfs import FS
 __all__ = ["GROUPS", "RANK", "NumaNode", "Obj", "Topology", "bits", "level_type", "mask_of", "read", "weight"]
 
 
-def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
-    """Read the topology of the machine whose ``sys/`` and ``proc/`` are under ``fsroot``.
+def read(fsroot: str = "/", include_isolated: bool = True, fs: FS | None = None) -> Topology:
+    """Read the topology of the machine whose ``sys/`` and ``proc/`` are under ``fsroot``
+    (or, when ``fs`` is given, as that reader finds them: tesson.probe_collect's, which maps
+    and notes every path; the topology's I/O devices are later read through it too).
 
     Raises UsageError for a root without ``sys/``, a machine without CPUs in sysfs, an empty set
     of allowed CPUs, or a malformed cpulist/cpumask file.
     """
     fsroot = fsroot or "/"
-    if not os.path.isdir(os.path.join(fsroot, "sys")):
+    fs = fs or FS(fsroot)
+    if not os.path.isdir(fs.path("/sys")):
         raise UsageError(f"no sys/ under {fsroot!r}: --fsroot must name a folder holding sys/ and proc/")
-    fs = FS(fsroot)
     present, listed, objs = cpus.discover(fs)
     if not present:
         raise UsageError(
@@ -81,4 +83,6 @@ def read(fsroot: str = "/", include_isolated: bool = True) -> Topology:
         for n in nodes:
             n.cpuset &= allowed
             n.own &= allowed
-    return Topology(root, nodes, fsroot)
+    topo = Topology(root, nodes, fsroot)
+    topo.fs = fs
+    return topo

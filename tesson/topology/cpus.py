@@ -11,7 +11,7 @@ import os
 
 from tesson.cpulist import bits, first, weight
 from tesson.topology.model import Lazy
-from tesson.topology.sysfs import FS, At
+from tesson.topology.sysfs import FS
 
 
 def _is_amd_with_compute_units(fs: FS) -> bool:
@@ -87,14 +87,14 @@ class _NoTopology(Exception):
 
 
 def _scan_cpus(fs: FS, present: int) -> list[tuple]:
-    cpu_dir = At(fs, "/sys/devices/system/cpu")
+    cpu_dir = fs.at("/sys/devices/system/cpu")
     try:
         return _scan_cpus_at(fs, cpu_dir, present)
     finally:
         cpu_dir.close()
 
 
-def _scan_cpus_at(fs: FS, at: At, present: int) -> list[tuple]:
+def _scan_cpus_at(fs: FS, at: FS, present: int) -> list[tuple]:
     """The per-CPU walk of look_sysfscpu; paths are relative to sys/devices/system/cpu."""
     base = "/sys/devices/system/cpu"
     objs: list[tuple] = []

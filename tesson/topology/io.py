@@ -23,8 +23,6 @@ hundred small file reads: the topology reads it only when asked (``Topology.io``
 
 from __future__ import annotations
 
-import os
-
 from tesson.topology import pci
 from tesson.topology.model import Device, NumaNode, Obj, PciObj
 from tesson.topology.sysfs import FS
@@ -48,10 +46,7 @@ class IO:
 
 
 def _readlink(fs: FS, p: str) -> str | None:
-    try:
-        return os.readlink(fs.root + p)
-    except OSError:
-        return None
+    return fs.readlink(p)
 
 
 def _last_busid(link: str) -> tuple[int, int, int, int] | None:

@@ -14,6 +14,8 @@ from tesson.cpulist import bits, mask_of, weight
 
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
+    from typing import Any
+
     from tesson.topology.io import IO
 
 # Order of object kinds that share a cpuset: the first is the parent of the next. Groups (a NUMA
@@ -142,6 +144,7 @@ class Topology:
     def __init__(self, root: Obj, numa_nodes: list[NumaNode], fsroot: str):
         self.root = root
         self.fsroot = fsroot
+        self.fs: Any = None  # the reader it was read with (tesson.topology.sysfs.FS), for the lazy I/O read
         self.numa_nodes = numa_nodes  # sorted by id, memory-only nodes included
         objs = root.walk()
         self.levels = connect_levels(root, objs)
@@ -162,7 +165,7 @@ class Topology:
             from tesson.topology import io
             from tesson.topology.sysfs import FS
 
-            self._io = io.read(FS(self.fsroot), self.root, self.numa_nodes, self.objects)
+            self._io = io.read(self.fs or FS(self.fsroot), self.root, self.numa_nodes, self.objects)
         return self._io
 
     @property

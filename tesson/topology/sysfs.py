@@ -14,18 +14,26 @@ from tesson.errors import UsageError
 
 
 class FS:
-    """Reads files under the root (``p`` is an absolute path on the machine being read)."""
+    """Reads files under the root (``p`` is an absolute path on the machine being read).
+
+    Every access goes through :meth:`path` (root + p): a subclass may map paths elsewhere and
+    note what is read (tesson.probe_collect does both, to ship exactly the files the reader needs).
+    """
 
     def __init__(self, root: str):
         self.root = root.rstrip("/")
 
+    def path(self, p: str) -> str:
+        """Where ``p`` of the machine being read is on this one."""
+        return self.root + p
+
     def where(self, p: str) -> str:
         """The path of ``p`` on this machine, for messages."""
-        return self.root + p
+        return self.path(p)
 
     def read(self, p: str) -> bytes | None:
         try:
-            fd = os.open(self.root + p, os.O_RDONLY)
+            fd = os.open(self.path(p), os.O_RDONLY)
         except OSError:
             return None
         try:
@@ -46,7 +54,7 @@ class FS:
 
     def read_head(self, p: str, size: int = 8192) -> bytes | None:
         try:
-            fd = os.open(self.root + p, os.O_RDONLY)
+            fd = os.open(self.path(p), os.O_RDONLY)
         except OSError:
             return None
         try:
@@ -93,20 +101,34 @@ class FS:
             return None
 
     def exists(self, p: str) -> bool:
-        return os.path.exists(self.root + p)
+        return os.path.exists(self.path(p))
 
     def listdir(self, p: str) -> list[str]:
         try:
-            return os.listdir(self.root + p)
+            return os.listdir(self.path(p))
         except OSError:
             return []
+
+    def readlink(self, p: str) -> str | None:
+        """A symlink's target as the kernel wrote it, or None."""
+        try:
+            return os.readlink(self.path(p))
+        except OSError:
+            return None
+
+    def at(self, p: str) -> FS:
+        """A reader relative to the folder ``p`` (see :class:`At`), closed with ``close()``."""
+        return At(self, p)
+
+    def close(self) -> None:
+        """Release what :meth:`at` holds (nothing, for a plain reader)."""
 
 
 class At(FS):
     """Reads relative to an open directory (shorter path walks for the many per-CPU files)."""
 
     def __init__(self, fs: FS, path: str):
-        super().__init__(fs.root + path)
+        super().__init__(fs.path(path))
         self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
 
     def close(self) -> None:

@@ -1,0 +1,235 @@
+"""``run --gorb URI --gorb-forward dr``: IPVS direct routing over a macvlan network (issue 16).
+
+The macvlan parent is one end of a veth pair made by the test (198.18.0.1/24, TEST-NET
+benchmarking addresses, never this machine's LAN); the other end sits in a network namespace made
+by the test, the client. The Gorb stand-in's recorded state shows the services and the dr backends
+at the shards' macvlan addresses; each shard's loopback address and ARP settings are read from
+inside its network namespace; the client reaches every shard's macvlan address directly, and ARP
+for the service address is answered by the parent only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import parse_shard_answer, require, tesson_cmd
+from tests.gorb_standin.fixtures import *  # noqa: F403
+
+pytestmark = pytest.mark.docker
+
+PARENT, PEER, NETNS = "t16dr0", "t16dr1", "t16drcli"
+PARENT_IP, CLIENT_IP, RANGE = "198.18.0.1", "198.18.0.2", "198.18.0.64/26"
+NO_ENV_GORB = {"GORB_URI": ""}
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr}"
+    return r
+
+
+def _cleanup_links() -> None:
+    sh("ip", "link", "del", PARENT, check=False)
+    sh("ip", "netns", "del", NETNS, check=False)
+    sh("ip", "link", "del", "t16nov4", check=False)
+
+
+@pytest.fixture(scope="module")
+def wire():
+    """The veth pair: PARENT (198.18.0.1/24) here, PEER (198.18.0.2/24) in the client's netns."""
+    require(os.geteuid() == 0, "making a veth pair and a network namespace needs root")
+    _cleanup_links()
+    sh("ip", "netns", "add", NETNS)
+    sh("ip", "link", "add", PARENT, "type", "veth", "peer", "name", PEER)
+    sh("ip", "link", "set", PEER, "netns", NETNS)
+    sh("ip", "addr", "add", f"{PARENT_IP}/24", "dev", PARENT)
+    sh("ip", "link", "set", PARENT, "up")
+    sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", PEER)
+    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", PEER, "up")
+    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
+    yield
+    _cleanup_links()
+
+
+@pytest.fixture
+def group(request, docker_client):
+    name = f"t16dr-{request.node.name.split('[')[0].replace('test_', '')[:14].replace('_', '-')}-{os.getpid() % 100000}"
+    yield name
+    for c in docker_client.containers(all=True, filters={"label": [f"io.tesson.group={name}"]}):
+        docker_client.remove_container(c["Id"], force=True, v=True)
+    for n in docker_client.networks(names=[f"tesson-macvlan-{PARENT}"]):
+        if not docker_client.inspect_network(n["Id"]).get("Containers"):
+            docker_client.remove_network(n["Id"])
+
+
+def ok(r):
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r
+
+
+def in_shard(docker_client, name: str, *cmd: str) -> str:
+    pid = docker_client.inspect_container(name)["State"]["Pid"]
+    return sh("nsenter", "-t", str(pid), "-n", *cmd).stdout
+
+
+def in_client(code: str) -> str:
+    return sh("ip", "netns", "exec", NETNS, sys.executable, "-c", textwrap.dedent(code)).stdout
+
+
+ARP_ASK = """
+import socket, struct, time, fcntl
+dev, target = {dev!r}, {target!r}
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((dev, 0))
+mac = fcntl.ioctl(s.fileno(), 0x8927, struct.pack("256s", dev.encode()))[18:24]
+me = socket.inet_aton({me!r})
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, me, b"\\0" * 6, socket.inet_aton(target))
+s.send(b"\\xff" * 6 + mac + b"\\x08\\x06" + arp)
+s.settimeout(0.2)
+seen, end = set(), time.time() + 1.0
+while time.time() < end:
+    try:
+        frame = s.recv(2048)
+    except socket.timeout:
+        continue
+    if len(frame) < 42:
+        continue
+    op, sha, spa = struct.unpack_from("!6xH6s4s", frame, 14)
+    if op == 2 and socket.inet_ntoa(spa) == target:
+        seen.add(sha.hex(":"))
+print(" ".join(sorted(seen)))
+"""
+
+
+def arp_answers(target: str) -> set[str]:
+    return set(in_client(ARP_ASK.format(dev=PEER, target=target, me=CLIENT_IP)).split())
+
+
+def test_dr_group_over_macvlan(wire, gorb, group, shard_image, tesson_image, docker_client):
+    ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "2", "--gorb-forward", "dr",
+                      "--macvlan-range", RANGE, "-p", "8080", shard_image, env=NO_ENV_GORB))
+    net = f"tesson-macvlan-{PARENT}"
+    info = docker_client.inspect_network(net)
+    assert info["Driver"] == "macvlan" and info["Options"]["parent"] == PARENT
+    assert info["Labels"]["io.tesson.role"] == "macvlan" and info["IPAM"]["Config"][0]["IPRange"] == RANGE
+    shards = {i: f"{group}-{i}" for i in (0, 1)}
+    addr = {i: docker_client.inspect_container(n)["NetworkSettings"]["Networks"][net]["IPAddress"] for i, n in shards.items()}
+    import ipaddress
+
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network(RANGE) for a in addr.values()) and len(set(addr.values())) == 2
+    # Gorb: the service at the VIP (the device's address), the shards' macvlan addresses as dr backends
+    vs = f"{group}-8080-tcp"
+    state = gorb.state()
+    assert state["services"][vs]["options"]["host"] == PARENT_IP and state["services"][vs]["options"]["port"] == 8080
+    for i in (0, 1):
+        rs = gorb.call("GET", f"/service/{vs}/{group}-{i}-8080-tcp")[1]["options"]
+        assert (rs["host"], rs["port"], rs["method"]) == (addr[i], 8080, "dr")
+    # inside each shard's namespace: the VIP on lo, ARP settings as IPVS DR needs, no published port
+    for name in shards.values():
+        assert f"inet {PARENT_IP}/32" in in_shard(docker_client, name, "ip", "-4", "addr", "show", "dev", "lo")
+        assert in_shard(docker_client, name, "cat", "/proc/sys/net/ipv4/conf/all/arp_ignore").strip() == "1"
+        assert in_shard(docker_client, name, "cat", "/proc/sys/net/ipv4/conf/all/arp_announce").strip() == "2"
+        hc = docker_client.inspect_container(name)["HostConfig"]
+        assert not hc.get("PortBindings") and not hc.get("CapAdd")  # the app itself holds no NET_ADMIN
+    # the client on the wire reaches each shard's own address directly
+    for i in (0, 1):
+        page = in_client(f"""
+            import time, urllib.request
+            end = time.time() + 10
+            while True:
+                try:
+                    print(urllib.request.urlopen("http://{addr[i]}:8080/cgi-bin/id", timeout=2).read().decode()); break
+                except OSError:
+                    if time.time() > end: raise
+                    time.sleep(0.2)
+        """)
+        assert parse_shard_answer(page)["uid"] == str(i)
+    # ARP: a shard answers for its own address, but for the VIP only the parent does
+    parent_mac = open(f"/sys/class/net/{PARENT}/address").read().strip()
+    shard_macs = {docker_client.inspect_container(n)["NetworkSettings"]["Networks"][net]["MacAddress"] for n in shards.values()}
+    assert arp_answers(addr[0]) & shard_macs
+    assert arp_answers(PARENT_IP) == {parent_mac}
+    # no loopback step left behind
+    assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}", "io.tesson.role=lo-step"]}) == []
+    # ps shows the macvlan addresses
+    doc = json.loads(ok(tesson_cmd("ps", "-g", group, "--format", "json", env=NO_ENV_GORB)).stdout)
+    doc = doc[0] if isinstance(doc, list) else doc
+    assert doc["frontend"]["macvlan"]["addresses"] == {shards[i]: addr[i] for i in (0, 1)}
+    table = ok(tesson_cmd("ps", "-g", group, env=NO_ENV_GORB)).stdout
+    assert addr[0] in table and addr[1] in table
+    # stop --purge: services withdrawn, and the macvlan network goes with the last container on it
+    ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+    assert gorb.state()["services"] == {}
+    assert docker_client.networks(names=[net]) == []
+
+
+def test_purge_keeps_the_macvlan_network_another_container_uses(wire, gorb, group, shard_image, tesson_image, docker_client):
+    ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "1", "--gorb-forward", "dr",
+                  "--macvlan-range", RANGE, "-p", "8080", shard_image, env=NO_ENV_GORB))
+    net = f"tesson-macvlan-{PARENT}"
+    other = docker_client.create_container(shard_image, name=f"{group}-other",
+                                           host_config=docker_client.create_host_config(network_mode=net))
+    try:
+        docker_client.start(other)
+        ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+        assert len(docker_client.networks(names=[net])) == 1
+    finally:
+        docker_client.remove_container(other, force=True)
+    docker_client.remove_network(net)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--gorb-forward", "dr", "--macvlan-range", RANGE], "needs --gorb"),
+    (["--macvlan-range", RANGE], "--macvlan-range needs --gorb"),
+    (["GORB", "nosuchdev0", "--gorb-forward", "dr", "--macvlan-range", RANGE], "nosuchdev0"),
+    (["GORB", "t16nov4", "--gorb-forward", "dr", "--macvlan-range", RANGE], "no IPv4"),
+    (["GORB", PARENT, "--gorb-forward", "dr", "--macvlan-range", "198.19.0.0/26"], "outside"),
+    (["GORB", PARENT, "--gorb-forward", "dr"], "needs --macvlan-range"),
+    (["GORB", PARENT, "--gorb-forward", "dr", "--macvlan-range", RANGE, "-p", "8081:8080"], "cannot map ports"),
+    (["GORB", PARENT, "--gorb-forward", "tunnel"], "not supported yet"),
+])
+def test_what_dr_cannot_do_is_refused_and_makes_nothing(wire, gorb, group, shard_image, docker_client, args, says):
+    sh("ip", "link", "add", "t16nov4", "type", "veth", "peer", "name", "t16nov4p", check=False)
+    pre = []
+    if args[:1] == ["GORB"]:
+        pre, args = ["--gorb", gorb.uri(args[1])], args[2:]
+    ports = [] if "-p" in args else ["-p", "8080"]
+    r = tesson_cmd(*pre, "run", "-g", group, "-n", "1", *ports, *args, shard_image, env=NO_ENV_GORB)
+    assert r.returncode == 2, r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert says in line, line
+    assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]}) == []
+    assert docker_client.networks(names=[f"tesson-macvlan-{PARENT}"]) == []
+    assert gorb.state()["services"] == {}
+
+
+# --- issue 13's leftover: run --near NETDEV with a Gorb URI that names no device of its own -------
+
+
+def test_a_gorb_uri_without_device_registers_on_the_near_network_device(wire, gorb, group, shard_image, docker_client):
+    bare = gorb.uri(PARENT).split("://", 1)[1]  # 127.0.0.1:PORT
+    r = tesson_cmd("--gorb", bare, "run", "-g", group, "-n", "1", "-p", "8080", "--near", PARENT, shard_image,
+                   env=NO_ENV_GORB)
+    ok(r)
+    vs = f"{group}-8080-tcp"
+    rs = gorb.call("GET", f"/service/{vs}/{group}-0-8080-tcp")[1]["options"]
+    assert rs["host"] == PARENT_IP  # the --near device's address
+    labels = docker_client.inspect_container(f"{group}-0")["Config"]["Labels"]
+    assert labels["io.tesson.gorb.uri"] == f"{PARENT}://{bare}" and json.loads(labels["io.tesson.near"]) == [PARENT]
+    ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+    # a URI that names its own device keeps it, --near or not
+    ok(tesson_cmd("--gorb", f"lo://{bare}", "run", "-g", group, "-n", "1", "-p", "8080", "--near", PARENT,
+                  shard_image, env=NO_ENV_GORB))
+    assert gorb.call("GET", f"/service/{vs}/{group}-0-8080-tcp")[1]["options"]["host"] == "127.0.0.1"
+    ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+    # no device in the URI and no --near network device: exit 2, nothing made
+    r = tesson_cmd("--gorb", bare, "run", "-g", group, "-n", "1", "-p", "8080", shard_image, env=NO_ENV_GORB)
+    assert r.returncode == 2 and "no run --near network device" in r.stderr
+    assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]}) == []
