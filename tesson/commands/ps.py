@@ -29,14 +29,25 @@ def _frontend_info(grp: Group, client: Any) -> dict:
         return {"kind": kind, "status": f"unknown ({explain(e)})", "ports": []}
 
 
+def headline(grp: Group, fe: dict) -> str:
+    """The group's status: its shards' (``running 2/2``), but ``degraded 2/2 (balancer missing)``
+    when every shard runs and the front door does not reach them."""
+    status = grp.status
+    why = fe.get("degraded")
+    if why and status.startswith("running "):
+        return f"degraded {status.split(' ', 1)[1]} ({why})"
+    return status
+
+
 def to_json(grp: Group, client: Any) -> dict:
+    fe = _frontend_info(grp, client)
     return {
         "group": grp.name,
         "image": grp.image,
         "unit": grp.unit,
         "near": grp.near,
         "size": grp.size,
-        "status": grp.status,
+        "status": headline(grp, fe),
         "shards": [
             {
                 "index": s.index,
@@ -50,7 +61,7 @@ def to_json(grp: Group, client: Any) -> dict:
             }
             for s in grp.shards
         ],
-        "frontend": _frontend_info(grp, client),
+        "frontend": fe,
     }
 
 
@@ -67,7 +78,7 @@ def print_groups(groups: list[Group], client: Any, fmt: str = "table", out: Text
         if n:
             out.write("\n")
         near = f" near={','.join(grp.near)}" if grp.near else ""
-        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
+        out.write(f"Group: {grp.name} [{grp.image}] unit={grp.unit} size={grp.size}{near} {doc['status']}\n")
         fe = doc["frontend"]
         front = ", ".join(fe.get("ports") or [])
         out.write(f"Frontend: {fe.get('kind')} ({fe.get('status')}){' ' + front if front else ''}\n")
@@ -87,6 +98,10 @@ def ps(group: str | None = None, fmt: str = "table") -> int:
     from tesson import group as G
     from tesson.errors import TessonError
 
+    from tesson import names
+
+    if group is not None:
+        names.validate_group(group)  # an empty -g is no filter: it is a mistake (exit 2)
     client = docker_client.connect()
     groups = G.list_groups(client, group)
     if group and not groups:

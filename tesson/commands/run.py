@@ -14,10 +14,11 @@ from tesson import names
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
     import argparse
-    from typing import Any, TextIO
+    from typing import Any, Callable, TextIO
 
     from collections.abc import Sequence
 
+    from tesson.frontend import Frontend
     from tesson.group import Group
     from tesson.near import Near
     from tesson.request import Placement, RunRequest
@@ -25,17 +26,23 @@ if TYPE_CHECKING:
 
 
 def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool, unit: str,
-              size: int | None, near: Sequence[str] = ()) -> Placement:
+              size: int | None, near: Sequence[str] = (), force: bool = False) -> Placement:
     """Read the topology under ``fsroot`` and split it as asked (within the CPUs local to the
-    ``near`` devices, if any). The group defaults to one made from the image name."""
-    group = names.validate_group(group) if group else names.group_from_image(image)
+    ``near`` devices, if any). The group defaults to one made from the image name (only when no
+    name is given: an empty one is refused). ``size`` is bounded by :func:`placement.check_size`
+    (``force``: up to the hard cap)."""
+    group = names.validate_group(group) if group is not None else names.group_from_image(image)
     from tesson import placement, topology
+    from tesson.cpulist import weight
     from tesson.request import Placement
 
+    placement.check_size(size, 1, force=True)  # the hard cap, before reading anything
     topo = topology.read(fsroot, include_isolated=include_isolated)
     unit = placement.canonical_unit(unit)
     found = near_devices(topo, near)
-    shards = placement.plan(topo, unit, size, restrict=found.cpuset if found else None)
+    restrict = found.cpuset if found else None
+    placement.check_size(size, weight(topo.cpuset if restrict is None else topo.cpuset & restrict), force)
+    shards = placement.plan(topo, unit, size, restrict=restrict)
     return Placement(group, image, unit, topo, tuple(shards), tuple(near))
 
 
@@ -53,18 +60,25 @@ def near_devices(topo: Topology, specs: Sequence[str]) -> Near | None:
 
 def _plan_of(args: argparse.Namespace) -> Placement:
     return make_plan(args.group, args.image, args.fsroot, not args.no_isolated, args.unit, args.size,
-                     tuple(args.near or ()))
+                     tuple(args.near or ()), force=args.force)
 
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """Check everything that needs no daemon and make the request: ``-p`` specs, the config, the
     frontend's options, whether this machine's topology may be used, the plan."""
-    from tesson import config as config_mod
-    from tesson import docker_client, ports
+    from tesson import docker_client
     from tesson.request import FrontendOptions, RunRequest
 
-    port_list = ports.parse(args.ports)
-    cfg = config_mod.load(args.config) if args.config else {}
+    port_list = []
+    if args.ports:  # parsing imports docker-py's helper: only when there is something to parse
+        from tesson import ports
+
+        port_list = ports.parse(args.ports)
+    cfg = {}
+    if args.config:
+        from tesson import config as config_mod
+
+        cfg = config_mod.load(args.config, allow_privileged=args.allow_privileged)
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
                                      lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method)
     docker_client.check_topology_source(args.fsroot_given)
@@ -81,6 +95,13 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         frontend=options,
         pull=args.pull,
     )
+
+
+def _frontend_asked(req: RunRequest) -> bool:
+    """Whether the request gives the frontend anything to check (ports, a config, its options)."""
+    from tesson.request import FrontendOptions
+
+    return bool(req.ports or req.config or req.frontend != FrontendOptions("nginx"))
 
 
 def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
@@ -107,15 +128,17 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
     write_table(rows, out)
 
 
-def start(req: RunRequest) -> tuple[Group | None, Any]:
-    """The real run: the frontend's checks, the image, the group name free, then start the group.
+def start(req: RunRequest, fe: Frontend | None = None,
+          show: Callable[[Group, Any], None] | None = None) -> tuple[Group | None, Any]:
+    """The real run: the frontend's checks (unless ``fe`` is the frontend already checked), the
+    image, the group name free, then start the group and ``show(group, client)`` it.
 
     Returns the group as found on the daemon afterwards and the client.
     """
     from tesson import docker_client, frontend, runtime
     from tesson import group as G
 
-    fe = frontend.select(req)
+    fe = fe or frontend.select(req)
     client = docker_client.connect(workers=runtime.MAX_WORKERS)
     from tesson.pull import ensure_image
 
@@ -131,17 +154,32 @@ def start(req: RunRequest) -> tuple[Group | None, Any]:
             f"group {req.group!r} is already in use ({existing.status}); "
             f"stop it first: tesson stop -g {req.group} --purge"
         )
-    runtime.run(frontend.Context.for_run(req, client, fe), fe)
-    return G.find(client, req.group), client
+    from tesson.runtime.pool import held_interrupts
+
+    # Once the group is complete an interrupt is recorded, not raised: the run finishes and says so
+    # (the group is shown) rather than report "interrupted" with the group left running. Until
+    # then (inside runtime.run) Ctrl-C and SIGTERM undo it all.
+    with held_interrupts():
+        runtime.run(frontend.Context.for_run(req, client, fe), fe)
+        grp = G.find(client, req.group)
+        if show is not None and grp is not None:
+            show(grp, client)
+    return grp, client
 
 
 def main(args: argparse.Namespace) -> int:
+    req = run_request(args)
+    # A dry run checks all a run checks before the daemon, the frontend's options too; with none of
+    # them given (no -p, -c, --lb*, --gorb*) there is nothing to check, and the dry run stays light.
+    fe = None
+    if not args.dry_run or _frontend_asked(req):
+        from tesson import frontend
+
+        fe = frontend.select(req)
     if args.dry_run:
-        print_plan(_plan_of(args), args.format)
+        print_plan(req.placement, args.format)
         return 0
     from tesson.commands import ps
 
-    grp, client = start(run_request(args))
-    if grp is not None:
-        ps.print_groups([grp], client, args.format)
+    start(req, fe, show=lambda grp, client: ps.print_groups([grp], client, args.format))
     return 0

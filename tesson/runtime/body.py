@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from tesson import cpulist, log
 from tesson import labels as L
 from tesson.docker_client import explain, remove_container
+from tesson.errors import TessonError
 from tesson.runtime.pool import Batch, Progress
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ def _env_merge(env: list[str], ours: dict[str, str], defaults: dict[str, str]) -
 
 def shard_body(ctx: Context, fe: Frontend, shard: Shard) -> dict:
     """The create body of one shard: the config as given, tesson's fields on top, then the frontend's."""
-    body = copy.deepcopy(ctx.config) if ctx.config else {}
+    if ctx.config is None:
+        raise TessonError(f"group {ctx.group}: its config must be recovered first (Context.load_config)")
+    body = copy.deepcopy(ctx.config)
     body["Image"] = ctx.image
     if ctx.command:
         body["Cmd"] = list(ctx.command)

@@ -116,6 +116,8 @@ def execute(ctx: Context, fe: Frontend, plan: RepairPlan, workers: int = MAX_WOR
     from tesson.frontend import Undo
 
     client = ctx.docker
+    if plan.with_action(RECREATE):
+        ctx.load_config()  # from a surviving shard: the labels keep only its digest
     new_run_id(ctx)
     began = time.time()
     lines = [f"left {s.name} alone: it is {s.reason}" for s in plan.with_action(LEAVE)]
