@@ -144,6 +144,12 @@ def start(req: RunRequest, fe: Frontend | None = None,
 
     ensure_image(client, req.image, req.pull)
     existing = G.find(client, req.group)
+    if existing is not None and existing.shards and all(sh.state in ("created", "missing") for sh in existing.shards):
+        # created, never started: a run of the group under way (or one that died half-way)
+        raise runtime.GroupInUse(
+            f"group {req.group!r} is already in use: its containers are created, not started (another run "
+            f"may be starting it); if none is, remove them first: tesson stop -g {req.group} --purge"
+        )
     if existing is not None and existing.status.startswith("stopped"):
         raise runtime.GroupInUse(
             f"group {req.group!r} exists and is stopped ({existing.status}): start it with "
