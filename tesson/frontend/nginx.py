@@ -38,6 +38,7 @@ from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context, Frontend
 from tesson.frontend import nginx_conf as nc
 from tesson.frontend import nginx_io as nio
+from tesson.runtime.body import start_container
 
 if TYPE_CHECKING:
     from tesson.placement import Shard
@@ -308,7 +309,7 @@ class NginxFrontend(Frontend):
         try:
             try:
                 client.put_archive(cid, "/", files)
-                client.start(cid)
+                start_container(client, cid)
             except Exception as e:
                 taken = nio.host_port_error(explain(e))
                 if taken:

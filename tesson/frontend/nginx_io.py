@@ -170,6 +170,11 @@ def make_network(ctx: Context, record: bool) -> str:
             raise TessonError(f"could not create network {name}: {explain(e)}") from None
         return _existing_network(ctx, name)
     log.info("network created", network=name, id=net_id[:12])
+    oldest = _existing_network(ctx, name)
+    if oldest != net_id:  # a concurrent run made one too: all use the oldest, the others go at once
+        unless_gone(client.remove_network, net_id)
+        log.info("network removed: another run of the group made one first", network=name, id=net_id[:12])
+        return oldest
     if record:
         run_id = ctx.labels.get(L.RUN)
         ctx.undo.add(f"network {name}", lambda: _undo_network(client, ctx.group, name, net_id, run_id))
