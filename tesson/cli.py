@@ -163,6 +163,19 @@ def _int_at_least(minimum: int):
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
+def _shard_count(text: str) -> int:
+    """``run -n``: ASCII digits only (no sign, blank, '_' or other scripts' digits), at least 1.
+    The upper bounds need the topology: :func:`tesson.placement.check_size`."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number of shards (digits 0-9), got {text!r}")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 30:  # far over every bound (and int() refuses beyond 4300 digits)
+        raise argparse.ArgumentTypeError(f"a {len(digits)}-digit number of shards is far over the limit (4096)")
+    value = int(digits)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
 
 def _seconds(text: str) -> float:
     """A number of seconds, zero or more (``2``, ``0.5``)."""
@@ -304,7 +317,13 @@ def build_parser(prog: str | None = None) -> Parser:
         "8000-8001:80-81 (repeatable); with the balancer this is the group's front door",
     )
     run.add_argument(
-        "-n", "--size", type=_positive_int, metavar="N", help="number of shards (default: one per unit)"
+        "-n", "--size", type=_shard_count, metavar="N",
+        help="number of shards (default: one per unit; at most 4 per allowed CPU without --force, "
+        "4096 with it)",
+    )
+    run.add_argument(
+        "--force", action="store_true",
+        help="allow more than 4 shards per allowed CPU (up to 4096)",
     )
     run.add_argument(
         "-u",
@@ -347,6 +366,12 @@ def build_parser(prog: str | None = None) -> Parser:
         "--config",
         metavar="CONFIG.json",
         help="a Docker Engine API container-create body to start from (Env, Labels, HostConfig, ...)",
+    )
+    run.add_argument(
+        "--allow-privileged",
+        action="store_true",
+        help="accept a config that gives the shards power over the host (Privileged, host namespaces, "
+        "CapAdd, Devices, unconfined security options, binds of / or the Docker socket)",
     )
     run.add_argument(
         "--lb",

@@ -38,7 +38,7 @@ class Spec:
     image: str
     command: list[str]
     port_specs: list[str]  # the -p specs as typed
-    config: dict
+    config: dict | None  # the -c body; None when rebuilt from labels (config.recover reads it back)
     unit: str
     shards: list[Shard]  # the plan, by index
     frontend: str = "none"
@@ -47,6 +47,14 @@ class Spec:
     restrict: str | None = None  # the cpulist the group may use (--cpus AND --near); None: all allowed
     limits: list = field(default_factory=list)  # each shard's HostConfig limits, by index ([] = none)
     machine: str = ""  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
+    config_digest: str = ""  # config.digest of the body ("" = no config)
+    config_fields: list = field(default_factory=list)  # config.fields of the body: names, no values
+
+    def __post_init__(self) -> None:
+        if self.config is not None:
+            from tesson import config as C
+
+            self.config_digest, self.config_fields = C.digest(self.config), C.fields(self.config)
 
     @property
     def size(self) -> int:
@@ -71,7 +79,8 @@ class Spec:
             L.IMAGE: self.image,
             L.COMMAND: json.dumps(list(self.command)),
             L.PORTS: json.dumps(list(self.port_specs)),
-            L.CONFIG: json.dumps(self.config, separators=(",", ":"), sort_keys=True) if self.config else "",
+            L.CONFIG: self.config_digest,
+            L.CONFIG_FIELDS: json.dumps(self.config_fields) if self.config_digest else "",
             L.UNIT: self.unit,
             L.SIZE: str(self.size),
             L.PLAN: json.dumps([[cpulist.format(s.cpus), cpulist.format(s.mems)] for s in self.shards]),
@@ -81,16 +90,20 @@ class Spec:
 
     @classmethod
     def from_labels(cls, labels: dict) -> "Spec":
-        """Inverse of :meth:`labels`; ValueError if the labels are not tesson's."""
+        """Inverse of :meth:`labels` (the config's values excepted: ``config`` is None unless there
+        is no config, or the labels are an older tesson's, which held the whole body);
+        ValueError if the labels are not tesson's."""
         try:
             plan = json.loads(labels[L.PLAN])
+            text = labels.get(L.CONFIG) or ""
+            known = {} if not text else json.loads(text) if text.startswith("{") else None
             shards = [make_shard(i, cpulist.parse(c), cpulist.parse(m)) for i, (c, m) in enumerate(plan)]
             return cls(
                 group=labels[L.GROUP],
                 image=labels[L.IMAGE],
                 command=json.loads(labels.get(L.COMMAND) or "[]"),
                 port_specs=json.loads(labels.get(L.PORTS) or "[]"),
-                config=json.loads(labels[L.CONFIG]) if labels.get(L.CONFIG) else {},
+                config=known,
                 unit=labels.get(L.UNIT, ""),
                 shards=shards,
                 frontend=labels.get(L.FRONTEND) or "none",
@@ -99,6 +112,8 @@ class Spec:
                 restrict=labels.get(L.CPUS_RESTRICT),
                 limits=json.loads(labels.get(L.LIMITS) or "[]"),
                 machine=labels.get(L.MACHINE, ""),
+                config_digest=text if known is None else "",
+                config_fields=json.loads(labels.get(L.CONFIG_FIELDS) or "[]") if known is None else [],
             )
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"labels do not describe a tesson group ({type(e).__name__}: {e})") from None

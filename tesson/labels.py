@@ -2,8 +2,9 @@
 
 Like docker-compose's project label, ``io.tesson.group`` ties a group's containers (and networks)
 together; ``io.tesson.role`` tells shards from the frontend's objects. Every container of a group
-also carries the group's *spec* (image, command, ports, config, unit, size, the whole plan), so
-``repair`` can recreate any vanished shard from whatever is left: tesson keeps no state file.
+also carries the group's *spec* (image, command, ports, unit, size, the whole plan, and of the
+config only its digest and field names), so ``repair`` can recreate any vanished shard from whatever
+is left (the config's values from a surviving shard's inspect): tesson keeps no state file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ SIZE = PREFIX + "size"
 IMAGE = PREFIX + "image"
 COMMAND = PREFIX + "command"  # JSON list; [] = the image's own
 PORTS = PREFIX + "ports"  # JSON list of -p specs as typed
-CONFIG = PREFIX + "config"  # JSON of the -c body as given ("" = none)
+CONFIG = PREFIX + "config"  # sha256:HEX digest of the -c body ("" = none); never the body (secrets)
+CONFIG_FIELDS = PREFIX + "config.fields"  # JSON list of the -c body's field names (no values)
 PLAN = PREFIX + "plan"  # JSON [[cpulist, memlist], ...] by shard index
 FRONTEND = PREFIX + "frontend"
 VERSION = PREFIX + "version"

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     Stop = Callable[[Obj], bool]  # where the walk stops descending
 
 UNITS = ("pu", "core", "l3", "numa", "package")
+
+# run -n bounds. More than SHARDS_PER_CPU shards per allowed CPU is refused without --force; above
+# MAX_SHARDS always. Every container carries the whole plan in a label (tesson.labels.PLAN), so a
+# group's labels grow with the square of its size: 4096 shards keep them, and the plan in memory,
+# to tens of megabytes on the daemon (and a run's worst case to 4096 containers).
+SHARDS_PER_CPU = 4
+MAX_SHARDS = 4096
 ALIASES = {"node": "numa", "socket": "package", "l3cache": "l3", "thread": "pu"}
 
 
@@ -113,6 +120,22 @@ def default_size(topo: Topology, unit: str, restrict: int | None = None) -> int:
         where = " near the device(s)" if restrict is not None else ""
         raise UsageError(f"this machine shows no {unit} objects{where}; choose another unit")
     return n
+
+
+def check_size(size: int | None, ncpus: int, force: bool = False) -> None:
+    """Refuse (UsageError, exit 2) a ``-n`` that makes no sense for ``ncpus`` allowed CPUs: above
+    :data:`MAX_SHARDS`, or, without ``force``, above :data:`SHARDS_PER_CPU` per CPU. Checked before
+    the plan is made (a plan's cost grows with its size)."""
+    if size is None:
+        return
+    if size > MAX_SHARDS:
+        raise UsageError(f"-n {size}: at most {MAX_SHARDS} shards per group, even with --force")
+    limit = SHARDS_PER_CPU * max(ncpus, 1)
+    if size > limit and not force:
+        raise UsageError(
+            f"-n {size}: more than {SHARDS_PER_CPU} shards per allowed CPU ({ncpus} CPUs: at most {limit}); "
+            f"add --force to run up to {MAX_SHARDS}"
+        )
 
 
 def _make_stop(topo: Topology, unit: str, mask: int) -> Stop:

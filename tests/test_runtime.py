@@ -349,7 +349,7 @@ def test_ctrl_c_in_the_middle_cleans_up(docker_client, shard_image, cleanup):
 
     g = "t3-sigint"
     cleanup.append(g)
-    p = subprocess.Popen([sys.executable, "-m", "tesson", "run", "-g", g, "-n", "12", "-u", "pu", "--lb", "none",
+    p = subprocess.Popen([sys.executable, "-m", "tesson", "run", "-g", g, "-n", "12", "--force", "-u", "pu", "--lb", "none",
                           shard_image], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not _containers(docker_client, g) and time.monotonic() < deadline and p.poll() is None:

@@ -102,7 +102,10 @@ def test_shard_body_merges_config_under_tessons_fields():
 def test_spec_round_trips_through_labels():
     ctx = _ctx({"User": "1"}, command=["a", "b c"], specs=("80", "53/udp"))
     spec = G.Spec.from_labels(ctx.labels)
-    assert spec.command == ["a", "b c"] and spec.port_specs == ["80", "53/udp"] and spec.config == {"User": "1"}
+    assert spec.command == ["a", "b c"] and spec.port_specs == ["80", "53/udp"]
+    # the config's values stay out of the labels (issue 10): its digest and field names round-trip
+    assert spec.config is None and spec.config_fields == ["User"]
+    assert spec.config_digest == config.digest({"User": "1"}) and spec.config_digest.startswith("sha256:")
     assert [(s.index, tuple(s.cpus), tuple(s.mems)) for s in spec.shards] == [(0, (0, 1), (0,)), (1, (2, 3), (0, 1))]
     assert all(isinstance(v, str) for v in ctx.labels.values())
     with pytest.raises(ValueError):
@@ -203,7 +206,8 @@ def test_remote_docker_host_is_no_longer_refused_and_fsroot_still_wins(monkeypat
 
 def test_labels_json_is_compact_and_parsable():
     ctx = _ctx({"HostConfig": {"Memory": 1}})
-    assert json.loads(ctx.labels[L.CONFIG]) == {"HostConfig": {"Memory": 1}}
+    assert ctx.labels[L.CONFIG] == config.digest({"HostConfig": {"Memory": 1}})  # the digest, never the body
+    assert json.loads(ctx.labels[L.CONFIG_FIELDS]) == ["HostConfig.Memory"]
     assert json.loads(ctx.labels[L.PLAN]) == [["0-1", "0"], ["2-3", "0-1"]]
 
 

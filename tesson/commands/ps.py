@@ -55,7 +55,18 @@ def _frontend_info(grp: Group, client: Any) -> dict:
         return {"kind": kind, "status": f"unknown ({explain(e)})", "ports": []}
 
 
+def headline(grp: Group, fe: dict) -> str:
+    """The group's status: its shards' (``running 2/2``), but ``degraded 2/2 (balancer missing)``
+    when every shard runs and the front door does not reach them."""
+    status = grp.status
+    why = fe.get("degraded")
+    if why and status.startswith("running "):
+        return f"degraded {status.split(' ', 1)[1]} ({why})"
+    return status
+
+
 def to_json(grp: Group, client: Any) -> dict:
+    fe = _frontend_info(grp, client)
     return {
         "group": grp.name,
         "image": grp.image,
@@ -63,7 +74,7 @@ def to_json(grp: Group, client: Any) -> dict:
         "near": grp.near,
         "exclusive": grp.exclusive or None,
         "size": grp.size,
-        "status": grp.status,
+        "status": headline(grp, fe),
         "change": grp.change,
         "shards": [
             {
@@ -81,7 +92,7 @@ def to_json(grp: Group, client: Any) -> dict:
         ],
         "previous": [{"index": i, "id": p.short_id, "name": p.name, "state": p.state}
                      for i, p in sorted(grp.previous.items())],  # kept by an update until its successor is healthy
-        "frontend": _frontend_info(grp, client),
+        "frontend": fe,
     }
 
 
@@ -178,12 +189,12 @@ def write_default(selected: list, client: Any, out: TextIO) -> None:
             out.write("\n")
         near = f" near={','.join(grp.near)}" if grp.near else ""
         near += f" exclusive={grp.exclusive}" if grp.exclusive else ""
+        fe = _frontend_info(grp, client)
         change = grp.change or {}
         image = grp.image
         if change.get("verb") == "update" and change.get("old_image") not in (None, grp.image):
             image = f"{grp.image} <- {change['old_image']}"  # new and old during a rolling update
-        out.write(f"Group: {grp.name} [{image}] unit={grp.unit} size={grp.size}{near} {grp.status}\n")
-        fe = _frontend_info(grp, client)
+        out.write(f"Group: {grp.name} [{image}] unit={grp.unit} size={grp.size}{near} {headline(grp, fe)}\n")
         front = ", ".join(fe.get("ports") or [])
         status = with_prog(str(fe.get("status")), prog)  # "stale: run tesson repair ..."
         out.write(f"Frontend: {fe.get('kind')} ({status}){' ' + front if front else ''}\n")
@@ -222,10 +233,12 @@ def ps(groups: list | None = None, fmt: str = "table", document: bool = False, q
     """``groups``: names given positionally or with -g; ``fmt``: the --format text; ``document``:
     --json; ``quiet``: -q; ``filters``: the --filter terms. Bad input is a UsageError before any
     daemon call."""
-    from tesson import docker_client, psformat
+    from tesson import docker_client, names, psformat
     from tesson import group as G
     from tesson.errors import UsageError
 
+    for name in groups or []:
+        names.validate_group(name)  # an empty -g is no filter: it is a mistake (exit 2)
     out = out or sys.stdout
     try:
         form = psformat.parse(fmt, FIELDS)

@@ -14,9 +14,10 @@ from tesson import names
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, TextIO
 
+    from tesson.frontend import Frontend
     from tesson.group import Group
     from tesson.near import Near
     from tesson.quotas import Quotas
@@ -26,13 +27,16 @@ if TYPE_CHECKING:
 
 def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool, unit: str,
               size: int | None, near: Sequence[str] = (), cpus: str | None = None, exclusive: str = "",
-              quotas: Quotas | None = None, claims: Sequence | None = (), config: dict | None = None) -> Placement:
+              quotas: Quotas | None = None, claims: Sequence | None = (), config: dict | None = None,
+              force: bool = False) -> Placement:
     """Read the topology under ``fsroot`` and plan the group as asked: within ``--cpus`` and the
     CPUs local to the ``near`` devices (if any), next to the groups whose ``claims`` are given
     (tesson.holdings; () = none: the whole machine is free). The group defaults to one made from
-    the image name."""
-    group = names.validate_group(group) if group else names.group_from_image(image)
+    the image name (only when no name is given: an empty one is refused). ``size`` is bounded by
+    :func:`placement.check_size` (``force``: up to the hard cap) before anything is planned."""
+    group = names.validate_group(group) if group is not None else names.group_from_image(image)
     from tesson import placement, sharing, topology
+    from tesson.cpulist import weight
     from tesson.request import Placement
 
     topo = topology.read(fsroot, include_isolated=include_isolated)
@@ -46,6 +50,7 @@ def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool
             raise TessonError(f"--cpus {cpus} and --near {','.join(near)} have no CPU in common "
                               f"(the devices' CPUs: {_fmt(found.cpuset)})")
         restrict = found.cpuset & topo.cpuset if restrict is None else restrict & found.cpuset
+    placement.check_size(size, weight(topo.cpuset if restrict is None else topo.cpuset & restrict), force)
     p = Placement(group, image, unit, topo, (), tuple(near), exclusive=exclusive, restrict=restrict,
                   size_asked=size, quotas=quotas or None)
     return sharing.place(p, list(claims or ()), config)
@@ -114,13 +119,14 @@ def _plan_of(args: argparse.Namespace, claims: Sequence | None = (), config: dic
     exclusive, q = _options(args)
     src = probe.for_args(args, ask=ask)
     return make_plan(args.group, args.image, src.fsroot, not args.no_isolated, args.unit, args.size,
-                     tuple(args.near or ()), args.cpus, exclusive, q, claims, config)
+                     tuple(args.near or ()), args.cpus, exclusive, q, claims, config, force=args.force)
 
 
-def run_request(args: argparse.Namespace) -> RunRequest:
+def run_request(args: argparse.Namespace, ask: bool = True) -> RunRequest:
     """Check everything that needs no daemon and make the request: ``-p`` specs, the config, the
-    frontend's options, the plan (from this machine's topology, or the daemon host's: tesson.probe) (as if no other group
-    held any CPU: :func:`start` plans again, under the daemon's lock, next to the groups there)."""
+    frontend's options, the plan (from this machine's topology, or the daemon host's: tesson.probe;
+    ``ask`` False, as a dry run does, asks the daemon nothing), as if no other group held any CPU:
+    :func:`start` plans again, under the daemon's lock, next to the groups there."""
     from tesson import config as config_mod
     from tesson import ports
     from tesson.request import FrontendOptions, RunRequest
@@ -130,7 +136,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
                                      lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method,
                                      gorb_forward=args.gorb_forward, macvlan_range=args.macvlan_range)
-    placement = _plan_of(args, (), cfg, ask=True)
+    placement = _plan_of(args, (), cfg, ask=ask)
     command = list(args.command or [])
     if command[:1] == ["--"]:
         command = command[1:]
@@ -145,30 +151,31 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     )
 
 
-def dry_run(args: argparse.Namespace) -> Placement:
+def dry_run(req: RunRequest) -> Placement:
     """The plan ``run`` would make now, next to the groups on the daemon; when no daemon answers, on
     the whole machine (and a note on stderr says so)."""
     from tesson import daemon_claims
 
-    cfg = None
-    if args.config:
-        from tesson import config as config_mod
-
-        cfg = config_mod.load(args.config)
-    first = _plan_of(args, (), cfg)  # checks the options and reads the topology once
-    claims, why = daemon_claims.load(first.topology)
+    claims, why = daemon_claims.load(req.topology)
     if claims is None:
         print(f"tesson: note: no Docker daemon reachable ({why}): planned on the whole machine, as if no "
               f"group held any CPU", file=sys.stderr)
-        return first
+        return req.placement
     if not claims:
-        return first
+        return req.placement
     from tesson import sharing
 
-    placed = sharing.place(first, claims, cfg)
+    placed = sharing.place(req.placement, claims, req.config)
     for line in placed.warnings:
         print(f"tesson: {line}", file=sys.stderr)
     return placed
+
+
+def _frontend_asked(req: RunRequest) -> bool:
+    """Whether the request gives the frontend anything to check (ports, a config, its options)."""
+    from tesson.request import FrontendOptions
+
+    return bool(req.ports or req.config or req.frontend != FrontendOptions("auto"))
 
 
 def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
@@ -222,11 +229,13 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
                   f"{cpulist.format(m.old_cpus)} -> {cpulist.format(m.cpus)}\n")
 
 
-def start(req: RunRequest) -> tuple[Group | None, Any]:
-    """The real run: the frontend's checks, the image, then, holding the daemon's lock
-    (tesson.daemon_lock): the group name free, the plan made again next to the groups on the
-    daemon, the shared groups re-pinned live if this exclusive group takes their CPUs, the group
-    started. A failure rolls back the re-pins with the shards.
+def start(req: RunRequest, fe: Frontend | None = None,
+          show: Callable[[Group, Any], None] | None = None) -> tuple[Group | None, Any]:
+    """The real run: the frontend's checks (unless ``fe`` is the frontend already checked), the
+    image, then, holding the daemon's lock (tesson.daemon_lock): the group name free, the plan made
+    again next to the groups on the daemon, the shared groups re-pinned live if this exclusive
+    group takes their CPUs, the group started and ``show(group, client)`` it. A failure rolls back
+    the re-pins with the shards.
 
     Returns the group as found on the daemon afterwards and the client.
     """
@@ -236,13 +245,19 @@ def start(req: RunRequest) -> tuple[Group | None, Any]:
     from tesson import group as G
     from tesson.runtime import repin
 
-    fe = frontend.select(req)
+    fe = fe or frontend.select(req)
     client = docker_client.connect(workers=runtime.MAX_WORKERS)
     from tesson.pull import ensure_image
 
     ensure_image(client, req.image, req.pull)
     with daemon_lock.held(client, req.image):
         existing = G.find(client, req.group)
+        if existing is not None and existing.shards and all(sh.state in ("created", "missing") for sh in existing.shards):
+            # created, never started: a run of the group under way (or one that died half-way)
+            raise runtime.GroupInUse(
+                f"group {req.group!r} is already in use: its containers are created, not started (another run "
+                f"may be starting it); if none is, remove them first: tesson stop -g {req.group} --purge"
+            )
         if existing is not None and existing.status.startswith("stopped"):
             raise runtime.GroupInUse(
                 f"group {req.group!r} exists and is stopped ({existing.status}): start it with "
@@ -267,17 +282,32 @@ def start(req: RunRequest) -> tuple[Group | None, Any]:
             for m in req.placement.repins:
                 m.containers = claimed[m.group].containers.get(m.index, [])
             repin.apply(client, list(req.placement.repins), ctx.undo)
-        runtime.run(ctx, fe)  # a failure rolls back the re-pins with the shards (ctx.undo)
-    return G.find(client, req.group), client
+        from tesson.runtime.pool import held_interrupts
+
+        # Once the group is complete an interrupt is recorded, not raised: the run finishes and says
+        # so (the group is shown) rather than report "interrupted" with the group left running.
+        # Until then (inside runtime.run) Ctrl-C and SIGTERM undo it all, the re-pins too (ctx.undo).
+        with held_interrupts():
+            runtime.run(ctx, fe)
+            grp = G.find(client, req.group)
+            if show is not None and grp is not None:
+                show(grp, client)
+    return grp, client
 
 
 def main(args: argparse.Namespace) -> int:
+    req = run_request(args, ask=not args.dry_run)
+    # A dry run checks all a run checks before the daemon, the frontend's options too; with none of
+    # them given (no -p, -c, --lb*, --gorb*) there is nothing to check, and the dry run stays light.
     if args.dry_run:
-        print_plan(dry_run(args), args.format)
+        if _frontend_asked(req):
+            from tesson import frontend
+
+            frontend.check(req)
+        print_plan(dry_run(req), args.format)
         return 0
+    from tesson import frontend
     from tesson.commands import ps
 
-    grp, client = start(run_request(args))
-    if grp is not None:
-        ps.print_groups([grp], client, args.format)
+    start(req, frontend.select(req), show=lambda grp, client: ps.print_groups([grp], client, args.format))
     return 0

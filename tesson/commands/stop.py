@@ -1,17 +1,27 @@
-"""tesson stop: stop every container of a group in parallel; --purge also removes them."""
+"""tesson stop: stop every container of a group in parallel; --purge also removes them, and every
+other object labelled with the group (networks), and with --gorb the group's Gorb services, even
+when no container of the group is left."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def stop(group: str, purge: bool = False, timeout: int = 10, fsroot: str = "/") -> int:
-    from tesson import frontend, runtime
-    from tesson.commands import find_group
+def stop(group: str, purge: bool = False, timeout: int = 10, fsroot: str = "/", gorb: str | None = None) -> int:
+    from tesson import docker_client, frontend, names, runtime
+    from tesson import group as G
+    from tesson.cli import program_name
     from tesson.errors import TessonError
 
-    client, grp = find_group(group, " (tesson ps lists every group)")
-    name = grp.name
+    name = names.validate_group(group)
+    client = docker_client.connect(workers=runtime.MAX_WORKERS)
+    grp = G.find(client, name)
+    if grp is None:
+        left = runtime.purge_leftovers(client, name, gorb) if purge else []
+        if not left:
+            raise TessonError(f"no group named {name!r} ({program_name()} ps lists every group)")
+        print(f"group {name}: no container was left; removed {', '.join(left)}")
+        return 0
     fe = frontend.for_group(grp)
     ctx = frontend.Context.for_group(grp, client, purge=purge, timeout=timeout)
     n = len(grp.container_ids())
@@ -30,4 +40,4 @@ def stop(group: str, purge: bool = False, timeout: int = 10, fsroot: str = "/") 
 
 
 def main(args: argparse.Namespace) -> int:
-    return stop(args.group, purge=args.purge, timeout=args.time, fsroot=getattr(args, "fsroot", "/") or "/")
+    return stop(args.group, purge=args.purge, timeout=args.time, fsroot=args.fsroot, gorb=args.gorb or None)

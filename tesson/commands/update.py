@@ -41,6 +41,10 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
 
     client, grp = find_group(group, " (tesson ls lists every group)")
     old, fe = _spec_and_frontend(grp)
+    if old.config is None and not config_path:  # the labels keep only a digest: read it back
+        from tesson import config as config_mod
+
+        old = dataclasses.replace(old, config=config_mod.recover(client, grp))
     cfg = new_config(old, config_path, env)
     command = command[1:] if command[:1] == ["--"] else command
     want = dataclasses.replace(old, image=image or old.image, command=list(command) if command else list(old.command), config=cfg)

@@ -169,7 +169,7 @@ class Context:
     ports: list[Port] = field(default_factory=list)
     shards: list[Shard] = field(default_factory=list)
     unit: str = ""
-    config: dict = field(default_factory=dict)
+    config: dict | None = field(default_factory=dict)  # None: not read back yet (see load_config)
     labels: dict = field(default_factory=dict)
     state: Group | None = None
     topology: Topology | None = None
@@ -224,6 +224,18 @@ class Context:
             except TessonError:
                 ctx.ports = []
         return ctx
+
+    def load_config(self) -> dict:
+        """The group's config (``run -c``), recovered from a surviving shard when the context was
+        rebuilt from labels (which keep only its digest): what recreating a shard needs.
+        TessonError when no shard is left to read it from."""
+        if self.config is None:
+            from tesson import config
+
+            if self.state is None:
+                raise TessonError(f"group {self.group}: its config is unknown")
+            self.config = config.recover(self.docker, self.state)
+        return self.config
 
     def base_labels(self, role: str) -> dict:
         """The group's labels with ``io.tesson.role`` = role: for containers (and networks) a
@@ -316,7 +328,9 @@ class Frontend:
         """For ``ps``: ``{"kind": ..., "status": ..., "ports": ["0.0.0.0:8080->80/tcp", ...], ...}``.
 
         It is the JSON ``"frontend"`` object; the table shows kind, status and ports. Never raise
-        for a frontend that cannot be reached: say so in ``status``."""
+        for a frontend that cannot be reached: say so in ``status``. ``"degraded"``, when set, says
+        in a few words why the front door does not reach every running shard (``balancer
+        missing``): ``ps`` then calls a running group degraded."""
         return {"kind": self.kind, "status": "-", "ports": []}
 
 
@@ -344,6 +358,13 @@ def select(req: RunRequest) -> Frontend:
 
         kind = kernel_auto.choose(req)
     return load(kind).from_request(req)
+
+
+def check(req: RunRequest) -> Frontend:
+    """What ``run --dry-run`` checks: the frontend's options, as :func:`select` would, without a
+    daemon call (``auto`` is checked as nginx, the door it falls back to, which takes every option)."""
+    kind = req.frontend.kind
+    return load("nginx" if kind == "auto" else kind).from_request(req)
 
 
 def from_labels(labels: dict) -> Frontend:

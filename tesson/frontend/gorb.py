@@ -155,8 +155,13 @@ class GorbFrontend(Frontend):
         if not req.ports:
             raise UsageError("--gorb needs at least one -p PORT: Gorb balances the group's published ports")
         check_ports(req.ports)
-        for flag in opts.lb_flags_given():
-            log.warning("option ignored with --gorb", option=flag)
+        flags = opts.lb_flags_given()
+        if flags:
+            raise UsageError(f"{', '.join(flags)}: the nginx balancer's options do not apply with --gorb "
+                             f"(Gorb is the balancer: drop {flags[0]}; its scheduler is --gorb-method)")
+        from tesson import config
+
+        config.check_for_balancer(req.config, "Gorb")
         forward = opts.gorb_forward or "nat"
         if forward == "tunnel":
             raise UsageError("--gorb-forward tunnel is not supported yet: IPIP packets are unwrapped by the host, "
@@ -442,10 +447,16 @@ class GorbFrontend(Frontend):
             if self.dr:
                 shown = ", ".join(f"{n} {ip}" for n, ip in doc["macvlan"]["addresses"].items()) or "no shard up"
                 doc["status"] += f"; dr via {self.network}: {shown}"
+            if up_total < rs_total or not all(e.get("registered") for e in doc["services"]):
+                doc["degraded"] = "Gorb is missing entries" if any(
+                    not e.get("registered") or any(b["status"] == "missing" for b in e.get("backends", []))
+                    for e in doc["services"]) else "Gorb backends down"
         except G.GorbUnreachable as e:
+            doc["degraded"] = "Gorb unreachable"
             doc["status"] = f"Gorb unreachable at {self.uri.url} ({e.message})"
             doc["services"] = [{"name": s.name, "port": s.port, "protocol": s.proto} for s in services]
         except G.GorbError as e:
+            doc["degraded"] = "Gorb error"
             doc["status"] = f"Gorb error: {e}"
         return doc
 
@@ -460,6 +471,23 @@ class GorbFrontend(Frontend):
                 if ip:
                     out[st.name] = ip
         return out
+
+
+def withdraw_group(uri_text: str, group: str) -> list[str]:
+    """``stop --purge -g GROUP --gorb URI``: withdraw from that Gorb every service of the group
+    (named ``GROUP-PORT-PROTO``; their backends go with them), whether or not any container of the
+    group is left (a run whose rollback could not reach Gorb leaves them). Returns the services
+    removed; GorbError (exit 1) when Gorb cannot be asked. No other group's service matches: a
+    group name never ends in ``-PORT-PROTO`` of another's, since the rest must be digits, '-' and
+    a protocol."""
+    client = G.GorbClient.for_uri(G.parse_uri(uri_text, check_device=False))
+    ours = re.compile(rf"^{re.escape(group)}-\d+-(tcp|udp|sctp)$")
+    removed = []
+    for vs in sorted(str(v) for v in client.list_services()):
+        if ours.match(vs) and client.remove_service(vs, missing_ok=True):
+            log.info("gorb service removed", service=vs)
+            removed.append(vs)
+    return removed
 
 
 def _remover(client: G.GorbClient, vs: str, rs: str | None = None) -> Callable[[], bool]:

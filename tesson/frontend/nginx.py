@@ -43,6 +43,7 @@ from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context, Frontend
 from tesson.frontend import nginx_conf as nc
 from tesson.frontend import nginx_io as nio
+from tesson.runtime.body import start_container
 
 if TYPE_CHECKING:
     from tesson.placement import Shard
@@ -88,6 +89,17 @@ class NginxFrontend(Frontend):
             nc.host_listeners(ports)  # a host port published for two container ports: UsageError
         if not ports and opts.lb == KIND:
             raise UsageError("--lb nginx needs at least one -p (the ports the balancer publishes)")
+        if ports:
+            from tesson import config
+
+            net = names.network_name(req.group)
+            mode = (req.config.get("HostConfig") or {}).get("NetworkMode")
+            if mode and mode != net:
+                raise UsageError(
+                    f"the config sets HostConfig.NetworkMode={mode!r}, but behind the nginx balancer the shards "
+                    f"join the group's network {net}: drop it, or use --lb none"
+                )
+            config.check_for_balancer(req.config, "the nginx balancer")
         if not ports and (method or opts.lb_cpus or opts.lb_image):
             log.warning("no -p given: the group has no balancer, --lb-* options are ignored")
         return cls(ports, method, image, cpus)
@@ -124,13 +136,6 @@ class NginxFrontend(Frontend):
     def before_shards(self, ctx: Context) -> None:
         if not self.enabled:
             return
-        net = names.network_name(ctx.group)
-        mode = ((ctx.config or {}).get("HostConfig") or {}).get("NetworkMode")
-        if mode and mode != net:
-            raise UsageError(
-                f"the config sets HostConfig.NetworkMode={mode!r}, but behind the nginx balancer the shards "
-                f"join the group's network {net}: drop it, or use --lb none"
-            )
         self._check_image(ctx)
         if not is_remote():
             nio.check_host_ports(self.ports, v6_any=self.host)
@@ -167,9 +172,12 @@ class NginxFrontend(Frontend):
             return []
         client = ctx.docker
         lines: list[str] = []
-        if not nio.group_networks(ctx):
+        nets = nio.group_networks(ctx)
+        if not nets:
             self._network = nio.make_network(ctx, record=False)
             lines.append(f"recreated network {names.network_name(ctx.group)}")
+        else:  # by id: a name two networks share is ambiguous to Docker
+            self._network = min(nets, key=lambda n: (n.get("Created") or "", n["Id"]))["Id"]
         addresses = nio.shard_addresses(ctx)
         running = list(addresses)
         name = names.lb_name(ctx.group)
@@ -244,7 +252,8 @@ class NginxFrontend(Frontend):
             return {"kind": KIND, "container": None, "status": "no balancer (no -p)", "ports": []}
         lbs = self._lb_containers(ctx)
         if not lbs:
-            return {"kind": KIND, "container": name, "status": "missing", "ports": self._wanted_ports(), "image": self.image}
+            return {"kind": KIND, "container": name, "status": "missing", "ports": self._wanted_ports(), "image": self.image,
+                    "degraded": "balancer missing"}
         c = lbs[0]
         status = c.state or "unknown"
         if nio.in_host_network(c):  # no Docker port bindings: what nginx was told to listen on
@@ -262,8 +271,14 @@ class NginxFrontend(Frontend):
                 status = f"running, stale check failed: {explain(e)}"
             if stale:
                 status = f"running, stale: run tesson repair to reach {', '.join(stale)}"
+        degraded = None
+        if status != "running" and not status.startswith("running,"):
+            degraded = f"balancer {c.state or 'not running'}"
+        elif stale:
+            degraded = "balancer stale"
         return {
             "kind": KIND,
+            "degraded": degraded,
             "container": c.name,
             "id": c.short_id,
             "status": status,
@@ -355,7 +370,7 @@ class NginxFrontend(Frontend):
         try:
             try:
                 client.put_archive(cid, "/", files)
-                client.start(cid)
+                start_container(client, cid)
             except Exception as e:
                 taken = nio.host_port_error(explain(e))
                 if taken:

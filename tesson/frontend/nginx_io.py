@@ -173,8 +173,13 @@ def group_networks(ctx: Context) -> list[dict]:
 
 
 def make_network(ctx: Context, record: bool) -> str:
-    """Create ``tesson-GROUP``; reuse one left by an earlier run of this group (not recorded for
-    undo: this run did not make it). A network of that name that is not tesson's is an error."""
+    """Create ``tesson-GROUP`` and return its id (everything refers to it by id: Docker does not
+    keep network names unique under a race, so two runs of one group may both make one).
+
+    One left by an earlier run of this group, or made a moment ago by a concurrent run that has not
+    claimed the group yet, is reused (not recorded for undo: this run did not make it); a group
+    that has containers already is in use, and a network of that name that is not tesson's is an
+    error."""
     client, name = ctx.docker, names.network_name(ctx.group)
     labels = {L.GROUP: ctx.group, L.ROLE: L.ROLE_NETWORK, L.FRONTEND: "nginx"}
     try:
@@ -182,22 +187,47 @@ def make_network(ctx: Context, record: bool) -> str:
     except Exception as e:
         if not is_status(e, 409):
             raise TessonError(f"could not create network {name}: {explain(e)}") from None
-        try:
-            existing = client.inspect_network(name)
-        except Exception as e2:
-            raise TessonError(f"network {name} exists but cannot be inspected: {explain(e2)}") from None
-        if (existing.get("Labels") or {}).get(L.GROUP) != ctx.group:
-            raise TessonError(
-                f"a network named {name} exists and is not tesson's for group {ctx.group}: "
-                "remove it or pick another group name"
-            ) from None
-        log.info("network reused", network=name, id=existing["Id"][:12])
-        return existing["Id"]
+        return _existing_network(ctx, name)
     log.info("network created", network=name, id=net_id[:12])
+    oldest = _existing_network(ctx, name)
+    if oldest != net_id:  # a concurrent run made one too: all use the oldest, the others go at once
+        unless_gone(client.remove_network, net_id)
+        log.info("network removed: another run of the group made one first", network=name, id=net_id[:12])
+        return oldest
     if record:
         run_id = ctx.labels.get(L.RUN)
         ctx.undo.add(f"network {name}", lambda: _undo_network(client, ctx.group, name, net_id, run_id))
     return net_id
+
+
+def _existing_network(ctx: Context, name: str) -> str:
+    """The id of the network ``name`` that exists already (the oldest, should a race have made two)."""
+    client = ctx.docker
+    try:
+        found = [n for n in client.networks(names=[name]) if n.get("Name") == name]
+    except Exception as e:
+        raise TessonError(f"network {name} exists but cannot be listed: {explain(e)}") from None
+    if not found:
+        raise TessonError(f"network {name} exists and vanished again: another run of group {ctx.group} "
+                          "may be starting or failing; try again")
+    strangers = [n for n in found if (n.get("Labels") or {}).get(L.GROUP) != ctx.group]
+    if strangers:
+        raise TessonError(
+            f"a network named {name} exists and is not tesson's for group {ctx.group}: "
+            "remove it or pick another group name"
+        )
+    existing = min(found, key=lambda n: (n.get("Created") or "", n["Id"]))
+    log.info("network reused", network=name, id=existing["Id"][:12])
+    return existing["Id"]
+
+
+def _on_network(c: Container, name: str, net_id: str) -> bool:
+    """Whether a container refers to the network (by id, or by a name that may be it)."""
+    mode = (c.raw.get("HostConfig") or {}).get("NetworkMode") or ""
+    if mode in (net_id, name) or (len(mode) >= 12 and net_id.startswith(mode)):
+        return True
+    nets = ((c.raw.get("NetworkSettings") or {}).get("Networks") or {}).values()
+    return any((n or {}).get("NetworkID") == net_id for n in nets)
 
 
 def _undo_network(client: Any, group: str, name: str, net_id: str, run_id: str | None) -> object:
@@ -206,11 +236,12 @@ def _undo_network(client: Any, group: str, name: str, net_id: str, run_id: str |
     The network is made before shard 0 claims the group's name, so two concurrent runs of one
     group can both get here: the one that made the network may be the one that loses the name,
     while the winner (which found the network and reuses it) has containers on it that are only
-    created, holding no endpoint yet, so Docker would let the network go from under them. Any
-    container of the group from another run (another ``io.tesson.run``) keeps the network.
+    created, holding no endpoint yet, so Docker would let the network go from under them. A
+    container of the group from another run (another ``io.tesson.run``) on this network (by id)
+    keeps it; one on another network of the same name (a race made two) does not.
     """
     others = [c for c in map(Container, client.containers(all=True, filters=L.filters(group=group)))
-              if c.labels.get(L.RUN) != run_id]
+              if c.labels.get(L.RUN) != run_id and _on_network(c, name, net_id)]
     if others:
         log.info("network kept: another run of the group uses it", network=name, containers=[c.name for c in others])
         return Undo.KEPT

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tesson import ports as _ports
+from tesson.errors import UsageError
 from tesson.frontend import Context, Frontend
 
 if TYPE_CHECKING:
@@ -37,10 +38,9 @@ class NoneFrontend(Frontend):
 
     @classmethod
     def from_request(cls, req: RunRequest) -> NoneFrontend:
-        from tesson import log
-
-        for flag in req.frontend.lb_flags_given():
-            log.warning("option ignored with --lb none", option=flag)
+        flags = req.frontend.lb_flags_given()
+        if flags:
+            raise UsageError(f"{', '.join(flags)}: there is no balancer with --lb none (drop {flags[0]}, or use --lb nginx)")
         return cls()
 
     def shape_shard(self, ctx: Context, shard: Shard, body: dict) -> None:

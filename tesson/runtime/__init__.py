@@ -17,9 +17,9 @@ from tesson.runtime.pool import MAX_WORKERS, Interrupted, Progress
 from tesson.runtime.repair import RepairPlan, Step, plan_repair, repair
 from tesson.runtime.run import GroupInUse, run
 from tesson.runtime.settle import SETTLE
-from tesson.runtime.stop import stop
+from tesson.runtime.stop import purge_leftovers, stop
 
 __all__ = [
     "MAX_WORKERS", "SETTLE", "GroupInUse", "Interrupted", "Progress", "RepairPlan", "Step",
-    "plan_repair", "repair", "run", "shard_body", "stop",
+    "plan_repair", "purge_leftovers", "repair", "run", "shard_body", "stop",
 ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tesson import cpulist, log
 from tesson import labels as L
 from tesson.docker_client import explain, remove_container
+from tesson.errors import TessonError
 from tesson.runtime.pool import Batch, Progress
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ def _env_merge(env: list[str], ours: dict[str, str], defaults: dict[str, str]) -
 
 def shard_body(ctx: Context, fe: Frontend, shard: Shard) -> dict:
     """The create body of one shard: the config as given, tesson's fields on top, then the frontend's."""
-    body = copy.deepcopy(ctx.config) if ctx.config else {}
+    if ctx.config is None:
+        raise TessonError(f"group {ctx.group}: its config must be recovered first (Context.load_config)")
+    body = copy.deepcopy(ctx.config)
     body["Image"] = ctx.image
     if ctx.command:
         body["Cmd"] = list(ctx.command)
@@ -84,10 +87,33 @@ def start_shard(ctx: Context, fe: Frontend, shard: Shard, batch: Batch, progress
         cid = created[shard.index] = create_shard(ctx, fe, shard, undo)
         log.info("shard created", shard=ctx.shard_name(shard.index), id=cid[:12], cpus=cpulist.format(shard.cpus))
     batch.check()
-    ctx.docker.start(cid)
+    start_container(ctx.docker, cid)
     starts[shard.index] = time.monotonic()
     log.info("shard started", shard=ctx.shard_name(shard.index), id=cid[:12])
     progress.step()
+
+
+AMBIGUOUS_WAIT = 5.0  # seconds a start waits out a network name two networks share for a moment
+
+
+def start_container(client: Any, cid: str) -> None:
+    """Start a container, waiting out (a few seconds at most) Docker's ``network NAME is ambiguous``.
+
+    Docker starts a container's networks by name, even one created with the network's id, and two
+    runs of one group racing may both have made ``tesson-GROUP``; the one that loses the group's
+    name removes its network in its rollback, a moment later."""
+    deadline = time.monotonic() + AMBIGUOUS_WAIT
+    delay = 0.05
+    while True:
+        try:
+            client.start(cid)
+            return
+        except Exception as e:
+            if "is ambiguous" not in explain(e) or time.monotonic() > deadline:
+                raise
+            log.info("network name ambiguous at start: waiting", id=cid[:12])
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def shard_error(ctx: Context, shard: Shard, exc: BaseException, doing: str) -> str:

@@ -77,6 +77,8 @@ def execute(ctx: Context, fe: Frontend, plan: P.Plan, opts: Options | None = Non
     """Carry out ``plan`` on the group of ``ctx`` (whose labels, image, command, config and shards
     are those of the spec converged to). Ctrl-C: Interrupted, naming what was kept."""
     opts = opts or Options()
+    if any(plan.with_action(a) for a in (P.CREATE, P.RECREATE, P.REPLACE)):
+        ctx.load_config()  # from a surviving shard when the spec came from labels (they keep a digest)
     new_run_id(ctx)
     run = _Run(ctx, fe, opts)
     run.out.lines += [f"left {s.name} alone: it is {s.reason}" for s in plan.with_action(P.LEAVE)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
@@ -58,28 +58,59 @@ class NoProgress(Progress):
         pass
 
 
+_held: list[list[int]] = []  # the signals recorded by each enclosing held_interrupts(), innermost last
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def interrupts(ignore: bool = False) -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C (or, with ignore, both are held off while cleaning up)."""
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt (or, with ignore, both are held off while
+    cleaning up); the previous handlers come back on the way out. Inside :func:`held_interrupts`,
+    a signal it recorded before this began raises at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def raise_interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
     old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.getsignal(sig)
-        if ignore:
-            signal.signal(sig, signal.SIG_IGN)
-        elif sig == signal.SIGTERM:
-            signal.signal(sig, raise_interrupt)
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, signal.SIG_IGN if ignore else _raise_interrupt)
+        if not ignore and _held and _held[-1]:
+            _held[-1].clear()
+            raise KeyboardInterrupt
         yield
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def held_interrupts() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM are recorded, not raised (the list yielded holds them), except inside an
+    :func:`interrupts` block. ``run`` holds them around the runtime: once the group is complete, an
+    interrupt cannot cut the command short between "done" and saying so."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    got: list[int] = []
+    old = {}
+
+    def record(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    _held.append(got)
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, record)
+        yield got
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        _held.remove(got)
 
 
 class Cancelled(Exception):
@@ -103,6 +134,14 @@ class Batch:
             raise Cancelled
 
     def run(self, fn: Callable[[Any, Batch], None], items: Iterable[Any]) -> None:
+        """Run ``fn(item, batch)`` for every item, at most ``workers`` at a time.
+
+        The pool is fed from the same loop that waits: at most ``workers`` jobs are queued at any
+        moment, so on the first failure (with ``stop_on_error``) or Ctrl-C no further job starts,
+        the queued ones are cancelled, and only those in flight (at most ``workers``, each one
+        daemon call from done) are waited for, with interrupts held off, before the exception goes
+        on. Hazard: submitting every item first and waiting after leaves, on a Ctrl-C during the
+        submission, a pool that goes on creating containers behind the rollback."""
         items = list(items)
         if not items:
             return
@@ -121,16 +160,24 @@ class Batch:
                     self.cancelled.set()
 
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="tesson")
-        futures = [pool.submit(task, it) for it in items]
         try:
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            queue = iter(items)
+            pending: set = set()
+            while True:
+                while len(pending) < self.workers and not self.cancelled.is_set():
+                    item = next(queue, _END)
+                    if item is _END:
+                        break
+                    pending.add(pool.submit(task, item))
+                if not pending:
+                    break
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
         except BaseException:
             self.cancelled.set()
-            for f in futures:
-                f.cancel()
             with interrupts(ignore=True):
-                pool.shutdown(wait=True)
+                pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+
+
+_END = object()

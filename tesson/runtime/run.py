@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from tesson.frontend import Context, Frontend
 
 
+CLAIM_WAIT = 5.0  # seconds a lost claim waits for the winner's GROUP-0 to be visible
+
+
 class GroupInUse(TessonError):
     pass
 
@@ -37,11 +40,23 @@ def new_run_id(ctx: Context) -> str:
 
 
 def _claim_conflict(ctx: Context, name: str) -> TessonError:
-    """Creating GROUP-0 hit a name conflict: another run of this group, or a stranger's container."""
-    try:
-        labels = Container(ctx.docker.inspect_container(name)).labels
-    except Exception:
-        labels = {L.GROUP: ctx.group}  # gone again, or unreadable: most likely a run of this group
+    """Creating GROUP-0 hit a name conflict: another run of this group, or a stranger's container.
+
+    The name is reserved a moment before the other run's container can be listed or inspected; the
+    rollback that follows must see it (it may be on the network this run made: see
+    nginx_io._undo_network), so this waits, a few seconds at most, until it can be inspected."""
+    labels = {L.GROUP: ctx.group}  # gone again, or unreadable: most likely a run of this group
+    deadline = time.monotonic() + CLAIM_WAIT
+    delay = 0.02
+    while True:
+        try:
+            labels = Container(ctx.docker.inspect_container(name)).labels
+            break
+        except Exception as e:
+            if not is_status(e, 404) or time.monotonic() > deadline:
+                break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
     if labels.get(L.GROUP) != ctx.group:
         return GroupInUse(
             f"a container named {name} exists and is not part of tesson group {ctx.group!r}: "

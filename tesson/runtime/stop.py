@@ -48,6 +48,22 @@ def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[
     return errors
 
 
+def purge_leftovers(client: Any, group: str, gorb: str | None = None) -> list[str]:
+    """``stop --purge`` of a group with no container left (a crashed or raced run): remove every
+    network labelled with the group and, given a Gorb URI, withdraw the group's Gorb services.
+    Returns what went (``network tesson-web``, ``Gorb service web-80-tcp``); TessonError names what
+    could not."""
+    from tesson.frontend import Context
+
+    gone: list[str] = []
+    purge_networks(Context(group=group, docker=client, purge=True), [], gone)
+    if gorb:
+        from tesson.frontend.gorb import withdraw_group
+
+        gone += [f"Gorb service {vs}" for vs in withdraw_group(gorb, group)]
+    return gone
+
+
 def _holders(client: Any, net_id: str) -> list[str]:
     """The names of the containers attached to a network ([] when it cannot be inspected)."""
     try:
@@ -57,7 +73,7 @@ def _holders(client: Any, net_id: str) -> list[str]:
     return sorted(c.get("Name") or "?" for c in attached)
 
 
-def purge_networks(ctx: Context, errors: list[str]) -> None:
+def purge_networks(ctx: Context, errors: list[str], removed: list[str] | None = None) -> None:
     """``stop --purge``, after the containers: remove every network labelled with the group (the
     balancer's ``tesson-GROUP``, or any a frontend made). One that stays (a container outside the
     group still attached, say) fails the stop with what is left, what holds it and the docker
@@ -76,6 +92,8 @@ def purge_networks(ctx: Context, errors: list[str]) -> None:
         try:
             unless_gone(client.remove_network, net["Id"])
             log.info("network removed", network=name, group=group)
+            if removed is not None:
+                removed.append(f"network {name}")
             continue
         except Exception as e:
             why = explain(e)
@@ -89,5 +107,6 @@ def purge_networks(ctx: Context, errors: list[str]) -> None:
     if not left:
         return
     n = len(ctx.state.container_ids()) if ctx.state is not None else 0
-    gone = f"{len(errors)} of {n} containers could not be removed: {'; '.join(errors)}" if errors else "its containers are removed"
+    gone = (f"{len(errors)} of {n} containers could not be removed: {'; '.join(errors)}" if errors
+            else "its containers are removed" if n else "no container of it is left")
     raise TessonError(f"group {group}: {gone}, but {'; '.join(left)}")
