@@ -109,7 +109,8 @@ def test_one_home_for_the_version_and_the_image():
     """The version and the default image are spelled in tesson/__init__.py and in the shim's
     generated block alone."""
     files = ["Dockerfile", "Makefile", "pyproject.toml", "scripts/build-image", "scripts/demo",
-             "docker-plugin/install", "tesson/cli.py", "tesson/completion.py"]
+             "docker-plugin/install", "tesson/cli.py", "tesson/cli_help.py", "tesson/cli_verbs.py",
+             "tesson/completion.py"]
     for f in files:
         text = (ROOT / f).read_text()
         assert f'"{tesson.__version__}"' not in text and f"={tesson.__version__}" not in text, f
