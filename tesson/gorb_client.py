@@ -47,7 +47,7 @@ def parse_uri(text: str, check_device: bool = True, default_device: str | None =
     """Parse ``DEVICE://HOST:PORT``; with ``check_device``, the device must exist and have IPv4.
 
     A URI without a device of its own (``HOST:PORT``) takes ``default_device``: ``run --near``'s
-    first network device (see tesson.frontend.gorb.near_network_device); without one it is an
+    first network device (see tesson.frontend.gorb_services.near_network_device); without one it is an
     error. A URI that names its device keeps it, --near or not.
 
     Every mistake is a UsageError (exit 2) naming what is wrong.

@@ -26,24 +26,25 @@ fails with nginx's message. A missing or dead balancer is recreated.
 
 A group run without ``-p`` has nothing to balance: no network, no balancer. ``stop --purge``
 removes the network with the group's other networks (the runtime's ``purge_networks``). The
-Docker and host work behind these hooks is in :mod:`nginx_io`.
+Docker and host work behind these hooks is in :mod:`nginx_io`, the balancer container's in
+:mod:`nginx_lb`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from tesson import DEFAULT_IMAGE, IMAGE_ENV, cpulist, default_image, log, names
+from tesson import DEFAULT_IMAGE, cpulist, default_image, log, names
 from tesson import labels as L
 from tesson import ports as P
 from tesson.container import Container
-from tesson.docker_client import explain, is_remote, is_status, remove_container, unless_gone
+from tesson.docker_client import explain, is_remote, remove_container, unless_gone
 from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context, Frontend
 from tesson.frontend import nginx_conf as nc
 from tesson.frontend import nginx_io as nio
-from tesson.runtime.body import start_container
+from tesson.frontend import nginx_lb as nlb
 
 if TYPE_CHECKING:
     from tesson.placement import Shard
@@ -259,9 +260,9 @@ class NginxFrontend(Frontend):
         if nio.in_host_network(c):  # no Docker port bindings: what nginx was told to listen on
             self.host = True
             listening = self._listening(ctx, c.id) if status == "running" else []
-            ports = _displayed(listening) or self._wanted_ports()
+            ports = nlb.displayed(listening) or self._wanted_ports()
         else:
-            ports = _displayed(c.published()) or self._wanted_ports()
+            ports = nlb.displayed(c.published()) or self._wanted_ports()
         stale: list[str] | None = []
         if status == "running":
             try:
@@ -294,8 +295,8 @@ class NginxFrontend(Frontend):
     def _wanted_ports(self) -> list[str]:
         if self.host:
             try:
-                return _displayed((ip, host_port, port, proto) for (port, proto), found
-                                  in nc.host_listeners(self.ports).items() for ip, host_port, _ in found)
+                return nlb.displayed((ip, host_port, port, proto) for (port, proto), found
+                                     in nc.host_listeners(self.ports).items() for ip, host_port, _ in found)
             except UsageError:
                 pass
         return [P.display(p.host_ip, p.host_port or "*", p.port, p.proto) for p in self.ports]
@@ -309,15 +310,7 @@ class NginxFrontend(Frontend):
             return []
 
     def _check_image(self, ctx: Context) -> None:
-        try:
-            ctx.docker.inspect_image(self.image)
-        except Exception as e:
-            if is_status(e, 404):
-                raise TessonError(
-                    f"balancer image {self.image!r} not found on the daemon: build it ('make image'), "
-                    f"or name an image with nginx and its stream module with --lb-image or {IMAGE_ENV}"
-                ) from None
-            raise TessonError(f"balancer image {self.image!r}: {explain(e)}") from None
+        nlb.check_image(ctx.docker, self.image)
 
     def _stale(self, ctx: Context, cid: str) -> list[str]:
         """The running shards whose current address is not among those the balancer's config lists
@@ -340,73 +333,19 @@ class NginxFrontend(Frontend):
 
     def _create_lb(self, ctx: Context, addresses: dict[str, str], record: bool) -> str:
         """Create, fill and start ``GROUP-lb`` for the shards ``addresses`` ({name: address})."""
-        client, name = ctx.docker, names.lb_name(ctx.group)
-        files = self._files(ctx, addresses)
-        host: dict[str, Any] = {"RestartPolicy": {"Name": "unless-stopped"}}
-        if self.host:
-            host.update(host_network_config(self.ports))
-        else:
-            host.update({"NetworkMode": self._network or names.network_name(ctx.group),
-                         "PortBindings": P.port_bindings(self.ports)})
-        if self.cpus:
-            host["CpusetCpus"] = cpulist.format(self.cpus)
-        body: dict[str, Any] = {
-            "Image": self.image,
-            # a copy of the config with its own address marked down, then nginx (see nginx_conf)
-            "Entrypoint": nc.start_command(),
-            "Labels": {**ctx.base_labels(L.ROLE_LB), **self.labels()},
-            "HostConfig": host,
-        }
-        if not self.host:
-            body["ExposedPorts"] = P.exposed_ports(self.ports)
-        try:
-            cid = client.create_container_from_config(body, name=name)["Id"]
-        except Exception as e:
-            if is_status(e, 409):
-                raise TessonError(f"a container named {name} exists already: remove it first") from None
-            raise TessonError(f"balancer {name} could not be created: {explain(e)}") from None
-        if record:
-            ctx.undo.add(f"balancer {name}", lambda: remove_container(client, cid))
-        try:
-            try:
-                client.put_archive(cid, "/", files)
-                start_container(client, cid)
-            except Exception as e:
-                taken = nio.host_port_error(explain(e))
-                if taken:
-                    raise TessonError(f"balancer {name}: {taken}") from None
-                raise TessonError(f"balancer {name} could not start: {explain(e)}") from None
-            try:
-                nio.wait_ready(client, cid, name, nc.PID_FILE)
-            except TessonError as e:  # in the host network a taken port is nginx's bind() failing
-                taken = nio.host_port_error(str(e)) if self.host else None
-                if taken:
-                    raise TessonError(f"balancer {name}: {taken}") from None
-                raise
-        except BaseException:
-            if not record:  # repair: do not leave a broken balancer behind
-                remove_container(client, cid)
-            raise
+        name = names.lb_name(ctx.group)
+        body = nlb.container_body(self.image, {**ctx.base_labels(L.ROLE_LB), **self.labels()}, self.ports, self.host,
+                                 self._network or names.network_name(ctx.group), self.cpus)
+        cid = nlb.create(ctx, name, body, self._files(ctx, addresses), self.host, record)
         log.info("balancer started", container=name, id=cid[:12], shards=len(addresses), image=self.image,
                  network="host" if self.host else names.network_name(ctx.group))
         return cid
 
     def _reload(self, ctx: Context, cid: str, addresses: dict[str, str]) -> None:
-        """New config into the running balancer, then SIGHUP (graceful: nginx re-reads the live config).
-
-        The files are staged beside the current ones and installed only if the balancer's nginx
-        accepts them (:func:`nginx_conf.reload_script`): when it refuses them, the previous config
-        stays live and on disk (the next start of the container still works), and this raises
-        TessonError with nginx's message."""
-        client, name = ctx.docker, names.lb_name(ctx.group)
-        client.put_archive(cid, "/", self._files(ctx, addresses, suffix=nc.STAGED))
-        exec_id = client.exec_create(cid, nc.reload_command(also=[nio.ADDRESSES_PATH]))["Id"]
-        out = client.exec_start(exec_id)
-        code = client.exec_inspect(exec_id).get("ExitCode")
-        if code != 0:
-            text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
-            raise TessonError(f"balancer {name}: nginx refused the new config, the previous one stays: {' '.join(text.split())[:300]}")
-        client.kill(cid, signal="SIGHUP")
+        """New config into the running balancer, then SIGHUP; a config nginx refuses leaves the
+        previous one live (:func:`nginx_lb.reload`)."""
+        name = names.lb_name(ctx.group)
+        nlb.reload(ctx.docker, cid, name, self._files(ctx, addresses, suffix=nc.STAGED))
         log.info("balancer reloaded", container=name, shards=len(addresses))
 
     def _lb_containers(self, ctx: Context) -> list[Container]:
@@ -414,26 +353,6 @@ class NginxFrontend(Frontend):
             return ctx.state.others_in_role(L.ROLE_LB)
         found = ctx.docker.containers(all=True, filters=L.filters(group=ctx.group, role=L.ROLE_LB))
         return [Container(c) for c in found]
-
-
-def host_network_config(ports: Iterable[P.Port]) -> dict:
-    """``HostConfig`` for a balancer in the host's network, with the least nginx needs there: its
-    master runs as root only to open the listeners and start workers, which switch to ``nobody``
-    (CAP_SETUID, CAP_SETGID) and hold no capability; CAP_NET_BIND_SERVICE only for a host port below
-    1024; every other capability dropped, no-new-privileges."""
-    low = any(p.host_port and "-" not in p.host_port and int(p.host_port) < 1024 for p in ports)
-    return {
-        "NetworkMode": "host",
-        "CapDrop": ["ALL"],
-        "CapAdd": ["SETUID", "SETGID"] + (["NET_BIND_SERVICE"] if low else []),
-        "SecurityOpt": ["no-new-privileges"],
-    }
-
-
-def _displayed(ports: Iterable[tuple[str, int, int, str]]) -> list[str]:
-    """``(host ip, host port, container port, proto)`` as ``docker ps`` lists them, in its order."""
-    return [t for *_, t in sorted({(proto, port, ":" in ip, ip, public, P.display(ip, public, port, proto))
-                                   for ip, public, port, proto in ports})]
 
 
 FRONTEND = NginxFrontend

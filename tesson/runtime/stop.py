@@ -58,7 +58,7 @@ def purge_leftovers(client: Any, group: str, gorb: str | None = None) -> list[st
     gone: list[str] = []
     purge_networks(Context(group=group, docker=client, purge=True), [], gone)
     if gorb:
-        from tesson.frontend.gorb import withdraw_group
+        from tesson.frontend.gorb_services import withdraw_group
 
         gone += [f"Gorb service {vs}" for vs in withdraw_group(gorb, group)]
     return gone
