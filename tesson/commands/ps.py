@@ -264,4 +264,4 @@ def ps(groups: list | None = None, fmt: str = "table", document: bool = False, q
 
 
 def main(args: argparse.Namespace) -> int:
-    return ps([args.group] if args.group else [], args.format, args.json, args.quiet, args.filter)
+    return ps([args.group] if args.group is not None else [], args.format, args.json, args.quiet, args.filter)

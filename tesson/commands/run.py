@@ -132,7 +132,7 @@ def run_request(args: argparse.Namespace, ask: bool = True) -> RunRequest:
     from tesson.request import FrontendOptions, RunRequest
 
     port_list = ports.parse(args.ports)
-    cfg = config_mod.load(args.config) if args.config else {}
+    cfg = config_mod.load(args.config, allow_privileged=args.allow_privileged) if args.config else {}
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
                                      lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method,
                                      gorb_forward=args.gorb_forward, macvlan_range=args.macvlan_range)
