@@ -97,7 +97,7 @@ def allowed_cpus_inside(client, cid: str) -> str:
 def test_scale_2_4_2_and_update_behind_nginx_drop_no_request_and_repin_live(group, images, docker_client):
     a, b, _ = images
     port = 28400
-    ok(tesson_cmd("run", "-g", group, "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb-image", a, a,
+    ok(tesson_cmd("run", "-g", group, "--lb", "nginx", "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb-image", a, a,
                   "demo-server", "--port", "8080", env=NO_GORB))
     before = shard_inspects(docker_client, group)
     wrk = Wrk(port)
@@ -146,7 +146,7 @@ def test_an_update_whose_command_exits_at_once_stops_at_the_first_shard_and_the_
         group, images, docker_client):
     a, _, bad = images
     port = 28401
-    ok(tesson_cmd("run", "-g", group, "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb-image", a, a,
+    ok(tesson_cmd("run", "-g", group, "--lb", "nginx", "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb-image", a, a,
                   "demo-server", "--port", "8080", env=NO_GORB))
     before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
     wrk = Wrk(port)
@@ -167,7 +167,7 @@ def test_an_update_whose_command_exits_at_once_stops_at_the_first_shard_and_the_
 
 def test_a_second_change_is_refused_naming_the_holder_and_ps_shows_the_change(group, images, docker_client):
     a, b, _ = images
-    ok(tesson_cmd("run", "-g", group, "-n", "2", "-p", "127.0.0.1:28402:8080", "--lb-image", a, a,
+    ok(tesson_cmd("run", "-g", group, "--lb", "nginx", "-n", "2", "-p", "127.0.0.1:28402:8080", "--lb-image", a, a,
                   "demo-server", "--port", "8080", env=NO_GORB))
     slow = subprocess.Popen([sys.executable, "-m", "tesson", "update", "-g", group, "--image", b, "--drain-timeout", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -159,8 +159,7 @@ def test_dr_group_over_macvlan(wire, gorb, group, shard_image, tesson_image, doc
     # no loopback step left behind
     assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}", "io.tesson.role=lo-step"]}) == []
     # ps shows the macvlan addresses
-    doc = json.loads(ok(tesson_cmd("ps", "-g", group, "--format", "json", env=NO_ENV_GORB)).stdout)
-    doc = doc[0] if isinstance(doc, list) else doc
+    (doc,) = json.loads(ok(tesson_cmd("ps", "-g", group, "--json", env=NO_ENV_GORB)).stdout)
     assert doc["frontend"]["macvlan"]["addresses"] == {shards[i]: addr[i] for i in (0, 1)}
     table = ok(tesson_cmd("ps", "-g", group, env=NO_ENV_GORB)).stdout
     assert addr[0] in table and addr[1] in table
