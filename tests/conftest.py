@@ -88,6 +88,18 @@ def docker_api():
         return None
 
 
+def remove_group(client, group: str) -> None:
+    """Remove everything a test's group left: its containers and networks (by label) and, for a
+    kernel-door group, its nft table (which outlives the containers and would keep sending the
+    group's host ports to dead addresses)."""
+    for c in client.containers(all=True, filters={"label": f"io.tesson.group={group}"}):
+        client.remove_container(c["Id"], force=True, v=True)
+    for n in client.networks(filters={"label": f"io.tesson.group={group}"}):
+        client.remove_network(n["Id"])
+    if shutil.which("nft"):
+        subprocess.run(["nft", "delete", "table", "ip", f"tesson-{group}"], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     client = docker_api()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tesson import cpulist
-from tests.conftest import http_get, parse_shard_answer, tesson_cmd
+from tests.conftest import http_get, parse_shard_answer, remove_group, tesson_cmd
 
 pytestmark = pytest.mark.docker
 
@@ -28,10 +28,7 @@ def lb_image(tesson_image):
 
 
 def _cleanup(client, group: str) -> None:
-    for c in client.containers(all=True, filters={"label": f"io.tesson.group={group}"}):
-        client.remove_container(c["Id"], force=True, v=True)
-    for n in client.networks(filters={"label": f"io.tesson.group={group}"}):
-        client.remove_network(n["Id"])
+    remove_group(client, group)
 
 
 @pytest.fixture

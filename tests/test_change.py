@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, require, tesson_cmd
+from tests.conftest import ROOT, remove_group, require, tesson_cmd
 from tests.gorb_standin.fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.docker
@@ -27,10 +27,7 @@ NO_GORB = {"GORB_URI": ""}
 
 
 def _cleanup(client, group: str) -> None:
-    for c in client.containers(all=True, filters={"label": f"io.tesson.group={group}"}):
-        client.remove_container(c["Id"], force=True, v=True)
-    for n in client.networks(filters={"label": f"io.tesson.group={group}"}):
-        client.remove_network(n["Id"])
+    remove_group(client, group)
 
 
 @pytest.fixture
