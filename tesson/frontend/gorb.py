@@ -8,6 +8,7 @@ device's IPv4 address (or the binding's own address) and the shard's published p
 With ``--gorb-forward dr`` (IPVS direct routing) the shards publish nothing: they join a macvlan
 network on the URI's device, carry the service address on their loopback, and each backend is the
 shard's own macvlan address at the service port, method ``dr`` (tesson.frontend.macvlan).
+``tunnel`` is refused: why is in :func:`gorb_services.check_forward`.
 
 The Gorb URI is kept in a label, so ``stop``, ``ps`` and ``repair`` find Gorb without ``--gorb``.
 The services' and backends' names and bodies, and the ``-p`` checks, are in :mod:`gorb_services`.
@@ -30,6 +31,7 @@ from tesson.frontend.gorb_services import (
     STATUS,
     VService,
     backend_options,
+    check_forward,
     check_ports,
     near_network_device,
     published,
@@ -73,9 +75,7 @@ class GorbFrontend(Frontend):
 
         config.check_for_balancer(req.config, "Gorb")
         forward = opts.gorb_forward or "nat"
-        if forward == "tunnel":
-            raise UsageError("--gorb-forward tunnel is not supported yet: IPIP packets are unwrapped by the host, "
-                             "not by a shard's container; use dr (same L2 network) or nat")
+        check_forward(forward)
         rng = ""
         if forward == "dr":
             MV.check_ports(req.ports)
