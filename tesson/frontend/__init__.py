@@ -22,13 +22,14 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
     for each shard: fe.shape_shard(ctx, shard, body)   # then create (shard 0 first: it claims the name)
     ...start every shard; ~0.5 s after the last start, inspect them all into ctx.started[index];
     a shard not running, restarting or restarted by then fails the run (the frontend never sees it)...
+    fe.after_start(ctx, indexes)            # every shard: set up inside its new network namespace
     fe.after_shards(ctx)                    # e.g. make + start the lb, or register with Gorb
     # any exception above -> ctx.undo.rollback(): everything recorded is undone, newest first
 
 ``stop``:   ``fe.before_stop(ctx)``; every container of the group (shards and frontend containers
             labelled with the group) is stopped, or removed with ``--purge``; ``fe.after_stop(ctx)``.
-``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started, then
-            ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it, and also
+``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started,
+            ``fe.after_start`` for those that stayed up, then ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it, and also
             when some shard could not be repaired: it gets those that were). Any exception it
             raises becomes one line; the repaired shards stay either way.
 ``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
@@ -42,6 +43,7 @@ out of the front door and which come in, one set of shard indexes at a time::
                                    # --drain-timeout for its connections to end, then stops it)
     fe.forget_backends(ctx, [3])   # shard 3's container is stopped (and removed, or kept aside as
                                    # GROUP-3.prev by update): drop whatever still names it
+    fe.after_start(ctx, [3])       # shard 3 was (re)started by this command: a new network namespace
     fe.add_backends(ctx, [3])      # shard 3 (new, a successor, or the previous version put back)
                                    # is up and healthy: send it connections; ctx.started[3] is its
                                    # inspect (published ports, addresses)
@@ -291,6 +293,14 @@ class Frontend:
     def after_shards(self, ctx: Context) -> None:
         """After every shard is started and inspected (``ctx.started``): e.g. make and start the
         balancer, or register backends with their published ports; ``ctx.undo.add`` each thing."""
+
+    def after_start(self, ctx: Context, indexes: list[int]) -> None:
+        """The shards ``indexes`` were just started by tesson (``run``; ``start``, ``restart`` and
+        ``repair`` starting or recreating one; ``scale`` and ``update`` creating one or putting a
+        previous one back) and stayed up; ``ctx.started[i]`` is each one's inspect. Every start
+        gives a container a new network namespace: whatever the frontend keeps inside one (Gorb
+        dr's service address on the loopback) goes in here, before the shard joins the front door.
+        Default: nothing."""
 
     def before_stop(self, ctx: Context) -> None:
         """Before the group's containers stop (e.g. withdraw Gorb services). ``ctx.state`` is the

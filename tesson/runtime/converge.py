@@ -9,7 +9,8 @@ are drained (their open connections get ``--drain-timeout`` to end), stopped and
 (``fe.forget_backends``); kept shards on other CPUs are re-pinned live (``repin.container``); then the
 rolling replacement, ``parallel`` shards at a time: out of the door, drained, stopped and renamed
 ``GROUP-i.prev`` (kept), the successor created on the same index, CPUs and memory nodes, started,
-healthy (its Docker healthcheck when the image has one, else the settle check), into the door,
+healthy (its Docker healthcheck when the image has one, else the settle check), set up by
+``fe.after_start`` (as every shard this executor starts), into the door,
 and only then the previous container removed. A successor that does not become healthy is
 removed, the previous container renamed back, started and put back in the door, and the rolling
 stops there. Last, ``fe.repair`` brings the frontend in line as ``repair`` always did.
@@ -129,6 +130,7 @@ class _Run:
 
     # -- rolling steps cut short ----------------------------------------------------------------
     def half_done(self, finish: list[P.Step], restore: list[P.Step]) -> None:
+        restored: list[int] = []
         for step in finish:
             try:
                 remove_container(self.client, step.previous_id)
@@ -144,9 +146,12 @@ class _Run:
                 self.client.start(step.previous_id)
                 self.ctx.started[step.index] = self.client.inspect_container(step.previous_id)
                 self.brought_back.append(step.index)
+                restored.append(step.index)
                 self.out.lines.append(f"restored the previous version of {step.name} (its update was cut short)")
             except Exception as e:
                 self.fail(step.name, f"its previous version could not be put back: {explain(e)}")
+        if restored:
+            self._door("after_start", restored)
 
     # -- start, recreate, create --------------------------------------------------------------------
     def bring_up(self, repairs: list[P.Step], creates: list[P.Step]) -> None:
@@ -204,7 +209,7 @@ class _Run:
         self.out.lines.extend(done.values())
         new = [s.index for s in creates if s.index in done]
         self.brought_back += [s.index for s in repairs if s.index in done]
-        if new:
+        if done and self._door("after_start", list(done)) and new:
             self._door("add_backends", new)
 
     def _door(self, hook: str, indexes: list[int]) -> bool:
@@ -304,7 +309,9 @@ class _Run:
         lost = [s.index for s in chunk if s.index in bad and s.index in aside
                 and not self._put_back(s, created.get(s.index), aside[s.index])]
         ctx.draining -= set(idx)
-        self._door("add_backends", [i for i in idx if i not in lost])
+        back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
+        if back and self._door("after_start", back):
+            self._door("add_backends", back)
         for step in chunk:
             if step.index in good:
                 remove_container(client, aside[step.index])
