@@ -344,9 +344,10 @@ class KernelFrontend(_nginx.NginxFrontend):
     def _status(self, ctx: Context, cid: str) -> dict:
         return self._exec(ctx, cid, "status")
 
-    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> None:
+    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> dict:
         """``tesson kernel-agent VERB --group GROUP`` in a short-lived container of the image, on the
-        daemon's host (where the rules are), when no agent runs: drain or purge."""
+        daemon's host (where the rules are), when no agent runs: drain or purge. Returns the JSON
+        object the verb printed ({} when there was none)."""
         client = ctx.docker
         body = self._agent_body(ctx, [verb], labels or {ONEOFF_LABEL: ctx.group}, restart=False)
         try:
@@ -363,6 +364,7 @@ class KernelFrontend(_nginx.NginxFrontend):
             code = client.wait(cid, timeout=60).get("StatusCode")
             if code != 0:
                 raise TessonError(_agent_words(client, cid, f"kernel-agent {verb}"))
+            return _printed(client, cid)
         except TessonError:
             raise
         except Exception as e:
@@ -372,6 +374,37 @@ class KernelFrontend(_nginx.NginxFrontend):
                 _remove_container(client, cid)
             except Exception:
                 pass
+
+
+def _printed(client: Any, cid: str) -> dict:
+    """The JSON object a finished one-off printed on stdout ({} when none)."""
+    try:
+        text = client.logs(cid, stdout=True, stderr=False).decode(errors="replace").strip()
+        doc = json.loads(text.splitlines()[-1]) if text else {}
+    except Exception:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def purge_leftover(client: Any, group: str) -> list[str]:
+    """``stop --purge`` of a group none of whose containers is left (removed by hand): its table
+    and DOCKER-USER accepts outlive them and keep publishing its host ports. They are on the
+    daemon's host, so a one-off of the tesson image (``$TESSON_IMAGE``, else tesson:latest; never
+    pulled: without it on the daemon no agent of this tesson ran there) removes whatever is left,
+    as the frontend's own purge does. Returns what went (``nft table tesson-web``, ``2 DOCKER-USER
+    rules``); TessonError when the one-off fails."""
+    image = default_image()
+    if unless_gone(client.inspect_image, image) is None:
+        log.info("no kernel rules to look for: the tesson image is not on the daemon", image=image)
+        return []
+    said = KernelFrontend((), image)._oneoff(Context(group=group, docker=client), "purge")
+    if "rules" not in said:  # an older image's purge, which says removed whether or not there was a table
+        return []
+    gone = [f"nft table {K.table_name(group)}"] if said.get("removed") is True else []
+    n = int(said.get("rules") or 0)
+    if n:
+        gone.append(f"{n} DOCKER-USER rule{'s' if n != 1 else ''}")
+    return gone
 
 
 def _agent_words(client: Any, cid: str, name: str) -> str:

@@ -49,18 +49,30 @@ def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[
 
 
 def purge_leftovers(client: Any, group: str, gorb: str | None = None) -> list[str]:
-    """``stop --purge`` of a group with no container left (a crashed or raced run): remove every
-    network labelled with the group and, given a Gorb URI, withdraw the group's Gorb services.
-    Returns what went (``network tesson-web``, ``Gorb service web-80-tcp``); TessonError names what
+    """``stop --purge`` of a group with no container left (a crashed or raced run, or containers
+    removed by hand): remove a kernel front door's nft table and DOCKER-USER accepts (they outlive
+    the containers: tesson.frontend.kernel.purge_leftover), every network labelled with the group
+    and, given a Gorb URI, withdraw the group's Gorb services. Returns what went (``nft table
+    tesson-web``, ``network tesson-web``, ``Gorb service web-80-tcp``); TessonError names what
     could not."""
     from tesson.frontend import Context
+    from tesson.frontend.kernel import purge_leftover
 
     gone: list[str] = []
+    try:  # first: the bridge's route_localnet goes off while the table still guards it
+        gone += purge_leftover(client, group)
+        rules = ""
+    except TessonError as e:
+        rules = str(e)
     purge_networks(Context(group=group, docker=client, purge=True), [], gone)
     if gorb:
         from tesson.frontend.gorb_services import withdraw_group
 
         gone += [f"Gorb service {vs}" for vs in withdraw_group(gorb, group)]
+    if rules:
+        did = f"removed {', '.join(gone)}, but " if gone else ""
+        raise TessonError(f"group {group}: no container is left; {did}its kernel front door rules could not be "
+                          f"looked for: {rules}")
     return gone
 
 
