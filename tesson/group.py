@@ -49,6 +49,7 @@ class Spec:
     machine: str = ""  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
     config_digest: str = ""  # config.digest of the body ("" = no config)
     config_fields: list = field(default_factory=list)  # config.fields of the body: names, no values
+    no_isolated: bool = False  # run --no-isolated: the kernel's isolated CPUs are not the group's
 
     def __post_init__(self) -> None:
         if self.config is not None:
@@ -69,6 +70,8 @@ class Spec:
             near[L.EXCLUSIVE] = self.exclusive
         if self.restrict is not None:
             near[L.CPUS_RESTRICT] = self.restrict
+        if self.no_isolated:
+            near[L.NO_ISOLATED] = "1"
         if self.machine:
             near[L.MACHINE] = self.machine
         if any(self.limits):
@@ -110,6 +113,7 @@ class Spec:
                 near=json.loads(labels.get(L.NEAR) or "[]"),
                 exclusive=labels.get(L.EXCLUSIVE, ""),
                 restrict=labels.get(L.CPUS_RESTRICT),
+                no_isolated=labels.get(L.NO_ISOLATED) == "1",
                 limits=json.loads(labels.get(L.LIMITS) or "[]"),
                 machine=labels.get(L.MACHINE, ""),
                 config_digest=text if known is None else "",

@@ -7,8 +7,9 @@ The labels on the daemon's containers are the only state (tesson keeps none of i
   plan (``io.tesson.plan``) for as long as any of its containers exists, running or stopped; those
   CPUs are never re-pinned and no other group is planned on them;
 - every other group is **shared**: its shards are ``hwloc-distrib --restrict POOL`` over the *pool*,
-  the allowed CPUs (within its ``io.tesson.cpus-restrict``, when it has one) that no exclusive group
-  holds. Its pins are thus a function of the topology and of the exclusive groups: when those
+  the allowed CPUs (within its ``io.tesson.cpus-restrict``, when it has one, and less the kernel's
+  isolated CPUs for a group run with ``--no-isolated``, ``io.tesson.no-isolated``) that no
+  exclusive group holds. Its pins are thus a function of the topology and of the exclusive groups: when those
   change, :func:`moves` tells which shards to re-pin live (``docker update --cpuset-cpus``), and
   ``tesson topology --groups`` shows the pins they have now, not the ones they started with.
 
@@ -45,16 +46,19 @@ def machine_id(topo) -> str:
 class Claim:
     """One group as the labels describe it: ``name``, ``exclusive`` ("packed", "spread" or ""),
     ``unit``, ``restrict`` (int mask or None), ``shards`` (the label plan), ``limits`` (by shard
-    index), ``containers`` (shard index -> container ids) and ``foreign`` (see the module's doc)."""
+    index), ``containers`` (shard index -> container ids), ``no_isolated`` (run --no-isolated) and
+    ``foreign`` (see the module's doc)."""
 
-    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign")
+    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign", "no_isolated")
 
-    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None):
+    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None,
+                 no_isolated=False):
         self.name, self.exclusive, self.unit, self.restrict = name, exclusive, unit, restrict
         self.shards = list(shards)
         self.limits = list(limits)
         self.containers: dict[int, list[str]] = containers if containers is not None else {}
         self.foreign = False
+        self.no_isolated = no_isolated
 
     @property
     def size(self) -> int:
@@ -83,7 +87,7 @@ def claim_from_labels(labels: dict) -> Claim | None:
         unit = canonical_unit(labels.get(L.UNIT) or "core")
         return Claim(labels[L.GROUP], labels.get(L.EXCLUSIVE, ""), unit,
                      None if restrict is None else cpulist.list_to_mask(restrict), shards,
-                     limits if isinstance(limits, list) else [])
+                     limits if isinstance(limits, list) else [], no_isolated=labels.get(L.NO_ISOLATED) == "1")
     except (KeyError, ValueError, TypeError, TessonError):
         return None
 
@@ -133,19 +137,32 @@ def pool(topo, claims: list[Claim]) -> int:
     return topo.cpuset & ~exclusive_mask(claims)
 
 
-def shared_restrict(topo, restrict: int | None, pool_mask: int) -> int | None:
-    """The ``restrict`` mask a shared group is planned with: None (today's whole-machine plan) when
-    nothing restricts it, else its own CPUs (all allowed ones by default) within the pool."""
-    if restrict is None and pool_mask == topo.cpuset:
+def own_cpus(topo, restrict: int | None, no_isolated: bool = False) -> int | None:
+    """The CPUs a group may use at all, as a mask: its ``restrict`` (run --cpus/--near) within the
+    allowed CPUs, less the kernel's isolated ones for a run --no-isolated group (``topo.isolated``:
+    the topology is read whole, isolated CPUs included, wherever groups are planned next to each
+    other, since another group may hold them); None when nothing restricts it (all allowed CPUs)."""
+    iso = topo.isolated & topo.cpuset if no_isolated else 0
+    if restrict is None and not iso:
         return None
-    base = topo.cpuset if restrict is None else restrict & topo.cpuset
-    return base & pool_mask
+    return (topo.cpuset if restrict is None else restrict & topo.cpuset) & ~iso
 
 
-def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_mask: int) -> list[Shard] | None:
+def shared_restrict(topo, restrict: int | None, pool_mask: int, no_isolated: bool = False) -> int | None:
+    """The ``restrict`` mask a shared group is planned with: None (today's whole-machine plan) when
+    nothing restricts it, else its own CPUs (:func:`own_cpus`: all allowed ones by default) within
+    the pool."""
+    own = own_cpus(topo, restrict, no_isolated)
+    if own is None and pool_mask == topo.cpuset:
+        return None
+    return (topo.cpuset if own is None else own) & pool_mask
+
+
+def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_mask: int,
+                no_isolated: bool = False) -> list[Shard] | None:
     """A shared group's shards over the pool (hwloc-distrib --restrict); None when its CPUs within
     the pool are none at all."""
-    r = shared_restrict(topo, restrict, pool_mask)
+    r = shared_restrict(topo, restrict, pool_mask, no_isolated)
     if r == 0:
         return None
     return plan(topo, unit, size, restrict=r)
@@ -161,7 +178,7 @@ def effective(topo, claims: list[Claim]) -> dict[str, list[Shard] | None]:
             out[c.name] = c.shards
         else:
             try:
-                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p)
+                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p, c.no_isolated)
             except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
                 c.foreign = True
                 out[c.name] = c.shards

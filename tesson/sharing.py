@@ -11,6 +11,11 @@ size asked, ``--cpus``/``--near`` mask, ``--exclusive``, quotas) and the daemon'
 - otherwise: ``hwloc-distrib --restrict`` over the shared pool (the allowed CPUs, within the mask,
   that no exclusive group holds); with no exclusive group and no mask, today's whole-machine plan.
 
+``--no-isolated`` is one more mask (tesson.holdings.own_cpus: the allowed CPUs less the kernel's
+isolated ones), not a smaller topology: the topology is read whole, since other groups may hold
+isolated CPUs. For shared groups the plan is the same (hwloc-distrib --restrict equals hwloc on a
+topology restricted to those CPUs); an exclusive unit must then hold no isolated CPU at all.
+
 Each shard's limits (tesson.quotas.limits) travel with the plan. Errors are one line naming the
 cause, who holds what, and the fix.
 """
@@ -55,7 +60,8 @@ def place(p, claims, config: dict | None = None):
 
     claims = [c for c in claims if c.name != p.group]
     topo = p.topology
-    shards = plan_group(topo, p.unit, p.size_asked, p.restrict, p.exclusive, claims)
+    within = holdings.own_cpus(topo, p.restrict, p.no_isolated)
+    shards = plan_group(topo, p.unit, p.size_asked, within, p.exclusive, claims)
     lims: tuple[dict, ...] = ()
     if p.quotas:
         from tesson import quotas  # only then: it imports re
@@ -69,7 +75,7 @@ def place(p, claims, config: dict | None = None):
 
             others = [(c.name, c.shards, c.limits) for c in claims if c.exclusive and not c.foreign]
             quotas.check_fit(topo, p.group, shards, lims, others)
-        mine = holdings.Claim(p.group, p.exclusive, p.unit, p.restrict, shards)
+        mine = holdings.Claim(p.group, p.exclusive, p.unit, p.restrict, shards, no_isolated=p.no_isolated)
         warnings = holdings.overlapping_foreign(claims, mine.cpuset)
         try:
             moves = holdings.moves(topo, claims, [*claims, mine])

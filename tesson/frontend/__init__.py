@@ -191,7 +191,7 @@ class Context:
         restrict = None if p.restrict is None else cpulist.format(cpulist.bits(p.restrict))
         spec = Spec(req.group, req.image, list(req.command), list(req.port_specs), req.config, req.unit,
                     list(req.shards), fe.kind, list(p.near), p.exclusive, restrict, list(p.limits),
-                    machine_id(req.topology) if req.topology is not None else "")
+                    machine_id(req.topology) if req.topology is not None else "", no_isolated=p.no_isolated)
         return cls(
             group=req.group,
             docker=client,
