@@ -39,6 +39,9 @@ NO_ISOLATED = PREFIX + "no-isolated"
 # topology (another --fsroot) hold no CPU of this one.
 MACHINE = PREFIX + "machine"
 LIMITS = PREFIX + "limits"  # JSON list by shard index of HostConfig limits ({"Memory": ..., ...})
+# JSON list of the LIMITS keys computed from each shard's CPUs (--memory/--memory-reservation/--cpu-shares
+# auto, the config setting none of its own): they follow a shard re-pinned or made again (tesson.quotas).
+LIMITS_AUTO = PREFIX + "limits.auto"
 
 # The daemon-side lock of tesson.daemon_lock (a created, never started container).
 LOCK_OWNER = PREFIX + "lock.owner"  # "HOSTNAME PID PROCESS-START-TIME" of the holder

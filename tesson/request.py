@@ -88,6 +88,7 @@ class Placement:
     size_asked: int | None = None  # -n as given (None: every free unit)
     quotas: Quotas | None = None  # --memory, --memory-reservation, --cpu-shares (None: none asked)
     limits: tuple[dict, ...] = ()  # each shard's HostConfig limits, by index (() = none)
+    limits_auto: tuple[str, ...] = ()  # the limits' keys computed from each shard's CPUs (quotas.auto_keys)
     repins: tuple[Move, ...] = ()  # the live re-pins of shared groups this plan needs (--exclusive)
     warnings: tuple[str, ...] = ()  # lines for stderr (e.g. a foreign group on the CPUs taken)
 
