@@ -386,27 +386,6 @@ def _printed(client: Any, cid: str) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def purge_leftover(client: Any, group: str) -> list[str]:
-    """``stop --purge`` of a group none of whose containers is left (removed by hand): its table
-    and DOCKER-USER accepts outlive them and keep publishing its host ports. They are on the
-    daemon's host, so a one-off of the tesson image (``$TESSON_IMAGE``, else tesson:latest; never
-    pulled: without it on the daemon no agent of this tesson ran there) removes whatever is left,
-    as the frontend's own purge does. Returns what went (``nft table tesson-web``, ``2 DOCKER-USER
-    rules``); TessonError when the one-off fails."""
-    image = default_image()
-    if unless_gone(client.inspect_image, image) is None:
-        log.info("no kernel rules to look for: the tesson image is not on the daemon", image=image)
-        return []
-    said = KernelFrontend((), image)._oneoff(Context(group=group, docker=client), "purge")
-    if "rules" not in said:  # an older image's purge, which says removed whether or not there was a table
-        return []
-    gone = [f"nft table {K.table_name(group)}"] if said.get("removed") is True else []
-    n = int(said.get("rules") or 0)
-    if n:
-        gone.append(f"{n} DOCKER-USER rule{'s' if n != 1 else ''}")
-    return gone
-
-
 def _agent_words(client: Any, cid: str, name: str) -> str:
     """The agent's own error line (``tesson: ...``), else its last words."""
     try:
