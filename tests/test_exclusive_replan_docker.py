@@ -134,3 +134,62 @@ def test_auto_limits_follow_a_live_repin_and_come_back(docker_client, shard_imag
         "0-1", big, big, 2 * big, 2048)
     assert _limits_inside(docker_client, name) == {"Memory": big, "MemoryReservation": big, "CpuShares": 2048}
     assert _pins_inside(docker_client, name) == "0-1"
+
+
+def test_repair_moves_a_shard_back_with_its_limits_and_scale_makes_new_ones_with_theirs(docker_client, shard_image, cleanup):
+    """The exclusive group removed by hand (docker rm, not stop --purge) gives nothing back: repair finds
+    the shard on CPU 1 with one CPU's limits and re-pins it onto both CPUs with both CPUs' limits."""
+    pool, ex = "t12r-back", "t12r-bex"
+    cleanup.extend([pool, ex])
+    _run(pool, "-u", "package", "--memory", "auto", "--cpu-shares", "auto", image=shard_image)
+    name = f"{pool}-0"
+    big = docker_client.inspect_container(name)["HostConfig"]["Memory"]
+    _run(ex, "--exclusive", "-n", "1", "--cpus", "0", image=shard_image)
+    small = docker_client.inspect_container(name)["HostConfig"]["Memory"]
+    assert small < big
+
+    # scale while the exclusive group holds CPU 0: the new shard is made on CPU 1 with one CPU's limits
+    r = tesson_cmd("scale", "-g", pool, "-n", "2", "--drain-timeout", "0")
+    assert r.returncode == 0, r.stderr
+    new = docker_client.inspect_container(f"{pool}-1")["HostConfig"]
+    assert (new["CpusetCpus"], new["Memory"], new["CpuShares"]) == ("1", small, 1024)
+    assert _pins_inside(docker_client, f"{pool}-1") == "1"
+    r = tesson_cmd("scale", "-g", pool, "-n", "1", "--drain-timeout", "0")
+    assert r.returncode == 0, r.stderr
+
+    for c in _containers(docker_client, ex):
+        docker_client.remove_container(c["Id"], force=True, v=True)
+    made = docker_client.inspect_container(name)
+    r = tesson_cmd("repair", "-g", pool)
+    assert r.returncode == 0, r.stderr
+    assert f"re-pinned {name} live (cpus 1 -> 0-1)" in r.stdout, r.stdout
+    now = docker_client.inspect_container(name)
+    assert now["Id"] == made["Id"] and now["State"]["StartedAt"] == made["State"]["StartedAt"]
+    host = now["HostConfig"]
+    assert (host["CpusetCpus"], host["Memory"], host["MemorySwap"], host["CpuShares"]) == ("0-1", big, 2 * big, 2048)
+    assert _limits_inside(docker_client, name)["Memory"] == big and _pins_inside(docker_client, name) == "0-1"
+
+
+def test_scale_of_an_exclusive_group_that_would_starve_a_shared_one_is_refused(docker_client, shard_image, cleanup):
+    pool, ex = "t12r-starve", "t12r-sex"
+    cleanup.extend([pool, ex])
+    _run(pool, "-u", "pu", "--no-isolated", image=shard_image)
+    labels = docker_client.inspect_container(f"{pool}-0")["Config"]["Labels"]
+    assert labels["io.tesson.no-isolated"] == "1"  # recorded: every later plan of the group leaves them out
+    _run(ex, "--exclusive", "-n", "1", image=shard_image)
+    held = _pins_inside(docker_client, f"{ex}-0")
+    before = {c["Id"] for c in _containers(docker_client, ex)}
+    r = tesson_cmd("scale", "-g", ex, "-n", "2", "--drain-timeout", "0")
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert f"would leave shared group {pool} without any CPU (nothing was changed)" in lines[0], lines[0]
+    assert {c["Id"] for c in _containers(docker_client, ex)} == before
+    assert _pins_inside(docker_client, f"{ex}-0") == held
+    assert {_pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)} == {str(1 - int(held))}
+    assert docker_client.containers(all=True, filters={"name": f"^/({ex}-lock|tesson-lock)$"}) == []
+    # the shared group's own scale keeps --no-isolated in its new spec record
+    r = tesson_cmd("scale", "-g", pool, "-n", "3", "--drain-timeout", "0")
+    assert r.returncode == 0, r.stderr
+    spec = [c for c in _containers(docker_client, pool) if c["Labels"].get("io.tesson.role") == "spec"]
+    assert len(spec) == 1 and spec[0]["Labels"]["io.tesson.no-isolated"] == "1" and spec[0]["Labels"]["io.tesson.size"] == "3"
