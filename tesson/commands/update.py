@@ -77,6 +77,7 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
             change.write_record(client, grp, old)  # the update did not happen: the previous spec stands
             if rollback == "all" and out.replaced:
                 now = G.find(client, grp.name) or grp
+                G.read_pins(client, now)
                 back_ctx = frontend.Context.for_group(now, client, timeout=timeout, spec=old)
                 back = converge.execute(back_ctx, fe, P.plan(now, old, update=True), opts)
                 rolled = [names.shard_name(grp.name, i) for i in back.replaced]

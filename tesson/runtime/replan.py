@@ -6,8 +6,11 @@ exclusive groups come and go, and labels never change. So ``repair``, ``start``,
 daemon's groups, and plan the group again where it stands (tesson.sharing.replan: a shared group
 over the pool as it is now, an exclusive one on the CPUs it holds), with its 'auto' limits computed
 for those CPUs; the group's true pins are read from its containers (tesson.group.read_pins).
-Whoever then makes shards on those CPUs holds the daemon's lock (tesson.daemon_lock), so no
-``run --exclusive`` takes them meanwhile.
+``repair``/``start`` and ``scale`` then make or move shards holding the daemon's lock
+(tesson.daemon_lock), so no ``run --exclusive`` takes those CPUs meanwhile. ``update`` does not
+hold it through its rolling replacement (minutes, with health checks and drains, while every
+``run`` would wait): a ``run --exclusive`` in the middle re-pins the shards it lists, and a
+successor made after its listing is moved off the exclusive CPUs by the next ``repair``.
 
 Groups made by a tesson without the pool (no ``io.tesson.machine``) and exclusive groups kept at
 their size are planned from their labels, as before: no topology read, no lock.
