@@ -291,3 +291,27 @@ def test_moves_carry_the_auto_limits_and_the_plan_repins_for_limits(two_root):
     plain = dataclasses.replace(web, limits_auto=[])
     grp.shards[0].limits = {"Memory": 1, "CpuShares": 2}
     assert P.plan(grp, plain).steps[0].action == "keep" and grp.limits_of(0) == {"Memory": 1, "CpuShares": 2}
+
+
+def test_dry_run_shows_the_limits_a_repin_gives(two_root):
+    import io
+
+    from tesson import quotas
+    from tesson.commands.run import print_plan
+    from tesson.request import Placement
+
+    topo = topology.read(two_root)
+    q = quotas.Quotas.parse("auto", None, "auto")
+    shards = placement.plan(topo, "package", 1)
+    web = _spec(topo, "web", shards, unit="package", limits=quotas.limits(topo, shards, q), limits_auto=quotas.auto_keys(q))
+    claims = holdings.claims_from_containers([_summary(web.labels(), 0, cpus="0-1")], topo)
+    p = sharing.place(Placement("db", "img", "core", topo, (), exclusive="packed", size_asked=1), claims)
+    (m,) = p.repins
+    out = io.StringIO()
+    print_plan(p, "json", out)
+    (doc,) = json.loads(out.getvalue())["repins"]
+    assert doc["to"] == [1] and doc["limits"] == {"Memory": quotas.auto_memory(topo, (1,), (0,)), "CpuShares": 1024}
+    out = io.StringIO()
+    print_plan(p, "text", out)
+    assert f"re-pin: web-0 (shared group web) 0-1 -> 1, limits mem={quotas.format_size(doc['limits']['Memory'])} shares=1024" \
+        in out.getvalue()

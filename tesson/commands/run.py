@@ -218,7 +218,8 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
                 d["limits"] = lim
         if plan.repins:
             doc["repins"] = [{"group": m.group, "shard": m.index, "from": list(m.old_cpus), "to": list(m.cpus),
-                              "mems": list(m.mems)} for m in plan.repins]
+                              "mems": list(m.mems), **({"limits": m.limits} if m.limits else {})}
+                             for m in plan.repins]
         out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
@@ -242,8 +243,13 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
         rows[1:] = [r + (describe(lim),) for r, lim in zip(rows[1:], lims)]
     write_table(rows, out)
     for m in plan.repins:
+        follow = ""
+        if m.limits:
+            from tesson.quotas import describe
+
+            follow = f", limits {describe(m.limits)}"
         out.write(f"re-pin: {names.shard_name(m.group, m.index)} (shared group {m.group}) "
-                  f"{cpulist.format(m.old_cpus)} -> {cpulist.format(m.cpus)}\n")
+                  f"{cpulist.format(m.old_cpus)} -> {cpulist.format(m.cpus)}{follow}\n")
 
 
 def start(req: RunRequest, fe: Frontend | None = None,
