@@ -179,6 +179,7 @@ class Context:
     started: dict[int, dict] = field(default_factory=dict)
     purge: bool = False  # stop --purge
     limits: list[dict] = field(default_factory=list)  # each shard's HostConfig limits, by index
+    limits_auto: list[str] = field(default_factory=list)  # those of their keys that follow a re-pin (quotas.auto_keys)
     timeout: int = 10  # stop -t (and how long scale/update give a shard to stop)
     draining: set[int] = field(default_factory=set)  # shards out of the front door (scale/update)
 
@@ -193,7 +194,8 @@ class Context:
         restrict = None if p.restrict is None else cpulist.format(cpulist.bits(p.restrict))
         spec = Spec(req.group, req.image, list(req.command), list(req.port_specs), req.config, req.unit,
                     list(req.shards), fe.kind, list(p.near), p.exclusive, restrict, list(p.limits),
-                    machine_id(req.topology) if req.topology is not None else "")
+                    machine_id(req.topology) if req.topology is not None else "", no_isolated=p.no_isolated,
+                    limits_auto=list(p.limits_auto))
         return cls(
             group=req.group,
             docker=client,
@@ -206,6 +208,7 @@ class Context:
             labels={**spec.labels(), **fe.labels(), L.FRONTEND: fe.kind},
             topology=req.topology,
             limits=list(p.limits),
+            limits_auto=list(p.limits_auto),
         )
 
     @classmethod
@@ -221,6 +224,7 @@ class Context:
             ctx.image, ctx.command, ctx.config, ctx.unit = spec.image, list(spec.command), spec.config, spec.unit
             ctx.shards = list(spec.shards)
             ctx.limits = list(spec.limits)
+            ctx.limits_auto = list(spec.limits_auto)
             try:
                 ctx.ports = P.parse(spec.port_specs)
             except TessonError:

@@ -119,6 +119,11 @@ class _Run:
         self.done: dict[int, str] = {}
         self.lock = threading.Lock()
 
+    def auto(self, index: int) -> dict:
+        """Shard ``index``'s 'auto' limits where the plan puts it: they go with a re-pin."""
+        lims = self.ctx.limits[index] if 0 <= index < len(self.ctx.limits) else {}
+        return {k: v for k, v in (lims or {}).items() if k in self.ctx.limits_auto}
+
     def fail(self, name: str, why: str) -> None:
         with self.lock:
             self.out.failed.append(f"{name} ({why})")
@@ -168,8 +173,9 @@ class _Run:
             if step.action == P.RESTART:
                 batch.check()
                 cpus = step.cpus
-                if (list(step.cpus), list(step.mems)) != (list(step.shard.cpus), list(step.shard.mems)):
-                    repin(client, step.container_id, step.shard.cpus, step.shard.mems)
+                moved = (list(step.cpus), list(step.mems)) != (list(step.shard.cpus), list(step.shard.mems))
+                if moved or self.auto(step.index):  # 'auto' limits follow the CPUs it starts on
+                    repin(client, step.container_id, step.shard.cpus, step.shard.mems, self.auto(step.index))
                     cpus = step.shard.cpus
                 client.start(step.container_id)
                 with self.lock:
@@ -253,7 +259,7 @@ class _Run:
     # -- live re-pinning ------------------------------------------------------------------------------
     def repin(self, steps: list[P.Step]) -> None:
         def one(step: P.Step, _batch: Batch) -> None:
-            repin(self.client, step.container_id, step.shard.cpus, step.shard.mems)
+            repin(self.client, step.container_id, step.shard.cpus, step.shard.mems, self.auto(step.index))
             with self.lock:
                 self.out.lines.append(f"re-pinned {step.name} live (cpus {cpulist.format(step.cpus)} -> "
                                       f"{cpulist.format(step.shard.cpus)})")
