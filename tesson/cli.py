@@ -25,6 +25,7 @@ from tesson.cli_verbs import (
 
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit 2."""
 
-    verb_parsers: dict[str, Parser]  # the top-level parser's: each verb's own parser, by name
+    verb_parsers: dict[str, VerbParser]  # the top-level parser's: each verb's own parser, by name
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -103,7 +104,129 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
             action.help = argparse.SUPPRESS
 
 
+def _topology_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
+    p.add_argument("--groups", action="store_true",
+                   help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
+
+
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=V.port_number, default=8080, help="port to listen on (default: 8080)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+
+
+def _ls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the group names")
+
+
+def _stats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+
+
+def _restart_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--time", type=V.non_negative_int, default=10, metavar="SECONDS",
+                   help="seconds to wait for a graceful stop before killing (default: 10)")
+
+
+def _version_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+
+
+def _agent_options(p: argparse.ArgumentParser) -> None:
+    # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
+    p.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
+    p.add_argument("--group", default="")
+
+
+def _no_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# Each verb's own options (after the global ones and, for GROUP_VERBS, GROUP and -g), and the usage
+# line of those whose IMAGE or COMMAND argparse would not show well. The help lists the verbs in
+# this order.
+VERB_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": V.run_options,
+    "ps": V.ps_options,
+    "stop": V.stop_options,
+    "topology": _topology_options,
+    "repair": _no_options,
+    "demo-server": _demo_options,
+    "ls": _ls_options,
+    "logs": V.logs_options,
+    "exec": V.exec_options,
+    "stats": _stats_options,
+    "top": _no_options,
+    "start": _no_options,
+    "restart": _restart_options,
+    "scale": V.scale_options,
+    "update": V.update_options,
+    "version": _version_options,
+    "kernel-agent": _agent_options,
+}
+USAGE = {
+    "run": "tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]",
+    "exec": "tesson exec [OPTIONS] GROUP COMMAND [ARG...]",
+    "update": "tesson update [OPTIONS] GROUP [COMMAND [ARG...]]",
+}
+
+
+class VerbParser:
+    """A verb's parser, made the first time it is used.
+
+    argparse keeps one parser per verb among the subparsers' choices but only ever calls the parser
+    of the verb on the command line; building all of them (some 240 options, each of which argparse
+    checks by formatting it) cost about as much as reading a 128-CPU topology. So the choices hold
+    these stand-ins, and the real :class:`Parser` is built, with the verb's options, when anything
+    of it is asked for (``parse_known_args`` by argparse, ``error``, ``print_help``, ``_actions``):
+    every attribute is the built parser's. :attr:`parser` gives it with its type.
+    """
+
+    def __init__(self, *, verb: str, **kwargs):
+        self.verb = verb
+        self._kwargs = kwargs  # what argparse's add_parser passes on (prog, ...)
+        self._parser: Parser | None = None
+
+    @property
+    def parser(self) -> Parser:
+        if self._parser is None:
+            self._parser = _build_verb(self.verb, self._kwargs)
+        return self._parser
+
+    def __getattr__(self, name: str):
+        return getattr(self.parser, name)
+
+
+def _build_verb(name: str, kw: dict) -> Parser:
+    prog = kw.pop("tesson_prog")
+    kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
+    epilog = EXAMPLES.get(name, "")
+    epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
+    kw.setdefault("epilog", with_prog(epilog.strip(), prog))
+    kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    if name in USAGE:
+        kw["usage"] = with_prog(USAGE[name], prog)
+    if name not in HIDDEN_VERBS:
+        line = VERBS[name][1]
+        kw["description"] = line[:1].upper() + line[1:] + "."
+    p = Parser(**kw)
+    _global_options(p, suppress=True)
+    if name in GROUP_VERBS:
+        if name in OPTIONAL_GROUP:
+            p.add_argument("-g", "--group", metavar="GROUP", help="only this group (same as GROUP)")
+            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="only this group")
+        else:
+            p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
+            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
+    VERB_OPTIONS[name](p)
+    return p
+
+
 def build_parser(prog: str | None = None) -> Parser:
+    """tesson's parser: the global options and the verbs, each verb's parser a :class:`VerbParser`
+    (``parser.verb_parsers[VERB]``), built when used."""
     prog = prog or program_name()
     parser = Parser(
         prog=prog,
@@ -115,78 +238,14 @@ def build_parser(prog: str | None = None) -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"tesson {__version__}")
     _global_options(parser, suppress=False)
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB",
+                                parser_class=VerbParser)  # type: ignore[type-var]  # a stand-in, see VerbParser
     parser.verb_parsers = sub.choices
-
-    def verb(name: str, **kw) -> argparse.ArgumentParser:
-        kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
-        epilog = EXAMPLES.get(name, "")
-        epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
-        kw.setdefault("epilog", with_prog(epilog.strip(), prog))
-        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        if "usage" in kw:
-            kw["usage"] = with_prog(kw["usage"], prog)
+    for name in VERB_OPTIONS:
         if name in HIDDEN_VERBS:
-            p = sub.add_parser(name, **kw)
+            sub.add_parser(name, verb=name, tesson_prog=prog)
         else:
-            line = VERBS[name][1]
-            p = sub.add_parser(name, help=line, description=line[:1].upper() + line[1:] + ".", **kw)
-        _global_options(p, suppress=True)
-        return p
-
-    def group_verb(name: str, **kw) -> argparse.ArgumentParser:
-        p = verb(name, **kw)
-        if name in OPTIONAL_GROUP:
-            p.add_argument("-g", "--group", metavar="GROUP", help="only this group (same as GROUP)")
-            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="only this group")
-        else:
-            p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
-            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
-        return p
-
-    run = verb("run", usage="tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]")
-    V.run_options(run)
-
-    V.ps_options(group_verb("ps"))
-    V.stop_options(group_verb("stop"))
-
-    topo = verb("topology")
-    topo.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
-    topo.add_argument("--groups", action="store_true",
-                      help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
-
-    group_verb("repair")
-
-    demo = verb("demo-server")
-    demo.add_argument("--port", type=V.port_number, default=8080, help="port to listen on (default: 8080)")
-    demo.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-
-    ls = verb("ls")
-    ls.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only the group names")
-
-    V.logs_options(group_verb("logs"))
-    V.exec_options(group_verb("exec", usage="tesson exec [OPTIONS] GROUP COMMAND [ARG...]"))
-
-    st = group_verb("stats")
-    st.add_argument("--no-stream", action="store_true", help="one sample, then exit")
-    st.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-
-    group_verb("top")
-    group_verb("start")
-    rs = group_verb("restart")
-    rs.add_argument("-t", "--time", type=V.non_negative_int, default=10, metavar="SECONDS",
-                    help="seconds to wait for a graceful stop before killing (default: 10)")
-
-    V.scale_options(group_verb("scale"))
-    V.update_options(group_verb("update", usage="tesson update [OPTIONS] GROUP [COMMAND [ARG...]]"))
-
-    ver = verb("version")
-    ver.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-
-    agent = verb("kernel-agent")  # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
-    agent.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
-    agent.add_argument("--group", default="")
+            sub.add_parser(name, help=VERBS[name][1], verb=name, tesson_prog=prog)
     return parser
 
 
@@ -234,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.verb == "run" and not args.image:
-        parser.verb_parsers["run"].error("the following argument is required: IMAGE")
+        parser.verb_parsers["run"].parser.error("the following argument is required: IMAGE")
     if args.verb in GROUP_VERBS:
-        _resolve_group(args, parser.verb_parsers[args.verb])
+        _resolve_group(args, parser.verb_parsers[args.verb].parser)
 
     from tesson import log, plugin_socket
     from tesson.errors import TessonError
