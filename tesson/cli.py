@@ -34,10 +34,48 @@ __all__ = [
 ]
 
 
+def _columns() -> int:
+    """The terminal's width as argparse finds it with ``shutil.get_terminal_size()``: ``COLUMNS``
+    when it is a positive number, else the width of the terminal on stdout, else 80. Without
+    importing ``shutil``, which imports the compression modules: argparse makes a formatter for
+    every option it adds, so every command would pay for them."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Width:
+    """Gives a help formatter the width argparse would give it (:func:`_columns`, less 2)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kw) -> None:
+        super().__init__(prog, indent_increment, max_help_position,  # type: ignore[call-arg]
+                         _columns() - 2 if width is None else width, **kw)
+
+
+class HelpFormatter(_Width, argparse.HelpFormatter):
+    pass
+
+
+class RawDescriptionHelpFormatter(_Width, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit 2."""
 
     verb_parsers: dict[str, VerbParser]  # the top-level parser's: each verb's own parser, by name
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -205,7 +243,7 @@ def _build_verb(name: str, kw: dict) -> Parser:
     epilog = EXAMPLES.get(name, "")
     epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
     kw.setdefault("epilog", with_prog(epilog.strip(), prog))
-    kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    kw.setdefault("formatter_class", RawDescriptionHelpFormatter)
     if name in USAGE:
         kw["usage"] = with_prog(USAGE[name], prog)
     if name not in HIDDEN_VERBS:
