@@ -51,8 +51,6 @@ def plan_group(topo, unit: str, size: int | None, restrict: int | None, exclusiv
 
 def place(p, claims, config: dict | None = None):
     """The placement ``run`` would make now: ``p`` with its shards, limits and re-pins filled in."""
-    from dataclasses import replace
-
     claims = [c for c in claims if c.name != p.group]
     topo = p.topology
     shards = plan_group(topo, p.unit, p.size_asked, p.restrict, p.exclusive, claims)
@@ -80,4 +78,4 @@ def place(p, claims, config: dict | None = None):
                 f"(nothing was changed): ask for fewer units (-n), or stop {e.groups[0]} first "
                 f"(tesson stop -g {e.groups[0]} --purge)"
             ) from None
-    return replace(p, shards=tuple(shards), limits=lims, repins=tuple(moves), warnings=tuple(warnings))
+    return p._replace(shards=tuple(shards), limits=lims, repins=tuple(moves), warnings=tuple(warnings))
