@@ -41,7 +41,6 @@ The probe's own boot ID is kept in ``key.json`` beside it, for the record.
 
 from __future__ import annotations
 
-import json
 import os
 
 from tesson import __version__, log
@@ -59,8 +58,8 @@ class Source:
 
     A plain class, not a dataclass: every command asks for its source, and ``dataclasses`` (with the
     ``inspect`` it imports) would cost ``topology`` and ``run --dry-run`` more than reading the CPUs.
-    The same goes for the module's other imports (tarfile, tempfile, uuid...): only the probe and
-    its cache need them, so they are imported there.
+    The same goes for the module's other imports (json, tarfile, tempfile, uuid...): only the probe
+    and its cache need them, so they are imported there.
     """
 
     __slots__ = ("fsroot", "kind", "where", "cached")
@@ -165,6 +164,8 @@ def lookup(key: dict | None) -> tuple[str, dict] | None:
     """The cached root for this key, with its stored key, or None."""
     if key is None:
         return None
+    import json
+
     folder = _entry_dir(key["daemon"])
     try:
         with open(os.path.join(folder, "key.json")) as f:
@@ -181,6 +182,7 @@ def lookup(key: dict | None) -> tuple[str, dict] | None:
 def store(key: dict | None, answer: bytes, meta: dict) -> str:
     """Unpack an answer into the cache (or a temporary folder when there is no key or the cache
     cannot be written); returns the root to read."""
+    import json
     import shutil
     import tempfile
     import time
@@ -234,6 +236,7 @@ def _fix(image: str, default: str) -> str:
 def probe(client, image: str) -> tuple[bytes, dict]:
     """Run the probe on the daemon's host: ``(answer tar, its facts)``. ProbeError when it cannot."""
     import io
+    import json
     import tarfile
     import uuid
 

@@ -23,25 +23,28 @@ domains), as hwloc's own reference for the 2pa-pcidomain32bits dump does.
 
 from __future__ import annotations
 
-import re
-
 from tesson.topology.model import Obj, PciObj
 from tesson.topology.sysfs import FS
 
 BASE = "/sys/bus/pci/devices"
-_BUSID = re.compile(r"([0-9a-fA-F]+):([0-9a-fA-F]+):([0-9a-fA-F]+)\.([0-9a-fA-F]+)$")
+_HEX = frozenset("0123456789abcdef")
 
 
 def parse_busid(text: str) -> tuple[int, int, int, int] | None:
-    """``0000:02:00.0`` (or ``02:00.0``, domain 0) as (domain, bus, dev, func); None if it is not one."""
+    """``0000:02:00.0`` (or ``02:00.0``, domain 0) as (domain, bus, dev, func); None if it is not one.
+    (Split by hand: compiling a regular expression would cost every ``topology`` about 0.4 ms.)"""
     t = text.strip().lower()
     if t.count(":") == 1:
         t = "0000:" + t
-    m = _BUSID.match(t)
-    if not m:
+    head, dot, func = t.rpartition(".")
+    parts = head.split(":")
+    if not dot or len(parts) != 3:
         return None
-    domain, bus, dev, func = (int(x, 16) for x in m.groups())
-    return domain, bus, dev, func
+    fields = (*parts, func)
+    if not all(f and _HEX.issuperset(f) for f in fields):
+        return None
+    domain, bus, dev, fn = (int(x, 16) for x in fields)
+    return domain, bus, dev, fn
 
 
 def _cmp(a: PciObj, b: PciObj) -> str:
