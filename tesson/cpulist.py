@@ -111,4 +111,11 @@ def first(mask: int) -> int:
 
 def weight(mask: int) -> int:
     """How many bits of ``mask`` are set."""
-    return bin(mask).count("1")
+    return mask.bit_count()
+
+
+if not hasattr(int, "bit_count"):  # Python 3.9
+
+    def weight(mask: int) -> int:
+        """How many bits of ``mask`` are set."""
+        return bin(mask).count("1")

@@ -142,29 +142,28 @@ def shared_restrict(topo, restrict: int | None, pool_mask: int) -> int | None:
     return base & pool_mask
 
 
-def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_mask: int) -> list[Shard] | None:
-    """A shared group's shards over the pool (hwloc-distrib --restrict); None when its CPUs within
-    the pool are none at all."""
-    r = shared_restrict(topo, restrict, pool_mask)
-    if r == 0:
-        return None
-    return plan(topo, unit, size, restrict=r)
-
-
-def effective(topo, claims: list[Claim]) -> dict[str, list[Shard] | None]:
+def effective(topo, claims: list[Claim], plans: dict | None = None) -> dict[str, list[Shard] | None]:
     """The pins every group has now: exclusive and foreign groups their label plan, shared ones
-    their plan over the pool (None: no CPU left for it)."""
+    their plan over the pool (hwloc-distrib --restrict; None: no CPU left for it). Groups alike
+    share one plan, since a plan depends only on its unit, size and CPUs (50 shared groups of a
+    few sizes need a few plans); ``plans`` keeps them across calls on the same topology (the
+    returned lists are shared: read them, do not change them)."""
     p = pool(topo, claims)
+    plans = {} if plans is None else plans
     out: dict[str, list[Shard] | None] = {}
     for c in claims:
         if c.exclusive or c.foreign or not c.shards:
             out[c.name] = c.shards
-        else:
-            try:
-                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p)
-            except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
-                c.foreign = True
-                out[c.name] = c.shards
+            continue
+        r = shared_restrict(topo, c.restrict, p)
+        key = (c.unit, c.size, r)
+        try:
+            if key not in plans:
+                plans[key] = None if r == 0 else plan(topo, c.unit, c.size, restrict=r)
+            out[c.name] = plans[key]
+        except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
+            c.foreign = True
+            out[c.name] = c.shards
     return out
 
 
@@ -198,7 +197,8 @@ def moves(topo, before: list[Claim], after: list[Claim]) -> list[Move]:
     """The re-pins that take the shared groups of ``after`` from their pins under ``before`` to
     their pins under ``after`` (groups in ``after`` only, e.g. the one being run, are not moved).
     Raises :class:`NoCpuLeft` when a shared group would have no CPU: nothing is to move then."""
-    old, new = effective(topo, before), effective(topo, after)
+    plans: dict = {}
+    old, new = effective(topo, before, plans), effective(topo, after, plans)
     starved = [c.name for c in after if not c.exclusive and not c.foreign and c.shards and new[c.name] is None]
     if starved:
         raise NoCpuLeft(starved, f"shared group{'s' if len(starved) > 1 else ''} {', '.join(starved)} would be "
