@@ -85,6 +85,8 @@ def main() -> int:
         made = make_groups(client, topo)
         tesson = str(ROOT / ".venv/bin/tesson")
         env = dict(os.environ, HWLOC_FSROOT=root, HWLOC_THISSYSTEM="1", HWLOC_COMPONENTS="-x86")
+        # timed as a user's install runs: with bytecode (compiled here, as pip does; without
+        # PYTHONDONTWRITEBYTECODE, hyperfine's warm-up runs write any .pyc still missing)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "compileall", "-q", str(ROOT / "tesson")], check=True, env=env)
         shared = f"{tesson} --fsroot {root} run --dry-run -u core -n 48 --format json bench"
