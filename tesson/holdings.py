@@ -45,26 +45,43 @@ def machine_id(topo) -> str:
 class Claim:
     """One group as the labels describe it: ``name``, ``exclusive`` ("packed", "spread" or ""),
     ``unit``, ``restrict`` (int mask or None), ``shards`` (the label plan), ``limits`` (by shard
-    index), ``containers`` (shard index -> container ids) and ``foreign`` (see the module's doc)."""
+    index), ``containers`` (shard index -> container ids) and ``foreign`` (see the module's doc).
 
-    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign")
+    Made from labels, it keeps the plan as masks (``plan``: one ``(cpus, mems)`` pair per shard)
+    and makes its :class:`Shard` list only when asked: a dry run next to 50 groups needs their
+    CPUs, not their shards."""
 
-    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None):
+    __slots__ = ("name", "exclusive", "unit", "restrict", "_shards", "_plan", "limits", "containers", "foreign")
+
+    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None,
+                 plan: list[tuple[int, int]] | None = None):
         self.name, self.exclusive, self.unit, self.restrict = name, exclusive, unit, restrict
-        self.shards = list(shards)
+        self._plan = plan
+        self._shards: list[Shard] | None = None if plan is not None else list(shards)
         self.limits = list(limits)
         self.containers: dict[int, list[str]] = containers if containers is not None else {}
         self.foreign = False
 
     @property
+    def shards(self) -> list[Shard]:
+        if self._shards is None:
+            self._shards = [Shard(i, tuple(cpulist.bits(c)), tuple(cpulist.bits(m)))
+                            for i, (c, m) in enumerate(self._plan or ())]
+        return self._shards
+
+    @property
     def size(self) -> int:
-        return len(self.shards)
+        return len(self._plan or ()) if self._shards is None else len(self._shards)
 
     @property
     def cpuset(self) -> int:
         m = 0
-        for s in self.shards:
-            m |= cpulist.mask_of(s.cpus)
+        if self._shards is None:
+            for cpus, _mems in self._plan or ():
+                m |= cpus
+        else:
+            for s in self._shards:
+                m |= cpulist.mask_of(s.cpus)
         return m
 
     def __repr__(self) -> str:  # pragma: no cover
@@ -77,13 +94,13 @@ def claim_from_labels(labels: dict) -> Claim | None:
     complete tesson group's."""
     try:
         raw = json.loads(labels[L.PLAN])
-        shards = [Shard(i, tuple(cpulist.parse(c)), tuple(cpulist.parse(m))) for i, (c, m) in enumerate(raw)]
+        plan = [(cpulist.list_to_mask(c), cpulist.list_to_mask(m)) for c, m in raw]
         restrict = labels.get(L.CPUS_RESTRICT)
         limits = json.loads(labels.get(L.LIMITS) or "[]")
         unit = canonical_unit(labels.get(L.UNIT) or "core")
         return Claim(labels[L.GROUP], labels.get(L.EXCLUSIVE, ""), unit,
-                     None if restrict is None else cpulist.list_to_mask(restrict), shards,
-                     limits if isinstance(limits, list) else [])
+                     None if restrict is None else cpulist.list_to_mask(restrict), (),
+                     limits if isinstance(limits, list) else [], plan=plan)
     except (KeyError, ValueError, TypeError, TessonError):
         return None
 
@@ -152,7 +169,7 @@ def effective(topo, claims: list[Claim], plans: dict | None = None) -> dict[str,
     plans = {} if plans is None else plans
     out: dict[str, list[Shard] | None] = {}
     for c in claims:
-        if c.exclusive or c.foreign or not c.shards:
+        if c.exclusive or c.foreign or not c.size:
             out[c.name] = c.shards
             continue
         r = shared_restrict(topo, c.restrict, p)
@@ -199,7 +216,7 @@ def moves(topo, before: list[Claim], after: list[Claim]) -> list[Move]:
     Raises :class:`NoCpuLeft` when a shared group would have no CPU: nothing is to move then."""
     plans: dict = {}
     old, new = effective(topo, before, plans), effective(topo, after, plans)
-    starved = [c.name for c in after if not c.exclusive and not c.foreign and c.shards and new[c.name] is None]
+    starved = [c.name for c in after if not c.exclusive and not c.foreign and c.size and new[c.name] is None]
     if starved:
         raise NoCpuLeft(starved, f"shared group{'s' if len(starved) > 1 else ''} {', '.join(starved)} would be "
                                  f"left without any CPU")
