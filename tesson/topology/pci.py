@@ -101,8 +101,6 @@ def _read_one(fs: FS, name: str) -> PciObj | None:
     if ids is None or name.count(":") != 2:
         return None
     domain, bus, dev, func = ids
-    config = fs.read_head(f"{BASE}/{name}/config", 256) or b""
-    config = config + b"\xff" * (256 - len(config))
     class_id = 0
     text = fs.read_head(f"{BASE}/{name}/class", 16)
     if text:
@@ -110,7 +108,11 @@ def _read_one(fs: FS, name: str) -> PciObj | None:
             class_id = int(text.split(b"\0", 1)[0].strip() or b"0", 16) >> 8
         except ValueError:
             class_id = 0
-    if class_id == 0x0604 and config[0x0E] & 0x7F == 1:
+    if class_id != 0x0604:
+        return PciObj(domain, bus, dev, func, class_id)
+    config = fs.read_head(f"{BASE}/{name}/config", 256) or b""  # a bridge: its header type and buses
+    config = config + b"\xff" * (256 - len(config))
+    if config[0x0E] & 0x7F == 1:
         sec, sub = config[0x19], config[0x1A]
         if sec <= bus or sub <= bus or sec > sub:
             return None  # invalid bridge buses: hwloc drops the bridge
