@@ -44,7 +44,6 @@ from __future__ import annotations
 import os
 
 from tesson import __version__, log
-from tesson import labels as L
 from tesson.errors import TessonError
 
 PROBE_ENV = "TESSON_PROBE"
@@ -241,6 +240,7 @@ def probe(client, image: str) -> tuple[bytes, dict]:
     import uuid
 
     from tesson import default_image, docker_client
+    from tesson import labels as L
     from tesson.probe_collect import ANSWER, HOST_SYS, META
 
     daemon = docker_client.target()
