@@ -46,6 +46,7 @@ def _columns() -> int:
     if columns > 0:
         return columns
     try:
+        # ignored for mypy: sys.__stdout__ may be None, which the AttributeError below covers
         return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):
         return 80
@@ -56,6 +57,7 @@ class _Width:
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
                  width: int | None = None, **kw) -> None:
+        # ignored for mypy: a mixin, whose next class in the MRO is argparse's HelpFormatter
         super().__init__(prog, indent_increment, max_help_position,  # type: ignore[call-arg]
                          _columns() - 2 if width is None else width, **kw)
 
