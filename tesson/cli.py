@@ -25,7 +25,6 @@ from tesson.cli_verbs import (
 
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import NoReturn
 
 __all__ = [
@@ -144,75 +143,6 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
             action.help = argparse.SUPPRESS
 
 
-def _topology_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
-    p.add_argument("--groups", action="store_true",
-                   help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
-
-
-def _demo_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=V.port_number, default=8080, help="port to listen on (default: 8080)")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-
-
-def _ls_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only the group names")
-
-
-def _stats_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-
-
-def _restart_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-t", "--time", type=V.non_negative_int, default=10, metavar="SECONDS",
-                   help="seconds to wait for a graceful stop before killing (default: 10)")
-
-
-def _version_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-
-
-def _agent_options(p: argparse.ArgumentParser) -> None:
-    # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
-    p.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
-    p.add_argument("--group", default="")
-
-
-def _no_options(p: argparse.ArgumentParser) -> None:
-    pass
-
-
-# Each verb's own options (after the global ones and, for GROUP_VERBS, GROUP and -g), and the usage
-# line of those whose IMAGE or COMMAND argparse would not show well. The help lists the verbs in
-# this order.
-VERB_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "run": V.run_options,
-    "ps": V.ps_options,
-    "stop": V.stop_options,
-    "topology": _topology_options,
-    "repair": _no_options,
-    "demo-server": _demo_options,
-    "ls": _ls_options,
-    "logs": V.logs_options,
-    "exec": V.exec_options,
-    "stats": _stats_options,
-    "top": _no_options,
-    "start": _no_options,
-    "restart": _restart_options,
-    "scale": V.scale_options,
-    "update": V.update_options,
-    "version": _version_options,
-    "kernel-agent": _agent_options,
-}
-USAGE = {
-    "run": "tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]",
-    "exec": "tesson exec [OPTIONS] GROUP COMMAND [ARG...]",
-    "update": "tesson update [OPTIONS] GROUP [COMMAND [ARG...]]",
-}
-
-
 class VerbParser:
     """A verb's parser, made the first time it is used.
 
@@ -246,8 +176,8 @@ def _build_verb(name: str, kw: dict) -> Parser:
     epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
     kw.setdefault("epilog", with_prog(epilog.strip(), prog))
     kw.setdefault("formatter_class", RawDescriptionHelpFormatter)
-    if name in USAGE:
-        kw["usage"] = with_prog(USAGE[name], prog)
+    if name in V.USAGE:
+        kw["usage"] = with_prog(V.USAGE[name], prog)
     if name not in HIDDEN_VERBS:
         line = VERBS[name][1]
         kw["description"] = line[:1].upper() + line[1:] + "."
@@ -260,7 +190,7 @@ def _build_verb(name: str, kw: dict) -> Parser:
         else:
             p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
             p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
-    VERB_OPTIONS[name](p)
+    V.VERB_OPTIONS[name](p)
     return p
 
 
@@ -281,7 +211,7 @@ def build_parser(prog: str | None = None) -> Parser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB",
                                 parser_class=VerbParser)  # type: ignore[type-var]  # a stand-in, see VerbParser
     parser.verb_parsers = sub.choices
-    for name in VERB_OPTIONS:
+    for name in V.VERB_OPTIONS:
         if name in HIDDEN_VERBS:
             sub.add_parser(name, verb=name, tesson_prog=prog)
         else:
