@@ -12,6 +12,10 @@
 # The plans are checked equal first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Python as a user's install runs it: with compiled bytecode. tesson's is compiled below, as pip does;
+# PYTHONDONTWRITEBYTECODE (some shells and CI set it) would make every timed run compile again any
+# module whose .pyc is missing, so it is unset and hyperfine's warm-up runs write those.
+unset PYTHONDONTWRITEBYTECODE
 ROUNDS=${1:-8}
 RUNS=${2:-10}
 TESSON=.venv/bin/tesson
@@ -41,7 +45,7 @@ for f in "$DUMPS"/*.tar.bz2; do
 done
 [ -n "$largest" ] || { echo "devices.sh: no dump with devices in $DUMPS" >&2; exit 2; }
 
-env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -m compileall -q tesson >/dev/null
+.venv/bin/python -m compileall -q tesson >/dev/null
 export HWLOC_FSROOT="$root" HWLOC_THISSYSTEM=1 HWLOC_COMPONENTS=-x86
 cpus=$(hwloc-calc "os=$DEVICE")
 n=$("$TESSON" --fsroot "$root" run --dry-run --near "$DEVICE" -u core --format json bench | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["shards"]))')

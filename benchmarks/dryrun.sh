@@ -11,10 +11,12 @@
 # Both read the same unpacked folder (in /dev/shm when there is one) and print the same shards:
 # the script checks that first. hwloc runs with its x86 CPUID backend off (HWLOC_COMPONENTS=-x86),
 # which is both the faster hwloc and the one that answers for the dump rather than for this machine.
-# tesson's bytecode is compiled first, as pip does on a normal install (PYTHONDONTWRITEBYTECODE would
-# otherwise make every run recompile tesson's modules).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Python as a user's install runs it: with compiled bytecode. tesson's is compiled below, as pip does;
+# PYTHONDONTWRITEBYTECODE (some shells and CI set it) would make every timed run compile again any
+# module whose .pyc is missing, so it is unset and hyperfine's warm-up runs write those.
+unset PYTHONDONTWRITEBYTECODE
 ROUNDS=${1:-15}
 RUNS=${2:-10}
 TESSON=.venv/bin/tesson
@@ -36,7 +38,7 @@ tar -xjf "$DUMPS/$largest.tar.bz2" -C "$work"
 root=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -1)
 [ -d "$root/sys" ] || { echo "dryrun.sh: no sys/ in $largest" >&2; exit 2; }
 
-env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -m compileall -q tesson >/dev/null
+.venv/bin/python -m compileall -q tesson >/dev/null
 
 export HWLOC_FSROOT="$root" HWLOC_THISSYSTEM=1 HWLOC_COMPONENTS=-x86
 cores=$("$TESSON" --fsroot "$root" topology --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["cores"]))')

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,8 @@ def main() -> int:
         made = make_groups(client, topo)
         tesson = str(ROOT / ".venv/bin/tesson")
         env = dict(os.environ, HWLOC_FSROOT=root, HWLOC_THISSYSTEM="1", HWLOC_COMPONENTS="-x86")
+        # timed as a user's install runs: with bytecode (compiled here, as pip does; without
+        # PYTHONDONTWRITEBYTECODE, hyperfine's warm-up runs write any .pyc still missing)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "compileall", "-q", str(ROOT / "tesson")], check=True, env=env)
         shared = f"{tesson} --fsroot {root} run --dry-run -u core -n 48 --format json bench"
@@ -104,6 +107,18 @@ def main() -> int:
         assert [s["cpus"] for s in doc["shards"]] == ref, "tesson and hwloc-distrib --restrict disagree"
         ex = json.loads(subprocess.run(excl.split(), capture_output=True, text=True, check=True, env=env).stdout)
         ngroups = len([c for c in claims if c.name.startswith(PREFIX) and not c.foreign])
+        # what the daemon itself takes to answer the listing (one GET on its socket), and tesson's
+        # reading of it into claims, each the median of 20 in this process
+        from tesson import daemon_claims
+
+        listing, reading = [], []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            found, _why = daemon_claims.list_containers()
+            t1 = time.perf_counter()
+            holdings.claims_from_containers(found or [], topo)
+            listing.append(t1 - t0)
+            reading.append(time.perf_counter() - t1)
         print(f"256-PU dump built with tests/sysfs_builder.py; {ngroups} groups on the daemon "
               f"({sum(1 for c in claims if c.exclusive and c.name.startswith(PREFIX))} exclusive), pool "
               f"{bin(pool).count('1')} PUs; the shared plan equals hwloc-distrib --restrict; the exclusive plan "
@@ -125,7 +140,9 @@ def main() -> int:
                   f"{res['exclusive'] * 1e3:5.1f} ms ({ratios['exclusive'][-1]:.2f}x), no daemon "
                   f"{res['no daemon'] * 1e3:5.1f} ms ({ratios['no daemon'][-1]:.2f}x)")
         extra = statistics.median(a - b for a, b in zip(med["shared"], med["no daemon"]))
-        print(f"listing and planning around the 50 groups costs {extra * 1e3:.1f} ms (median of rounds)")
+        print(f"listing and planning around the 50 groups costs {extra * 1e3:.1f} ms (median of rounds); of that, the "
+              f"daemon's answer to the listing {statistics.median(listing) * 1e3:.1f} ms and tesson's reading of it "
+              f"into claims {statistics.median(reading) * 1e3:.1f} ms (medians of 20, in one process)")
         for k in ratios:
             m = statistics.median(ratios[k])
             print(f"{k} dry-run / hwloc-distrib: median of rounds {m:.2f}x "

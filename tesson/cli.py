@@ -33,10 +33,50 @@ __all__ = [
 ]
 
 
+def _columns() -> int:
+    """The terminal's width as argparse finds it with ``shutil.get_terminal_size()``: ``COLUMNS``
+    when it is a positive number, else the width of the terminal on stdout, else 80. Without
+    importing ``shutil``, which imports the compression modules: argparse makes a formatter for
+    every option it adds, so every command would pay for them."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        # ignored for mypy: sys.__stdout__ may be None, which the AttributeError below covers
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Width:
+    """Gives a help formatter the width argparse would give it (:func:`_columns`, less 2)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kw) -> None:
+        # ignored for mypy: a mixin, whose next class in the MRO is argparse's HelpFormatter
+        super().__init__(prog, indent_increment, max_help_position,  # type: ignore[call-arg]
+                         _columns() - 2 if width is None else width, **kw)
+
+
+class HelpFormatter(_Width, argparse.HelpFormatter):
+    pass
+
+
+class RawDescriptionHelpFormatter(_Width, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit 2."""
 
-    verb_parsers: dict[str, Parser]  # the top-level parser's: each verb's own parser, by name
+    verb_parsers: dict[str, VerbParser]  # the top-level parser's: each verb's own parser, by name
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -103,7 +143,60 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
             action.help = argparse.SUPPRESS
 
 
+class VerbParser:
+    """A verb's parser, made the first time it is used.
+
+    argparse keeps one parser per verb among the subparsers' choices but only ever calls the parser
+    of the verb on the command line; building all of them (some 240 options, each of which argparse
+    checks by formatting it) cost about as much as reading a 128-CPU topology. So the choices hold
+    these stand-ins, and the real :class:`Parser` is built, with the verb's options, when anything
+    of it is asked for (``parse_known_args`` by argparse, ``error``, ``print_help``, ``_actions``):
+    every attribute is the built parser's. :attr:`parser` gives it with its type.
+    """
+
+    def __init__(self, *, verb: str, **kwargs):
+        self.verb = verb
+        self._kwargs = kwargs  # what argparse's add_parser passes on (prog, ...)
+        self._parser: Parser | None = None
+
+    @property
+    def parser(self) -> Parser:
+        if self._parser is None:
+            self._parser = _build_verb(self.verb, self._kwargs)
+        return self._parser
+
+    def __getattr__(self, name: str):
+        return getattr(self.parser, name)
+
+
+def _build_verb(name: str, kw: dict) -> Parser:
+    prog = kw.pop("tesson_prog")
+    kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
+    epilog = EXAMPLES.get(name, "")
+    epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
+    kw.setdefault("epilog", with_prog(epilog.strip(), prog))
+    kw.setdefault("formatter_class", RawDescriptionHelpFormatter)
+    if name in V.USAGE:
+        kw["usage"] = with_prog(V.USAGE[name], prog)
+    if name not in HIDDEN_VERBS:
+        line = VERBS[name][1]
+        kw["description"] = line[:1].upper() + line[1:] + "."
+    p = Parser(**kw)
+    _global_options(p, suppress=True)
+    if name in GROUP_VERBS:
+        if name in OPTIONAL_GROUP:
+            p.add_argument("-g", "--group", metavar="GROUP", help="only this group (same as GROUP)")
+            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="only this group")
+        else:
+            p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
+            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
+    V.VERB_OPTIONS[name](p)
+    return p
+
+
 def build_parser(prog: str | None = None) -> Parser:
+    """tesson's parser: the global options and the verbs, each verb's parser a :class:`VerbParser`
+    (``parser.verb_parsers[VERB]``), built when used."""
     prog = prog or program_name()
     parser = Parser(
         prog=prog,
@@ -115,78 +208,14 @@ def build_parser(prog: str | None = None) -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"tesson {__version__}")
     _global_options(parser, suppress=False)
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB",
+                                parser_class=VerbParser)  # type: ignore[type-var]  # a stand-in, see VerbParser
     parser.verb_parsers = sub.choices
-
-    def verb(name: str, **kw) -> argparse.ArgumentParser:
-        kw.setdefault("allow_abbrev", False)  # `--siz 2` must not pass for --size (the shim reads it as the image)
-        epilog = EXAMPLES.get(name, "")
-        epilog += f"\n\nGlobal options (--log-level, --fsroot, ...) go here too: see '{prog} --help'."
-        kw.setdefault("epilog", with_prog(epilog.strip(), prog))
-        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        if "usage" in kw:
-            kw["usage"] = with_prog(kw["usage"], prog)
+    for name in V.VERB_OPTIONS:
         if name in HIDDEN_VERBS:
-            p = sub.add_parser(name, **kw)
+            sub.add_parser(name, verb=name, tesson_prog=prog)
         else:
-            line = VERBS[name][1]
-            p = sub.add_parser(name, help=line, description=line[:1].upper() + line[1:] + ".", **kw)
-        _global_options(p, suppress=True)
-        return p
-
-    def group_verb(name: str, **kw) -> argparse.ArgumentParser:
-        p = verb(name, **kw)
-        if name in OPTIONAL_GROUP:
-            p.add_argument("-g", "--group", metavar="GROUP", help="only this group (same as GROUP)")
-            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="only this group")
-        else:
-            p.add_argument("-g", "--group", metavar="GROUP", help="the group (same as GROUP)")
-            p.add_argument("group_pos", metavar="GROUP", nargs="?", help="the group")
-        return p
-
-    run = verb("run", usage="tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]")
-    V.run_options(run)
-
-    V.ps_options(group_verb("ps"))
-    V.stop_options(group_verb("stop"))
-
-    topo = verb("topology")
-    topo.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
-    topo.add_argument("--groups", action="store_true",
-                      help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
-
-    group_verb("repair")
-
-    demo = verb("demo-server")
-    demo.add_argument("--port", type=V.port_number, default=8080, help="port to listen on (default: 8080)")
-    demo.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-
-    ls = verb("ls")
-    ls.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only the group names")
-
-    V.logs_options(group_verb("logs"))
-    V.exec_options(group_verb("exec", usage="tesson exec [OPTIONS] GROUP COMMAND [ARG...]"))
-
-    st = group_verb("stats")
-    st.add_argument("--no-stream", action="store_true", help="one sample, then exit")
-    st.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-
-    group_verb("top")
-    group_verb("start")
-    rs = group_verb("restart")
-    rs.add_argument("-t", "--time", type=V.non_negative_int, default=10, metavar="SECONDS",
-                    help="seconds to wait for a graceful stop before killing (default: 10)")
-
-    V.scale_options(group_verb("scale"))
-    V.update_options(group_verb("update", usage="tesson update [OPTIONS] GROUP [COMMAND [ARG...]]"))
-
-    ver = verb("version")
-    ver.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
-
-    agent = verb("kernel-agent")  # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
-    agent.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
-    agent.add_argument("--group", default="")
+            sub.add_parser(name, help=VERBS[name][1], verb=name, tesson_prog=prog)
     return parser
 
 
@@ -234,19 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.verb == "run" and not args.image:
-        parser.verb_parsers["run"].error("the following argument is required: IMAGE")
+        parser.verb_parsers["run"].parser.error("the following argument is required: IMAGE")
     if args.verb in GROUP_VERBS:
-        _resolve_group(args, parser.verb_parsers[args.verb])
+        _resolve_group(args, parser.verb_parsers[args.verb].parser)
 
     from tesson import log, plugin_socket
     from tesson.errors import TessonError
 
     log.setup(args.log_level, args.log_format)
     plugin_socket.watch()  # run by `docker tesson`: stop when the docker CLI is told to
-    import importlib
-
     module_name = HIDDEN_VERBS.get(args.verb) or VERBS[args.verb][0]
-    module = importlib.import_module(f"tesson.commands.{module_name}")
+    # __import__ rather than importlib.import_module: the importlib package costs every command ~0.3 ms
+    module = __import__(f"tesson.commands.{module_name}", fromlist=["main"])
     try:
         return module.main(args) or 0
     except TessonError as e:

@@ -1,11 +1,16 @@
-"""The verbs of the command line and their options: the verb table, the argparse value types, and the
-options of the larger verbs (``cli.build_parser`` makes each verb's parser and calls these).
+"""The verbs of the command line and their options: the verb table, the argparse value types, and
+each verb's options (:data:`VERB_OPTIONS`: ``cli`` builds a verb's parser, when that verb runs,
+with these).
 
 Imports nothing heavy (argparse only), as the rest of the parser."""
 
 from __future__ import annotations
 
 import argparse
+
+TYPE_CHECKING = False  # typing is not imported on the --dry-run path
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from tesson import DEFAULT_IMAGE, IMAGE_ENV
 
@@ -303,3 +308,72 @@ def update_options(p: argparse.ArgumentParser) -> None:
                    help="seconds a successor with a Docker healthcheck gets to become healthy (default: 60)")
     change_options(p)
     p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER, help="a new command for every shard")
+
+
+def _topology_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
+    p.add_argument("--groups", action="store_true",
+                   help="mark every CPU with the group and shard holding it (asks the Docker daemon)")
+
+
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=port_number, default=8080, help="port to listen on (default: 8080)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+
+
+def _ls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the group names")
+
+
+def _stats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+
+
+def _restart_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--time", type=non_negative_int, default=10, metavar="SECONDS",
+                   help="seconds to wait for a graceful stop before killing (default: 10)")
+
+
+def _version_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+
+
+def _agent_options(p: argparse.ArgumentParser) -> None:
+    # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
+    p.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
+    p.add_argument("--group", default="")
+
+
+def _no_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# Each verb's own options (after the global ones and, for GROUP_VERBS, GROUP and -g), and the usage
+# line of those whose IMAGE or COMMAND argparse would not show well. The help lists the verbs in
+# this order.
+VERB_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": run_options,
+    "ps": ps_options,
+    "stop": stop_options,
+    "topology": _topology_options,
+    "repair": _no_options,
+    "demo-server": _demo_options,
+    "ls": _ls_options,
+    "logs": logs_options,
+    "exec": exec_options,
+    "stats": _stats_options,
+    "top": _no_options,
+    "start": _no_options,
+    "restart": _restart_options,
+    "scale": scale_options,
+    "update": update_options,
+    "version": _version_options,
+    "kernel-agent": _agent_options,
+}
+USAGE = {
+    "run": "tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]",
+    "exec": "tesson exec [OPTIONS] GROUP COMMAND [ARG...]",
+    "update": "tesson update [OPTIONS] GROUP [COMMAND [ARG...]]",
+}

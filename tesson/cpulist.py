@@ -33,9 +33,15 @@ def list_to_mask(text: str) -> int:
     """A cpulist such as ``"0-3,8"`` as a bitmask; ``""`` (or only whitespace) is 0."""
     m = 0
     for part in text.strip().split(","):
+        lo, sep, hi = part.partition("-")
+        if lo.isdigit() and lo.isascii() and (not sep or hi.isdigit() and hi.isascii()):  # the usual "3" or "0-3"
+            start = int(lo)
+            end = int(hi) if sep else start
+            if end >= start:
+                m |= ((1 << (end - start + 1)) - 1) << start
+                continue
         if not part.strip():
             continue
-        lo, sep, hi = part.partition("-")
         if sep:
             start, end = _id(lo, part), _id(hi, part)
             if end < start:
@@ -111,4 +117,11 @@ def first(mask: int) -> int:
 
 def weight(mask: int) -> int:
     """How many bits of ``mask`` are set."""
-    return bin(mask).count("1")
+    return mask.bit_count()
+
+
+if not hasattr(int, "bit_count"):  # Python 3.9
+
+    def weight(mask: int) -> int:
+        """How many bits of ``mask`` are set."""
+        return bin(mask).count("1")

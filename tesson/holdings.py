@@ -47,15 +47,20 @@ class Claim:
     """One group as the labels describe it: ``name``, ``exclusive`` ("packed", "spread" or ""),
     ``unit``, ``restrict`` (int mask or None), ``shards`` (the label plan), ``limits`` (by shard
     index) and ``limits_auto`` (the keys computed from the CPUs), ``containers`` (shard index ->
-    container ids), ``no_isolated`` (run --no-isolated) and ``foreign`` (see the module's doc)."""
+    container ids), ``no_isolated`` (run --no-isolated) and ``foreign`` (see the module's doc).
 
-    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign", "no_isolated",
-                 "limits_auto")
+    Made from labels, it keeps the plan as masks (``plan``: one ``(cpus, mems)`` pair per shard)
+    and makes its :class:`Shard` list only when asked: a dry run next to 50 groups needs their
+    CPUs, not their shards."""
+
+    __slots__ = ("name", "exclusive", "unit", "restrict", "_shards", "_plan", "limits", "containers", "foreign",
+                 "no_isolated", "limits_auto")
 
     def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None,
-                 no_isolated=False, limits_auto=()):
+                 no_isolated=False, limits_auto=(), plan: list[tuple[int, int]] | None = None):
         self.name, self.exclusive, self.unit, self.restrict = name, exclusive, unit, restrict
-        self.shards = list(shards)
+        self._plan = plan
+        self._shards: list[Shard] | None = None if plan is not None else list(shards)
         self.limits = list(limits)
         self.containers: dict[int, list[str]] = containers if containers is not None else {}
         self.foreign = False
@@ -63,14 +68,25 @@ class Claim:
         self.limits_auto = list(limits_auto)
 
     @property
+    def shards(self) -> list[Shard]:
+        if self._shards is None:
+            self._shards = [Shard(i, tuple(cpulist.bits(c)), tuple(cpulist.bits(m)))
+                            for i, (c, m) in enumerate(self._plan or ())]
+        return self._shards
+
+    @property
     def size(self) -> int:
-        return len(self.shards)
+        return len(self._plan or ()) if self._shards is None else len(self._shards)
 
     @property
     def cpuset(self) -> int:
         m = 0
-        for s in self.shards:
-            m |= cpulist.mask_of(s.cpus)
+        if self._shards is None:
+            for cpus, _mems in self._plan or ():
+                m |= cpus
+        else:
+            for s in self._shards:
+                m |= cpulist.mask_of(s.cpus)
         return m
 
     def __repr__(self) -> str:  # pragma: no cover
@@ -83,15 +99,15 @@ def claim_from_labels(labels: dict) -> Claim | None:
     complete tesson group's."""
     try:
         raw = json.loads(labels[L.PLAN])
-        shards = [Shard(i, tuple(cpulist.parse(c)), tuple(cpulist.parse(m))) for i, (c, m) in enumerate(raw)]
+        plan = [(cpulist.list_to_mask(c), cpulist.list_to_mask(m)) for c, m in raw]
         restrict = labels.get(L.CPUS_RESTRICT)
         limits = json.loads(labels.get(L.LIMITS) or "[]")
         auto = json.loads(labels.get(L.LIMITS_AUTO) or "[]")
         unit = canonical_unit(labels.get(L.UNIT) or "core")
         return Claim(labels[L.GROUP], labels.get(L.EXCLUSIVE, ""), unit,
-                     None if restrict is None else cpulist.list_to_mask(restrict), shards,
+                     None if restrict is None else cpulist.list_to_mask(restrict), (),
                      limits if isinstance(limits, list) else [], no_isolated=labels.get(L.NO_ISOLATED) == "1",
-                     limits_auto=[k for k in auto if isinstance(k, str)] if isinstance(auto, list) else [])
+                     limits_auto=[k for k in auto if isinstance(k, str)] if isinstance(auto, list) else [], plan=plan)
     except (KeyError, ValueError, TypeError, TessonError):
         return None
 
@@ -186,20 +202,28 @@ def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_ma
     return plan(topo, unit, size, restrict=r)
 
 
-def effective(topo, claims: list[Claim]) -> dict[str, list[Shard] | None]:
+def effective(topo, claims: list[Claim], plans: dict | None = None) -> dict[str, list[Shard] | None]:
     """The pins every group has now: exclusive and foreign groups their label plan, shared ones
-    their plan over the pool (None: no CPU left for it)."""
+    their plan over the pool (hwloc-distrib --restrict; None: no CPU left for it). Groups alike
+    share one plan, since a plan depends only on its unit, size and CPUs (50 shared groups of a
+    few sizes need a few plans); ``plans`` keeps them across calls on the same topology (the
+    returned lists are shared: read them, do not change them)."""
     p = pool(topo, claims)
+    plans = {} if plans is None else plans
     out: dict[str, list[Shard] | None] = {}
     for c in claims:
-        if c.exclusive or c.foreign or not c.shards:
+        if c.exclusive or c.foreign or not c.size:
             out[c.name] = c.shards
-        else:
-            try:
-                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p, c.no_isolated)
-            except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
-                c.foreign = True
-                out[c.name] = c.shards
+            continue
+        r = shared_restrict(topo, c.restrict, p, c.no_isolated)
+        key = (c.unit, c.size, r)
+        try:
+            if key not in plans:
+                plans[key] = None if r == 0 else plan(topo, c.unit, c.size, restrict=r)
+            out[c.name] = plans[key]
+        except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
+            c.foreign = True
+            out[c.name] = c.shards
     return out
 
 
@@ -235,8 +259,9 @@ def moves(topo, before: list[Claim], after: list[Claim]) -> list[Move]:
     """The re-pins that take the shared groups of ``after`` from their pins under ``before`` to
     their pins under ``after`` (groups in ``after`` only, e.g. the one being run, are not moved).
     Raises :class:`NoCpuLeft` when a shared group would have no CPU: nothing is to move then."""
-    old, new = effective(topo, before), effective(topo, after)
-    starved = [c.name for c in after if not c.exclusive and not c.foreign and c.shards and new[c.name] is None]
+    plans: dict = {}
+    old, new = effective(topo, before, plans), effective(topo, after, plans)
+    starved = [c.name for c in after if not c.exclusive and not c.foreign and c.size and new[c.name] is None]
     if starved:
         raise NoCpuLeft(starved, f"shared group{'s' if len(starved) > 1 else ''} {', '.join(starved)} would be "
                                  f"left without any CPU")

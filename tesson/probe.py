@@ -41,19 +41,9 @@ The probe's own boot ID is kept in ``key.json`` beside it, for the record.
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import shutil
-import socket
-import tarfile
-import tempfile
-import time
-import uuid
-from dataclasses import dataclass
 
 from tesson import __version__, log
-from tesson import labels as L
 from tesson.errors import TessonError
 
 PROBE_ENV = "TESSON_PROBE"
@@ -61,15 +51,23 @@ CACHE_ENV = "TESSON_CACHE_DIR"
 TIMEOUT = 120  # seconds the probe may take (an image's first start on a slow disk)
 
 
-@dataclass(frozen=True)
 class Source:
     """Where a topology is read: ``fsroot`` (a folder holding sys/ and proc/), and for the user
-    ``where`` (one line) and ``kind``: ``fsroot``, ``local`` or ``probe``."""
+    ``where`` (one line) and ``kind``: ``fsroot``, ``local`` or ``probe``.
 
-    fsroot: str
-    kind: str
-    where: str
-    cached: bool = False
+    A plain class, not a dataclass: every command asks for its source, and ``dataclasses`` (with the
+    ``inspect`` it imports) would cost ``topology`` and ``run --dry-run`` more than reading the CPUs.
+    The same goes for the module's other imports (json, tarfile, tempfile, uuid...): only the probe
+    and its cache need them, so they are imported there.
+    """
+
+    __slots__ = ("fsroot", "kind", "where", "cached")
+
+    def __init__(self, fsroot: str, kind: str, where: str, cached: bool = False):
+        self.fsroot, self.kind, self.where, self.cached = fsroot, kind, where, cached
+
+    def __repr__(self) -> str:
+        return f"Source(fsroot={self.fsroot!r}, kind={self.kind!r}, where={self.where!r}, cached={self.cached!r})"
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "where": self.where, "fsroot": self.fsroot, "cached": self.cached}
@@ -95,6 +93,8 @@ def _meminfo_total() -> int | None:
 
 def this_machine() -> dict:
     """This machine's facts, as ``docker info`` names them."""
+    import socket
+
     return {"Name": socket.gethostname(), "KernelVersion": os.uname().release, "NCPU": os.cpu_count(),
             "MemTotal": _meminfo_total()}
 
@@ -163,6 +163,8 @@ def lookup(key: dict | None) -> tuple[str, dict] | None:
     """The cached root for this key, with its stored key, or None."""
     if key is None:
         return None
+    import json
+
     folder = _entry_dir(key["daemon"])
     try:
         with open(os.path.join(folder, "key.json")) as f:
@@ -179,6 +181,11 @@ def lookup(key: dict | None) -> tuple[str, dict] | None:
 def store(key: dict | None, answer: bytes, meta: dict) -> str:
     """Unpack an answer into the cache (or a temporary folder when there is no key or the cache
     cannot be written); returns the root to read."""
+    import json
+    import shutil
+    import tempfile
+    import time
+
     if key is not None:
         folder = _entry_dir(key["daemon"])
         try:
@@ -205,6 +212,9 @@ def store(key: dict | None, answer: bytes, meta: dict) -> str:
 
 def unpack(answer: bytes, dest: str) -> None:
     """Extract the probe's tar (paths under dest only: tarfile's ``data`` filter)."""
+    import io
+    import tarfile
+
     os.makedirs(dest, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(answer)) as tar:
         tar.extractall(dest, filter="data")
@@ -224,7 +234,13 @@ def _fix(image: str, default: str) -> str:
 
 def probe(client, image: str) -> tuple[bytes, dict]:
     """Run the probe on the daemon's host: ``(answer tar, its facts)``. ProbeError when it cannot."""
+    import io
+    import json
+    import tarfile
+    import uuid
+
     from tesson import default_image, docker_client
+    from tesson import labels as L
     from tesson.probe_collect import ANSWER, HOST_SYS, META
 
     daemon = docker_client.target()

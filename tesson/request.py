@@ -4,16 +4,22 @@
 only a :class:`Placement`); below that edge nothing reads the Namespace. The ``-p`` specs are
 parsed once (:attr:`RunRequest.ports`), the unit is normalised once, and the topology read to
 make the plan travels with it (the nginx frontend checks ``--lb-cpus`` against it).
+
+They are plain classes with ``__slots__`` (:class:`Value`), not frozen dataclasses: every ``run
+--dry-run`` makes them, and ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``...)
+and compiles each class's methods, which cost that command more than its whole plan (a
+``typing.NamedTuple`` still costs ``typing`` and the compiler). Their fields are ``Final``: mypy
+refuses an assignment; change one with ``_replace`` (as ``dataclasses.replace``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from tesson.errors import UsageError
 
+TYPE_CHECKING = False  # typing is not imported on the --dry-run path
 if TYPE_CHECKING:
+    from typing import Any, Final, Self
+
     from tesson.holdings import Move
     from tesson.placement import Shard
     from tesson.ports import Port
@@ -21,19 +27,50 @@ if TYPE_CHECKING:
     from tesson.topology import Topology
 
 
-@dataclass(frozen=True)
-class FrontendOptions:
+class Value:
+    """A value whose fields are its class's ``__slots__`` and its ``__init__``'s parameters (the
+    same names): compared and hashed by its fields, shown with them, copied with changes by
+    :meth:`_replace`."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def _replace(self, **changes: Any) -> Self:
+        return type(self)(**{**{name: getattr(self, name) for name in self.__slots__}, **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+class FrontendOptions(Value):
     """The front door asked for: its kind and every option a frontend reads."""
 
-    kind: str  # "auto" (kernel where the host allows it, else nginx), "kernel", "nginx", "none" or "gorb"
-    lb: str | None = None  # --lb as given (None: not given)
-    lb_method: str | None = None
-    lb_image: str | None = None
-    lb_cpus: str | None = None  # a cpulist, as typed
-    gorb_uri: str | None = None  # --gorb / GORB_URI, as typed
-    gorb_method: str | None = None
-    gorb_forward: str | None = None  # --gorb-forward: nat, dr or tunnel (None: not given = nat)
-    macvlan_range: str | None = None  # --macvlan-range CIDR (dr)
+    __slots__ = ("kind", "lb", "lb_method", "lb_image", "lb_cpus", "gorb_uri", "gorb_method", "gorb_forward",
+                 "macvlan_range")
+
+    def __init__(self, kind: str, lb: str | None = None, lb_method: str | None = None, lb_image: str | None = None,
+                 lb_cpus: str | None = None, gorb_uri: str | None = None, gorb_method: str | None = None,
+                 gorb_forward: str | None = None, macvlan_range: str | None = None):
+        self.kind: Final = kind  # "auto" (kernel where the host allows it, else nginx), "kernel", "nginx", "none" or "gorb"
+        self.lb: Final = lb  # --lb as given (None: not given)
+        self.lb_method: Final = lb_method
+        self.lb_image: Final = lb_image
+        self.lb_cpus: Final = lb_cpus  # a cpulist, as typed
+        self.gorb_uri: Final = gorb_uri  # --gorb / GORB_URI, as typed
+        self.gorb_method: Final = gorb_method
+        self.gorb_forward: Final = gorb_forward  # --gorb-forward: nat, dr or tunnel (None: not given = nat)
+        self.macvlan_range: Final = macvlan_range  # --macvlan-range CIDR (dr)
 
     @classmethod
     def choose(
@@ -72,39 +109,49 @@ class FrontendOptions:
         return [flag for flag, value in given if value]
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(Value):
     """The plan of a group: what ``run --dry-run`` prints and ``run`` starts."""
 
-    group: str
-    image: str
-    unit: str  # canonical: pu, core, l3, numa or package
-    topology: Topology  # as read under the fsroot, for the frontend's checks
-    shards: tuple[Shard, ...]
-    near: tuple[str, ...] = ()  # run --near devices as typed (() = the whole machine)
-    exclusive: str = ""  # run --exclusive: "packed" or "spread" (--spread); "": the shared pool
-    restrict: int | None = None  # the CPUs the group may use (--cpus AND --near's), a mask; None: all
-    no_isolated: bool = False  # --no-isolated: the kernel's isolated CPUs (topology.isolated) are not the group's
-    size_asked: int | None = None  # -n as given (None: every free unit)
-    quotas: Quotas | None = None  # --memory, --memory-reservation, --cpu-shares (None: none asked)
-    limits: tuple[dict, ...] = ()  # each shard's HostConfig limits, by index (() = none)
-    limits_auto: tuple[str, ...] = ()  # the limits' keys computed from each shard's CPUs (quotas.auto_keys)
-    repins: tuple[Move, ...] = ()  # the live re-pins of shared groups this plan needs (--exclusive)
-    warnings: tuple[str, ...] = ()  # lines for stderr (e.g. a foreign group on the CPUs taken)
+    __slots__ = ("group", "image", "unit", "topology", "shards", "near", "exclusive", "restrict", "no_isolated",
+                 "size_asked", "quotas", "limits", "limits_auto", "repins", "warnings")
+
+    def __init__(self, group: str, image: str, unit: str, topology: Topology, shards: tuple[Shard, ...],
+                 near: tuple[str, ...] = (), exclusive: str = "", restrict: int | None = None,
+                 no_isolated: bool = False, size_asked: int | None = None, quotas: Quotas | None = None,
+                 limits: tuple[dict, ...] = (), limits_auto: tuple[str, ...] = (), repins: tuple[Move, ...] = (),
+                 warnings: tuple[str, ...] = ()):
+        self.group: Final = group
+        self.image: Final = image
+        self.unit: Final = unit  # canonical: pu, core, l3, numa or package
+        self.topology: Final = topology  # as read under the fsroot, for the frontend's checks
+        self.shards: Final = shards
+        self.near: Final = near  # run --near devices as typed (() = the whole machine)
+        self.exclusive: Final = exclusive  # run --exclusive: "packed" or "spread" (--spread); "": the shared pool
+        self.restrict: Final = restrict  # the CPUs the group may use (--cpus AND --near's), a mask; None: all
+        self.no_isolated: Final = no_isolated  # --no-isolated: the kernel's isolated CPUs (topology.isolated) are not the group's
+        self.size_asked: Final = size_asked  # -n as given (None: every free unit)
+        self.quotas: Final = quotas  # --memory, --memory-reservation, --cpu-shares (None: none asked)
+        self.limits: Final = limits  # each shard's HostConfig limits, by index (() = none)
+        self.limits_auto: Final = limits_auto  # the limits' keys computed from each shard's CPUs (quotas.auto_keys)
+        self.repins: Final = repins  # the live re-pins of shared groups this plan needs (--exclusive)
+        self.warnings: Final = warnings  # lines for stderr (e.g. a foreign group on the CPUs taken)
 
 
-@dataclass(frozen=True)
-class RunRequest:
+class RunRequest(Value):
     """Everything ``run`` needs, checked: the plan, the shards' command and config, the ``-p``
     ports and the frontend's options."""
 
-    placement: Placement
-    command: tuple[str, ...]  # [] = the image's own
-    port_specs: tuple[str, ...]  # the -p specs as typed (kept in the labels)
-    ports: tuple[Port, ...]  # the same, parsed
-    config: dict  # the -c body as loaded ({} = none); never changed after loading
-    frontend: FrontendOptions
-    pull: str = "missing"  # --pull: missing, always or never (as docker run --pull)
+    __slots__ = ("placement", "command", "port_specs", "ports", "config", "frontend", "pull")
+
+    def __init__(self, placement: Placement, command: tuple[str, ...], port_specs: tuple[str, ...],
+                 ports: tuple[Port, ...], config: dict, frontend: FrontendOptions, pull: str = "missing"):
+        self.placement: Final = placement
+        self.command: Final = command  # () = the image's own
+        self.port_specs: Final = port_specs  # the -p specs as typed (kept in the labels)
+        self.ports: Final = ports  # the same, parsed
+        self.config: Final = config  # the -c body as loaded ({} = none); never changed after loading
+        self.frontend: Final = frontend
+        self.pull: Final = pull  # --pull: missing, always or never (as docker run --pull)
 
     @property
     def group(self) -> str:

@@ -56,8 +56,6 @@ def plan_group(topo, unit: str, size: int | None, restrict: int | None, exclusiv
 
 def place(p, claims, config: dict | None = None):
     """The placement ``run`` would make now: ``p`` with its shards, limits and re-pins filled in."""
-    from dataclasses import replace
-
     claims = [c for c in claims if c.name != p.group]
     topo = p.topology
     within = holdings.own_cpus(topo, p.restrict, p.no_isolated)
@@ -88,7 +86,7 @@ def place(p, claims, config: dict | None = None):
                 f"(nothing was changed): ask for fewer units (-n), or stop {e.groups[0]} first "
                 f"(tesson stop -g {e.groups[0]} --purge)"
             ) from None
-    return replace(p, shards=tuple(shards), limits=lims, limits_auto=auto, repins=tuple(moves), warnings=tuple(warnings))
+    return p._replace(shards=tuple(shards), limits=lims, limits_auto=auto, repins=tuple(moves), warnings=tuple(warnings))
 
 
 def _no_cpu(name: str, claims, restrict) -> TessonError:

@@ -251,21 +251,30 @@ def build(
     return root
 
 
-def uneven_caches(l2_shared=None, l1_on=None):
+def uneven_caches(l2_shared=None, l1_on=None, l2_on=None, l3_on=None):
     """A ``caches_of`` for cores that list different caches, as some real machines' sysfs shows:
     ``l2_shared``: the cores (of each package) that share one L2, the others listing no L2 at all;
-    ``l1_on``: the only cores that list L1 caches. The kernel numbers each CPU's caches index0..
-    without gaps, so the same index names different caches on different cores."""
+    ``l1_on``: the only cores that list L1 caches; ``l2_on``: the only cores that list their own
+    L2; ``l3_on``: the only cores that list the L3, which only they share. The kernel numbers each
+    CPU's caches index0.. without gaps, so the same index names different caches on different
+    cores (with ``l2_on`` and ``l3_on`` apart, cores list as many caches, index2 an L2 on some and
+    an L3 on the others)."""
 
     def caches_of(p, c, caches, core_cpus):
         out = []
         for level, ctype, size, cpus in caches:
             if level == 1 and l1_on is not None and c not in l1_on:
                 continue
+            if level == 2 and l2_on is not None and c not in l2_on:
+                continue
             if level == 2 and l2_shared is not None:
                 if c not in l2_shared:
                     continue
                 size, cpus = "2048K", [x for k in l2_shared for x in core_cpus(p, k)]
+            if level == 3 and l3_on is not None:
+                if c not in l3_on:
+                    continue
+                cpus = [x for k in l3_on for x in core_cpus(p, k)]
             out.append((level, ctype, size, cpus))
         return out
 

@@ -116,6 +116,9 @@ BUILT = {
     "l2-shared-by-the-last-cores-only": dict(cores=6, caches_of=sysfs_builder.uneven_caches(l2_shared=(3, 4, 5))),
     "l1-on-some-cores-only": dict(cores=4, caches_of=sysfs_builder.uneven_caches(l1_on=(0, 3))),
     "l2-pair-and-l1-on-some-cores": dict(cores=4, caches_of=sysfs_builder.uneven_caches(l2_shared=(2, 3), l1_on=(1, 2))),
+    # as many caches on every core, index2 an own L2 on two cores and an L3 the two others share
+    # (tesson reads a cache's type and level once per shape: this one must not be taken for that one)
+    "l2-on-two-cores-l3-on-two-others": dict(cores=4, caches_of=sysfs_builder.uneven_caches(l2_on=(0, 1), l3_on=(2, 3))),
 }
 
 

@@ -140,12 +140,18 @@ def run_request(args: argparse.Namespace, ask: bool = True) -> RunRequest:
     frontend's options, the plan (from this machine's topology, or the daemon host's: tesson.probe;
     ``ask`` False, as a dry run does, asks the daemon nothing), as if no other group held any CPU:
     :func:`start` plans again, under the daemon's lock, next to the groups there."""
-    from tesson import config as config_mod
-    from tesson import ports
     from tesson.request import FrontendOptions, RunRequest
 
-    port_list = ports.parse(args.ports)
-    cfg = config_mod.load(args.config, allow_privileged=args.allow_privileged) if args.config else {}
+    port_list: list = []
+    if args.ports:  # only then: tesson.ports and tesson.config cost a dry run more than its plan
+        from tesson import ports
+
+        port_list = ports.parse(args.ports)
+    cfg: dict = {}
+    if args.config:
+        from tesson import config as config_mod
+
+        cfg = config_mod.load(args.config, allow_privileged=args.allow_privileged)
     options = FrontendOptions.choose(lb=args.lb, lb_method=args.lb_method, lb_image=args.lb_image,
                                      lb_cpus=args.lb_cpus, gorb_uri=args.gorb, gorb_method=args.gorb_method,
                                      gorb_forward=args.gorb_forward, macvlan_range=args.macvlan_range)
@@ -262,8 +268,6 @@ def start(req: RunRequest, fe: Frontend | None = None,
 
     Returns the group as found on the daemon afterwards and the client.
     """
-    from dataclasses import replace
-
     from tesson import daemon_claims, daemon_lock, docker_client, frontend, runtime, sharing
     from tesson import group as G
     from tesson.runtime import repin
@@ -296,7 +300,7 @@ def start(req: RunRequest, fe: Frontend | None = None,
             from tesson.errors import TessonError
 
             raise TessonError(f"cannot list the groups on the daemon: {why}")
-        req = replace(req, placement=sharing.place(req.placement, claims, req.config))
+        req = req._replace(placement=sharing.place(req.placement, claims, req.config))
         for line in req.placement.warnings:
             print(f"tesson: {line}", file=sys.stderr)
         ctx = frontend.Context.for_run(req, client, fe)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -68,11 +67,15 @@ def main(args) -> int:
             raise TessonError(f"--groups asks the Docker daemon, which cannot be reached: {why}")
         held = holdings.holders(whole, claims)
         if args.format == "json":
+            import json
+
             sys.stdout.write(json.dumps({**topo.to_json(), **groups_json(topo, claims, held, whole)}) + "\n")
         else:
             sys.stdout.write(render_text(topo, marks=group_marks(held)))
         return 0
     if args.format == "json":
+        import json  # only here: the text view need not pay for it
+
         doc = topo.to_json()
         if src.kind != "fsroot":
             doc["source"] = src.to_json()
