@@ -29,13 +29,13 @@ from tesson.group import ShardState
 MAX_WORKERS = 16
 
 
-def open_group(name: str, workers: int = MAX_WORKERS):
+def open_group(name: str, workers: int = MAX_WORKERS, read_only: bool = False):
     """Check the name (UsageError, exit 2, before any daemon call), connect, and find the group:
-    ``(client, group)``."""
+    ``(client, group)``. ``read_only``: the verb only reads (docker_client.connect_read)."""
     from tesson import docker_client, names
 
     names.validate_group(name)
-    client = docker_client.connect(workers=workers)
+    client = (docker_client.connect_read if read_only else docker_client.connect)(workers=workers)
     return client, find(client, name)
 
 

@@ -245,7 +245,7 @@ def ps(groups: list | None = None, fmt: str = "table", document: bool = False, q
     except psformat.FormatError as e:
         raise UsageError(str(e)) from None
     wanted = parse_filters(filters or [], groups or [])
-    client = docker_client.connect()
+    client = docker_client.connect_read()
     only = sorted(wanted.get("group", ()))
     found = G.list_groups(client, only[0]) if len(only) == 1 else G.list_groups(client)
     selected = select(found, wanted)
