@@ -18,9 +18,7 @@ before they are printed; a line without a stamp (a daemon that lost it) sorts fi
 
 from __future__ import annotations
 
-import heapq
 import sys
-import threading
 
 from tesson import group as G
 from tesson.errors import TessonError, UsageError
@@ -104,6 +102,8 @@ class LogPrinter:
     def __init__(self, names: list[str], timestamps: bool, prefix: bool = True, out=None) -> None:
         self.width = max((len(n) for n in names), default=0)
         self.timestamps, self.prefix = timestamps, prefix
+        import threading
+
         self.out = out or sys.stdout.buffer
         self.lock = threading.Lock()
 
@@ -129,6 +129,8 @@ def _read_log(client, t: ShardState, tail, since, until) -> list[tuple]:
 
 def print_logs(client, shards: list[ShardState], printer: LogPrinter, tail: int | str = "all", since=None, until=None) -> None:
     """Every shard's log up to now, merged by time (see the module's docstring)."""
+    import heapq
+
     per_shard = parallel(lambda t: _read_log(client, t, tail, since, until), shards)
     streams = [[(key, i, stamp, msg) for key, stamp, msg in lines] for i, lines in enumerate(per_shard)]
     for _key, i, stamp, msg in heapq.merge(*streams):
@@ -139,6 +141,7 @@ def print_logs(client, shards: list[ShardState], printer: LogPrinter, tail: int 
 def follow_logs(client, shards: list[ShardState], printer: LogPrinter, tail: int | str = "all", since=None) -> None:
     """Stream every shard's log until every stream ends (its container stopped) or Ctrl-C."""
     import queue
+    import threading
 
     lines: queue.Queue = queue.Queue(maxsize=10000)
     errors: list[str] = []
