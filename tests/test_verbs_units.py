@@ -132,3 +132,29 @@ def test_engine_lite_wire_format():
     assert E.demultiplex(raw + b"\x01\x00\x00") == b"out 1\nerr 1\nout 2\n"  # less than a header: dropped
     with pytest.raises(ValueError):
         E.demultiplex(frame(0, b"stdin?"), demux=True)
+
+
+def test_parallel_keeps_order_and_raises_the_first_error_after_all_ran():
+    import threading
+    import time
+
+    seen, most, lock = [], [0], threading.Lock()
+    running = [0]
+
+    def slow(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02 * (5 - i % 5))
+        with lock:
+            running[0] -= 1
+            seen.append(i)
+        if i in (3, 7):
+            raise ValueError(f"item {i}")
+        return i * i
+
+    assert shardio.parallel(lambda i: i * i, range(10), workers=3) == [i * i for i in range(10)]
+    with pytest.raises(ValueError, match="item 3"):
+        shardio.parallel(slow, range(10), workers=4)
+    assert sorted(seen) == list(range(10)) and 1 < most[0] <= 4
+    assert shardio.parallel(slow, [0]) == [0] and shardio.parallel(slow, []) == []
