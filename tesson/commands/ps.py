@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
 
 from tesson import cpulist
 
+TYPE_CHECKING = False  # typing is not imported on ps's path
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from tesson.group import Group, ShardState
 
 # --format fields and their table headers (the one home of ps's display names).
