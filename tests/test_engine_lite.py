@@ -247,7 +247,7 @@ def test_a_tcp_daemon_goes_through_docker_py_with_the_same_output(groups):
         env = {"DOCKER_HOST": fwd.url}
         only = [f"--filter=group={name}" for name in groups.values()]
         for args in (["ps", "--json", *only], ["ps", "--format", "{{.Group}} {{.Name}} {{.ID}} {{.State}} {{.CPUs}} {{.Ports}}", *only],
-                     ["ls", "-q"], ["logs", "-t", groups["none"]], ["ps", "-q", groups["kernel"]]):
+                     ["ls", "--format", "json"], ["logs", "-t", groups["none"]], ["ps", "-q", groups["kernel"]]):
             before = fwd.connections
             r, imported = _imports(*args, env=env)
             assert r.returncode == 0, (args, r.stderr)
@@ -260,6 +260,9 @@ def test_a_tcp_daemon_goes_through_docker_py_with_the_same_output(groups):
                 assert _volatile(json.loads(local.stdout)) == _volatile(json.loads(r.stdout))
                 kinds = {g["frontend"]["kind"]: g["frontend"]["status"] for g in json.loads(local.stdout)}
                 assert kinds["kernel"] == "running, 2/2 shards in rotation" and kinds["nginx"] == "running", kinds
+            elif args[0] == "ls":  # every group on the daemon: other sessions' come and go meanwhile
+                mine = [[ln for ln in out.splitlines() if json.loads(ln)["name"] in groups.values()] for out in (local.stdout, r.stdout)]
+                assert mine[0] == mine[1] and len(mine[0]) == 3, mine
             else:
                 assert local.stdout == r.stdout, args
     finally:
