@@ -10,10 +10,13 @@ no other module spells those keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from tesson import labels as L
 from tesson import ports as P
+
+TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True)

@@ -1,60 +1,16 @@
 """The groups on the daemon, as claims on CPUs (tesson.holdings), read in one container listing.
 
-``run --dry-run`` and ``topology --groups`` pay for this on every call, so on the local socket (no
-``DOCKER_HOST``, or a ``unix://`` one) the listing is one HTTP request made with the standard library
-(a plain socket: importing docker-py and requests, or even http.client, costs more than the whole
-plan). Any other daemon goes through docker-py as usual.
+``run --dry-run`` and ``topology --groups`` pay for this on every call, so on the local socket
+(tesson.engine_lite.local_socket) the listing is made with the standard library's client
+(:mod:`tesson.engine_lite`: importing docker-py and requests, or even http.client, costs more than
+the whole plan). Any other daemon goes through docker-py as usual.
 """
 
 from __future__ import annotations
 
-import _socket  # socket's C core: the socket module itself adds nothing used here and costs ~5 ms (its enums)
-import json
-import os
-
 from tesson import labels as L
 
 TIMEOUT = 10.0
-
-
-def _get(path: str, target: str, timeout: float = TIMEOUT) -> tuple[int, bytes]:
-    """One ``GET target`` over the Unix socket at ``path``, HTTP/1.0 (the daemon then closes the
-    connection after the body and never chunks it): ``(status, body)``. Plain sockets: importing
-    ``http.client`` alone costs more than the whole plan of a 256-CPU machine, and ``socket`` (whose
-    ``socket`` class only wraps ``_socket.socket`` with files, enums and ``sendfile``) half as much."""
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
-        chunks = []
-        while True:
-            data = sock.recv(1 << 16)
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        sock.close()
-    raw = b"".join(chunks)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        raise OSError(f"not an HTTP answer from {path}") from None
-    return status, body
-
-
-def _quote(text: str) -> str:
-    """Percent-encode a query value (what urllib.parse.quote(text, safe="") does, for ASCII)."""
-    keep = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode())
-
-
-def _socket_path() -> str | None:
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if host.startswith("unix://"):
-        return host[len("unix://"):]
-    return None
 
 
 def list_containers(client=None) -> tuple[list[dict] | None, str]:
@@ -62,15 +18,17 @@ def list_containers(client=None) -> tuple[list[dict] | None, str]:
     ``(None, why)`` when the daemon cannot be reached."""
     filters = {"label": [L.GROUP]}
     if client is None:
-        path = _socket_path()
+        from tesson import engine_lite
+
+        path = engine_lite.local_socket()
         if path is not None:
             try:
-                status, body = _get(path, "/containers/json?all=1&filters=" + _quote(json.dumps(filters)))
-            except OSError as e:
-                return None, f"{path}: {e.strerror or e}"
-            if status != 200:
-                return None, f"{path}: the daemon answered {status}"
-            return json.loads(body), ""
+                return engine_lite.Client(path, TIMEOUT).containers(all=True, filters=filters), ""
+            except OSError as e:  # ConnectionLost, its cause the socket's error
+                cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
+                return None, f"{path}: {cause.strerror or cause}"
+            except engine_lite.APIError as e:
+                return None, f"{path}: the daemon answered {e.status_code}"
         from tesson import docker_client
         from tesson.errors import TessonError
 

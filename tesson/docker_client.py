@@ -1,6 +1,8 @@
 """The Docker daemon the environment names: ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY`` and
 ``DOCKER_CERT_PATH``), else the local socket. Every call goes through docker-py's low-level
-``APIClient``, so raw Engine API bodies pass as given and answers are plain dicts.
+``APIClient``, so raw Engine API bodies pass as given and answers are plain dicts; the read-only
+verbs take :func:`connect_read`, which on a local unix socket is :mod:`tesson.engine_lite`'s client
+(the same calls and answers without docker-py's import cost).
 
 An ``ssh://[USER@]HOST[:PORT]`` daemon is reached as the docker CLI reaches it: through this
 machine's ``ssh`` client (``ssh -l USER -p PORT -- HOST docker system dial-stdio``, docker-py's
@@ -10,25 +12,28 @@ needs the ``ssh`` extra (``pip install 'tesson[ssh]'``). Each connection of the 
 process, whose messages go to stderr; so that a daemon it cannot reach is still one line, the API
 version is asked first by one ``ssh ... docker version`` whose stderr tesson keeps and quotes.
 
-Failing to connect is one line naming what was tried, exit 1.
+Failing to connect is one line naming what was tried, exit 1. :func:`explain`, :func:`is_status`
+and :func:`unless_gone` take either client's errors.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
-from urllib.parse import urlparse
+import sys
 
 from tesson.errors import TessonError
 
+TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
 if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
     from docker import APIClient
+
+    T = TypeVar("T")
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
-
-T = TypeVar("T")
 
 
 def target() -> str:
@@ -47,6 +52,8 @@ def is_remote(url: str | None = None) -> bool:
     """By the URL alone: True for a tcp/ssh daemon whose host is not a loopback name. A hint only
     (used to skip checks of this machine's free ports); whose topology to read is tesson.probe's
     decision, made from the daemon's facts."""
+    from urllib.parse import urlparse
+
     url = url or target()
     parsed = urlparse(url if "://" in url else f"tcp://{url}")
     if parsed.scheme in ("unix", "npipe", "fd", ""):
@@ -107,6 +114,7 @@ def _ssh_api_version(url: str, timeout: int) -> str:
     import importlib.util
     import shutil
     import subprocess
+    from urllib.parse import urlparse
 
     fail = f"cannot reach the Docker daemon at {describe_target()}"
     if importlib.util.find_spec("paramiko") is None:
@@ -127,27 +135,58 @@ def _ssh_api_version(url: str, timeout: int) -> str:
     return answer
 
 
+def connect_read(workers: int = 10, timeout: int = 60) -> Any:
+    """A client for the read-only verbs: on a local unix socket (tesson.engine_lite.local_socket)
+    the standard library's :class:`tesson.engine_lite.Client`, else :func:`connect`'s. Both take
+    the same calls and give the same answers; failing to connect is the same line."""
+    from tesson import engine_lite
+
+    path = engine_lite.local_socket()
+    if path is None:
+        return connect(workers, timeout)
+    try:
+        return engine_lite.connect(path, timeout)
+    except engine_lite.APIError as e:
+        raise TessonError(f"cannot reach the Docker daemon at {describe_target()}: {e.explanation or e}") from None
+    except OSError as e:
+        raise TessonError(f"cannot reach the Docker daemon at {describe_target()}: {_reason(e)}") from None
+
+
+def _api_errors() -> tuple:
+    """The exception classes of a daemon's HTTP error answer, of the clients loaded: an error of
+    docker-py's cannot exist unless docker-py was imported (and importing it costs ~100 ms)."""
+    found = []
+    lite = sys.modules.get("tesson.engine_lite")
+    if lite is not None:
+        found.append(lite.APIError)
+    if "docker" in sys.modules:
+        import docker.errors
+
+        found.append(docker.errors.APIError)
+    return tuple(found)
+
+
 def explain(exc: BaseException) -> str:
     """A daemon error as one line: the daemon's own reason when it gave one."""
-    import docker.errors
-
-    if isinstance(exc, docker.errors.APIError):
-        text = exc.explanation or str(exc)
+    if isinstance(exc, _api_errors()):
+        text = getattr(exc, "explanation", None) or str(exc)
         if isinstance(text, bytes):
             text = text.decode(errors="replace")
         return " ".join(str(text).split())
-    import requests.exceptions
+    lite = sys.modules.get("tesson.engine_lite")
+    lost: tuple = (lite.ConnectionLost,) if lite is not None else ()
+    if "requests" in sys.modules:
+        import requests.exceptions
 
-    if isinstance(exc, requests.exceptions.RequestException):
+        lost += (requests.exceptions.RequestException,)
+    if isinstance(exc, lost):
         return f"lost the Docker daemon at {describe_target()}: {_reason(exc)}"
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def is_status(exc: BaseException, *codes: int) -> bool:
     """Whether exc is a daemon answer with one of these HTTP status codes."""
-    import docker.errors
-
-    return isinstance(exc, docker.errors.APIError) and exc.status_code in codes
+    return isinstance(exc, _api_errors()) and getattr(exc, "status_code", None) in codes
 
 
 def unless_gone(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -164,3 +203,33 @@ def unless_gone(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
 def remove_container(client: APIClient, cid: str) -> None:
     """Remove a container and its anonymous volumes, running or not; one already gone is fine."""
     unless_gone(client.remove_container, cid, force=True, v=True)
+
+
+def docker_py_module(name: str) -> Any:
+    """docker-py's module ``docker.NAME`` (one that imports nothing of docker-py itself: ``utils.ports``,
+    ``_version``), loaded from its file under a private name without importing the package, whose
+    ``__init__`` imports the whole client and requests. The module as imported when docker-py is
+    already loaded, or when its file cannot be loaded alone (a docker-py laid out otherwise)."""
+    full = f"docker.{name}"
+    if "docker" in sys.modules:
+        import importlib
+
+        return importlib.import_module(full)
+    private = f"tesson._docker_py.{name}"
+    if private in sys.modules:
+        return sys.modules[private]
+    try:
+        from importlib.machinery import PathFinder
+        from importlib.util import module_from_spec, spec_from_file_location
+
+        package = PathFinder.find_spec("docker")
+        where = list(package.submodule_search_locations or []) if package is not None else []
+        spec = spec_from_file_location(private, os.path.join(where[0], *name.split(".")) + ".py")
+        module = module_from_spec(spec)  # type: ignore[arg-type]  # None: caught below
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception:  # any surprise: the ordinary import (slower, same module)
+        import importlib
+
+        return importlib.import_module(full)
+    sys.modules[private] = module
+    return module

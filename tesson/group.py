@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
 
 from tesson import cpulist, names
 from tesson import labels as L
 from tesson.container import Container
 
+TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
 if TYPE_CHECKING:
+    from typing import Iterable
+
     from docker import APIClient
 
     from tesson.placement import Shard
@@ -53,10 +55,12 @@ class Spec:
     limits_auto: list = field(default_factory=list)  # the limits' keys computed from the CPUs (quotas.auto_keys)
 
     def __post_init__(self) -> None:
-        if self.config is not None:
+        if self.config:
             from tesson import config as C
 
             self.config_digest, self.config_fields = C.digest(self.config), C.fields(self.config)
+        elif self.config is not None:  # no config: what config.digest and config.fields say of {}
+            self.config_digest, self.config_fields = "", []
 
     @property
     def size(self) -> int:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from tesson.cpulist import bits, weight
 from tesson.errors import UsageError
-from tesson.topology import Topology
 
 TYPE_CHECKING = False  # typing is not imported on the --dry-run path
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # nor the topology where only a Shard is wanted (tesson.group rebuilds them from labels)
     from collections.abc import Callable, Sequence
 
+    from tesson.topology import Topology
     from tesson.topology.model import Obj
 
     Stop = Callable[[Obj], bool]  # where the walk stops descending

@@ -1,4 +1,5 @@
-"""``-p`` port specs, as ``docker run -p`` takes them, parsed with docker-py's own helper.
+"""``-p`` port specs, as ``docker run -p`` takes them, parsed with docker-py's own helper (its
+module alone: see tesson.docker_client.docker_py_module).
 
 ``80``, ``8080:80``, ``127.0.0.1:8080:80``, ``127.0.0.1::80``, ``53/udp``, ``8000-8001:80-81``,
 ``8000-8010:80`` (any free host port of the range). A range is expanded to one :class:`Port` per
@@ -8,7 +9,6 @@ and exit 2.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from tesson.errors import UsageError
@@ -70,7 +70,9 @@ def _host_port(text: str | None, spec: str) -> str:
 
 def parse_one(spec: str) -> list[Port]:
     """Parse one ``-p`` spec into its container ports (UsageError naming the spec if it is bad)."""
-    from docker.utils.ports import split_port
+    from tesson.docker_client import docker_py_module
+
+    split_port = docker_py_module("utils.ports").split_port  # without importing docker-py's client
 
     text = spec.strip()
     if not text:
@@ -98,6 +100,8 @@ def parse_one(spec: str) -> list[Port]:
             else:
                 host_port = ext
         if host_ip:
+            import ipaddress
+
             try:
                 host_ip = str(ipaddress.ip_address(host_ip.strip("[]")))
             except ValueError:

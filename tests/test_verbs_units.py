@@ -96,3 +96,65 @@ def test_usage_without_a_previous_sample_or_percpu():
     v2 = _doc(total=2, pre_total=1, percpu=None, prepercpu=None, system=20, pre_system=10, online=2)
     u = shardstats.usage(0, "web-0", (0,), v2)
     assert u.cpu_percent == pytest.approx(20.0) and u.per_cpu == {} and u.elsewhere is None
+
+
+def test_engine_lite_wire_format():
+    """What tesson.engine_lite decodes and encodes, against the references: docker-py's filter
+    conversion and urllib's quoting; chunked bodies and multiplexed streams as the daemon sends them."""
+    import json
+    import urllib.parse
+
+    from docker.utils import convert_filters
+
+    from tesson import engine_lite as E
+
+    for filters in ({"label": ["io.tesson.group=web", "io.tesson.role"]}, {"status": "running", "dangling": True},
+                    {"label": "a=b", "before": 3}):
+        assert json.loads(E.convert_filters(filters)) == json.loads(convert_filters(filters))
+    for text in ("web-0", "a b/c:d", "é{}\"=&?", '{"label":["x=y"]}'):
+        assert E.quote(text) == urllib.parse.quote(text, safe="")
+        assert E.quote(text, safe="/:") == urllib.parse.quote(text, safe="/:")
+    assert E.query({"all": 1, "since": None, "filters": "{}"}) == "?all=1&filters=%7B%7D" and E.query({"x": None}) == ""
+    body = b"5;ext=1\r\nhello\r\n1A\r\n" + b"x" * 26 + b"\r\n0\r\nTrailer: t\r\n\r\n"
+    assert E.dechunk(body) == b"hello" + b"x" * 26
+    assert E.dechunk(b"3\r\nab") == b"ab"  # a stream cut short keeps what came
+    with pytest.raises(E.ConnectionLost):
+        E.dechunk(b"zz\r\n")
+
+    def frame(stream: int, data: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    raw = frame(1, b"out 1\n") + frame(2, b"err 1\n") + frame(1, b"") + frame(1, b"out 2\n")
+    assert E.demultiplex(raw) == b"out 1\nerr 1\nout 2\n"
+    assert E.demultiplex(raw, demux=True) == (b"out 1\nout 2\n", b"err 1\n")
+    assert E.demultiplex(frame(1, b"x"), demux=True) == (b"x", None) and E.demultiplex(b"", demux=True) == (None, None)
+    assert E.demultiplex(raw + frame(2, b"cut")[:-1]) == b"out 1\nerr 1\nout 2\ncu"  # a frame cut short
+    assert E.demultiplex(raw + b"\x01\x00\x00") == b"out 1\nerr 1\nout 2\n"  # less than a header: dropped
+    with pytest.raises(ValueError):
+        E.demultiplex(frame(0, b"stdin?"), demux=True)
+
+
+def test_parallel_keeps_order_and_raises_the_first_error_after_all_ran():
+    import threading
+    import time
+
+    seen, most, lock = [], [0], threading.Lock()
+    running = [0]
+
+    def slow(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02 * (5 - i % 5))
+        with lock:
+            running[0] -= 1
+            seen.append(i)
+        if i in (3, 7):
+            raise ValueError(f"item {i}")
+        return i * i
+
+    assert shardio.parallel(lambda i: i * i, range(10), workers=3) == [i * i for i in range(10)]
+    with pytest.raises(ValueError, match="item 3"):
+        shardio.parallel(slow, range(10), workers=4)
+    assert sorted(seen) == list(range(10)) and 1 < most[0] <= 4
+    assert shardio.parallel(slow, [0]) == [0] and shardio.parallel(slow, []) == []

@@ -42,7 +42,7 @@ def logs(group: str, *, follow: bool, tail: int | str, since: str | None, until:
 
     since_at = parse_time(since, "--since") if since else None
     until_at = parse_time(until, "--until") if until else None
-    client, grp = shardio.open_group(group)
+    client, grp = shardio.open_group(group, read_only=not follow)
     shards = shardio.targets(grp)
     if not shards:
         raise TessonError(f"group {grp.name}: none of its shards has a container (tesson repair {grp.name})")

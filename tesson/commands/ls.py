@@ -23,7 +23,7 @@ def ls(fmt: str, quiet: bool, out=None) -> int:
     from tesson import docker_client, shardio
 
     out = out or sys.stdout
-    found = rows(shardio.list_groups(docker_client.connect()))
+    found = rows(shardio.list_groups(docker_client.connect_read()))
     if quiet:
         out.write("".join(r["name"] + "\n" for r in found))
     elif fmt == "json":

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
 
 from tesson import cpulist
 
+TYPE_CHECKING = False  # typing is not imported on ps's path
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from tesson.group import Group, ShardState
 
 # --format fields and their table headers (the one home of ps's display names).
@@ -245,7 +247,7 @@ def ps(groups: list | None = None, fmt: str = "table", document: bool = False, q
     except psformat.FormatError as e:
         raise UsageError(str(e)) from None
     wanted = parse_filters(filters or [], groups or [])
-    client = docker_client.connect()
+    client = docker_client.connect_read()
     only = sorted(wanted.get("group", ()))
     found = G.list_groups(client, only[0]) if len(only) == 1 else G.list_groups(client)
     selected = select(found, wanted)

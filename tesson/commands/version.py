@@ -16,12 +16,11 @@ def version(fmt: str, out=None) -> int:
     doc: dict = {"tesson": {"version": __version__, "python": platform.python_version()}}
     daemon_error = None
     try:
-        import docker
-
         from tesson import docker_client
+        from tesson.docker_client import docker_py_module
 
-        doc["tesson"]["docker_sdk"] = docker.__version__
-        client = docker_client.connect(timeout=10)
+        doc["tesson"]["docker_sdk"] = docker_py_module("_version").__version__  # without importing the SDK
+        client = docker_client.connect_read(timeout=10)
         v = client.version()
         doc["daemon"] = {
             "version": v.get("Version"),

@@ -72,13 +72,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
 
 from tesson import labels as L
 from tesson import log, names
 from tesson.errors import TessonError
 
+TYPE_CHECKING = False  # typing is not imported on ps's path
 if TYPE_CHECKING:
+    from typing import Any, Callable
+
     from tesson.group import Group
     from tesson.placement import Shard
     from tesson.ports import Port

@@ -14,7 +14,6 @@ from tesson.errors import TessonError
 from tesson.frontend import Context
 from tesson.frontend import nginx_conf as nc
 from tesson.frontend import nginx_io as nio
-from tesson.runtime.body import start_container
 
 
 def check_image(client: Any, image: str) -> None:
@@ -81,6 +80,8 @@ def create(ctx: Context, name: str, body: dict, files: bytes, host: bool, record
         raise TessonError(f"balancer {name} could not be created: {explain(e)}") from None
     if record:
         ctx.undo.add(f"balancer {name}", lambda: remove_container(client, cid))
+    from tesson.runtime.body import start_container  # the runtime (~25 ms of imports) is not ps's
+
     try:
         try:
             client.put_archive(cid, "/", files)

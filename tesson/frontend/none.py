@@ -7,12 +7,11 @@ fails at create time, as ``docker run`` twice would; use a range (``-p 8080-8090
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tesson import ports as _ports
 from tesson.errors import UsageError
 from tesson.frontend import Context, Frontend
 
+TYPE_CHECKING = False  # typing is not imported on ps's path
 if TYPE_CHECKING:
     from tesson.placement import Shard
     from tesson.request import RunRequest
