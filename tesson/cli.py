@@ -187,6 +187,7 @@ def build_parser(prog: str | None = None) -> Parser:
     agent = verb("kernel-agent")  # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
     agent.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
     agent.add_argument("--group", default="")
+    agent.add_argument("--out", default=None)  # sync: the shard indexes held out of rotation ("3,4")
     return parser
 
 

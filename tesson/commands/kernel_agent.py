@@ -5,14 +5,26 @@
   (``/run/tesson-agent/ready``), then follow the daemon's events for the group's containers and
   rewrite the table whenever the set of running, healthy shards changes. Every 30 s it also checks
   the daemon's state, in case an event was missed. SIGTERM ends it; the rules stay.
-- ``sync``: write the table once from the daemon's state (repair). ``drain``: take every shard out
-  of rotation and keep them out until the agent starts again (stop). ``status``: what the kernel has
-  now. ``purge``: remove the table, the DOCKER-USER accepts and the bridge's route_localnet.
-  ``probe``: can this host's kernel and this container's capabilities do the front door at all?
+- ``sync [--out 3,4]``: write the table once from the daemon's state, with the shards ``--out``
+  held out of rotation (and none without it): ``scale`` and ``update`` take shards out of the door
+  and put them back this way, ``repair`` with no ``--out`` (see *Held shards*). ``drain``: take
+  every shard out of rotation and keep them out until the agent starts again (stop). ``status``:
+  what the kernel has now. ``purge``: remove the table, the DOCKER-USER accepts and the bridge's
+  route_localnet. ``probe``: can this host's kernel and this container's capabilities do the front
+  door at all?
 
 Every verb prints one JSON object on stdout (``run``: none) and fails with one line, exit 1.
 Writers take turns on a lock file, so an exec'd ``sync`` or ``drain`` never interleaves with the
-running agent's own writes.
+running agent's own writes; every write records what it wrote (``ready``), and the running agent
+compares the daemon's state with that record, whoever wrote it last.
+
+Held shards: the indexes of the last ``sync --out`` are kept in ``/run/tesson-agent/held`` (the
+agent container's own file system: they outlive a restart of the agent, not its removal), and
+every write, the running agent's own included, leaves them out (:func:`kernel_rules.rotation`):
+a shard being drained stays out when an event comes, and the successor an ``update`` starts
+under the same index stays out until the change says it is healthy. A shard that stops leaves
+the rotation as before, held or not. A change cut short leaves its holds; ``repair`` (a ``sync``
+without ``--out``) or the next change clears them.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from tesson.frontend import kernel_rules as K
 STATE_DIR = "/run/tesson-agent"
 READY = STATE_DIR + "/ready"
 DRAINED = STATE_DIR + "/drained"
+HELD = STATE_DIR + "/held"  # JSON list of the shard indexes a scale or update holds out of rotation
 LOCK = STATE_DIR + "/lock"
 RESYNC = 30.0  # seconds between checks of the daemon's state when no event came
 EVENTS = {"start", "restart", "die", "stop", "kill", "destroy", "pause", "unpause", "oom",
@@ -53,13 +66,11 @@ def _locked():
 # -- what should be -------------------------------------------------------------------------------
 
 class Wanted:
-    """The group as the daemon has it: doors (from the group's labels), bridge, shards in rotation."""
+    """The group as the daemon has it: doors (from the group's labels), bridge, and the running,
+    healthy shards as ``(index, Backend)`` (in rotation unless held: :func:`kernel_rules.rotation`)."""
 
     def __init__(self, doors, bridge, backends) -> None:
         self.doors, self.bridge, self.backends = doors, bridge, backends
-
-    def key(self):
-        return (tuple(self.doors), self.bridge, tuple(self.backends))
 
 
 def wanted(client, group: str, down=frozenset()) -> Wanted:
@@ -98,7 +109,7 @@ def wanted(client, group: str, down=frozenset()) -> Wanted:
         address = (((c.get("NetworkSettings") or {}).get("Networks") or {}).get(net_name) or {}).get("IPAddress")
         if address:
             backends.append((index, K.Backend(name, address)))
-    return Wanted(doors, bridge, [b for _, b in sorted(backends)])
+    return Wanted(doors, bridge, sorted(backends, key=lambda b: b[0]))
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -107,10 +118,56 @@ def _docker_user() -> dict | None:
     return nft.listing("chain", "ip", *K.DOCKER_USER[:1], K.DOCKER_USER[1])
 
 
-def write(group: str, w: Wanted) -> dict:
-    """Write the table for ``w`` (drained: with no shard), the DOCKER-USER accepts, route_localnet."""
+def held() -> list[int]:
+    """The shard indexes held out of rotation (the last ``sync --out``); none when unreadable."""
+    try:
+        with open(HELD) as f:
+            return sorted({int(i) for i in json.load(f)})
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _hold(indexes) -> None:
+    os.makedirs(STATE_DIR, exist_ok=True)
+    tmp = HELD + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(sorted(set(indexes)), f)
+    os.replace(tmp, HELD)
+
+
+def _record(group: str, w: Wanted, backends) -> dict:
+    """What a write of ``w`` puts in the kernel, as the ``ready`` record says it (JSON types)."""
+    return {"table": K.table_name(group), "bridge": w.bridge, "doors": [d.__dict__ for d in w.doors],
+            "backends": [b.address for b in backends], "names": [b.name for b in backends],
+            "held": held(), "drained": os.path.exists(DRAINED)}
+
+
+def written() -> dict | None:
+    """The record of the last write (by the running agent or an exec'd verb), None before the first."""
+    try:
+        with open(READY) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def up_to_date(group: str, w: Wanted) -> bool:
+    """Whether the last write already put in the kernel what ``w`` (and the holds) ask for."""
+    last = written()
+    if last is None:
+        return False
+    want = _record(group, w, K.rotation(w.backends, held(), os.path.exists(DRAINED)))
+    return all(last.get(k) == want[k] for k in ("table", "bridge", "doors", "backends", "names", "drained"))
+
+
+def write(group: str, w: Wanted, hold=None) -> dict:
+    """Write the table for ``w`` (less the held shards; drained: with no shard), the DOCKER-USER
+    accepts and route_localnet, and record it (``ready``). ``hold``: the indexes to hold out from
+    now on (None: keep the current holds)."""
     with _locked():
-        backends = [] if os.path.exists(DRAINED) else list(w.backends)
+        if hold is not None:
+            _hold(hold)
+        backends = K.rotation(w.backends, held(), os.path.exists(DRAINED))
         for attempt in (1, 2):  # a DOCKER-USER rule may vanish between listing and deleting it
             chain = _docker_user()
             doc = K.render(group, w.bridge, w.doors, backends, docker_user=chain is not None,
@@ -127,10 +184,9 @@ def write(group: str, w: Wanted) -> dict:
                 nft.set_route_localnet(w.bridge, True)
             except OSError as e:
                 raise TessonError(f"route_localnet on {w.bridge}: {e.strerror} (needs CAP_NET_ADMIN)") from None
-        out = {"table": K.table_name(group), "bridge": w.bridge, "doors": [d.__dict__ for d in w.doors],
-               "backends": [b.address for b in backends], "names": [b.name for b in backends],
-               "drained": os.path.exists(DRAINED), "docker_user": chain is not None}
-    log.info("table written", table=K.table_name(group), shards=out["names"])
+        out = {**_record(group, w, backends), "docker_user": chain is not None}
+        _ready(out)
+    log.info("table written", table=K.table_name(group), shards=out["names"], held=out["held"])
     return out
 
 
@@ -160,18 +216,15 @@ def purge(group: str, bridge: str | None) -> dict:
 def status(group: str) -> dict:
     listing = nft.listing("table", "ip", K.table_name(group))
     if listing is None:
-        return {"table": None, "doors": [], "backends": [], "names": [], "drained": os.path.exists(DRAINED)}
+        return {"table": None, "doors": [], "backends": [], "names": [], "held": held(),
+                "drained": os.path.exists(DRAINED)}
     got = K.read(listing)
     names = []
-    try:
-        with open(READY) as f:
-            last = json.load(f)
-        by_addr = dict(zip(last.get("backends", []), last.get("names", [])))
-        names = [by_addr.get(a, a) for a in got["backends"]]
-    except (OSError, ValueError):
-        names = list(got["backends"])
+    last = written() or {}
+    by_addr = dict(zip(last.get("backends", []), last.get("names", [])))
+    names = [by_addr.get(a, a) for a in got["backends"]]
     return {"table": K.table_name(group), "doors": [d.__dict__ for d in got["doors"]], "backends": got["backends"],
-            "names": names, "drained": os.path.exists(DRAINED)}
+            "names": names, "held": held(), "drained": os.path.exists(DRAINED)}
 
 
 def probe() -> dict:
@@ -266,10 +319,9 @@ def run(group: str) -> int:
         except FileNotFoundError:
             pass
     w = wanted(client, group)
-    held = hold_ports(w.doors)  # noqa: F841 - held for the agent's life
+    sockets = hold_ports(w.doors)  # noqa: F841 - held for the agent's life
     check_other_tables(group, w.doors)
-    _ready(write(group, w))
-    last = w.key()
+    write(group, w)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the rules stay; nft's transaction is whole or nothing
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_events, args=(client, group, q), daemon=True).start()
@@ -298,11 +350,10 @@ def run(group: str) -> int:
         except Exception as e:
             log.warning("could not read the group's state", error=str(e))
             continue
-        if w.key() == last and not os.path.exists(DRAINED):
+        if up_to_date(group, w):
             continue
         try:
-            _ready(write(group, w))
-            last = w.key()
+            write(group, w)
         except TessonError as e:
             log.error("could not write the table", error=str(e))
 
@@ -312,6 +363,17 @@ def _ready(wrote: dict) -> None:
     with open(tmp, "w") as f:
         json.dump(wrote, f)
     os.replace(tmp, READY)
+
+
+def parse_out(text: str) -> list[int]:
+    """``--out 3,4`` as indexes; TessonError for anything else."""
+    try:
+        out = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TessonError(f"--out {text!r}: expected shard indexes like 3,4") from None
+    if any(i < 0 for i in out):
+        raise TessonError(f"--out {text!r}: a shard index is never negative")
+    return out
 
 
 def main(args) -> int:
@@ -345,6 +407,8 @@ def main(args) -> int:
         if args.action == "drain":
             os.makedirs(STATE_DIR, exist_ok=True)
             open(DRAINED, "w").close()
-        out = write(group, wanted(client, group))
+            out = write(group, wanted(client, group))
+        else:  # sync: the holds are what --out says (none without it)
+            out = write(group, wanted(client, group), hold=parse_out(getattr(args, "out", None) or ""))
     sys.stdout.write(json.dumps(out) + "\n")
     return 0

@@ -16,6 +16,15 @@
 The rules are the data path: they stay in force when the agent stops or dies (Docker restarts it;
 at start it writes the table again from the daemon's state).
 
+``scale`` and ``update`` take shards out of the door and put them back through the running agent
+(``kernel-agent sync --out I,J``, exec'd in it: the indexes of ``ctx.draining``): the table is
+rewritten without them before the call returns, so new connections go elsewhere at once while
+the open ones keep their conntrack entry; and the agent keeps them out, whatever the daemon's
+events say, until a ``sync`` without them (a shard that stops leaves the rotation either way).
+New shards of a ``scale`` up are held out the same way from before they are created, so none
+gets a connection before the change found it healthy. Without a running agent the change is
+refused (``tesson repair`` brings the agent back first).
+
 ``stop`` asks the agent to take every shard out of rotation (and keep them out), then stops it
 with the rest; ``stop --purge`` removes the table and the DOCKER-USER accepts (in a one-off
 container of the image: the daemon's host is where the rules are), then the network. ``repair``
@@ -53,6 +62,7 @@ if TYPE_CHECKING:
 KIND = "kernel"
 READY_PATH = "/run/tesson-agent/ready"  # in the agent's container: JSON of what it wrote
 READY_TIMEOUT = 20.0
+ADD_TIMEOUT = 5.0  # seconds add_backends waits for the daemon's list to show a started shard
 SOCKET_IN_AGENT = "/var/run/docker.sock"
 ONEOFF_LABEL = "io.tesson.kernel-oneoff"  # on the short-lived containers that drain or purge
 
@@ -199,10 +209,55 @@ class KernelFrontend(_nginx.NginxFrontend):
             lines.append(f"recreated kernel agent {name} (it was {was}): {len(wrote.get('backends', []))} shards in rotation")
             return lines
         before = self._status(ctx, agent["Id"])
-        wrote = self._exec(ctx, agent["Id"], "sync")
+        wrote = self._exec(ctx, agent["Id"], "sync", *self._out_args(ctx))  # lets go of a change's holds
         if recreated or (before or {}).get("backends") != wrote.get("backends"):
             lines.append(f"rewrote table {K.table_name(ctx.group)}: {len(wrote.get('backends', []))} shards in rotation")
         return lines
+
+    # -- scale / update ---------------------------------------------------------------------------
+
+    def remove_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Rewrite the table without the shards of ``ctx.draining`` (``indexes`` among them), and
+        have the agent keep them out: in effect when this returns."""
+        self._rotate(ctx, indexes)
+
+    def hold_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """New shards (``ctx.draining``) stay out of the table from their start until added."""
+        self._rotate(ctx, indexes)
+
+    def forget_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Nothing: a stopped shard left the table already (it was held out, and the agent takes a
+        stopped one out anyway); its index stays held while ``ctx.draining`` has it (a successor
+        comes under it) and is let go by the next ``add_backends`` or the final repair."""
+
+    def add_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Rewrite the table with every running shard not in ``ctx.draining``; TessonError when one
+        of ``indexes`` is still not in rotation a moment later (not running, or no address)."""
+        deadline = time.monotonic() + ADD_TIMEOUT
+        while True:
+            wrote = self._rotate(ctx, indexes)
+            missing = sorted(set(map(ctx.shard_name, indexes)) - set(wrote.get("names") or []))
+            if not missing:
+                return
+            if time.monotonic() > deadline:  # the daemon's list lags a start by a moment at most
+                raise TessonError(f"{', '.join(missing)} not in rotation after {ADD_TIMEOUT:.0f}s: not running on the "
+                                  f"group's network {network_name(ctx.group)} (see tesson ps -g {ctx.group})")
+            time.sleep(0.2)
+
+    def _rotate(self, ctx: Context, indexes: list[int]) -> dict:
+        """``kernel-agent sync [--out ctx.draining]`` in the running agent: what it wrote."""
+        agent = unless_gone(ctx.docker.inspect_container, lb_name(ctx.group))
+        state = (agent or {}).get("State") or {}
+        if agent is None or not state.get("Running") or state.get("Restarting"):
+            raise TessonError(f"kernel agent {lb_name(ctx.group)} is {'missing' if agent is None else 'not running'}, "
+                              f"so {', '.join(map(ctx.shard_name, indexes))} cannot be moved in or out of the door: "
+                              f"'tesson repair -g {ctx.group}' brings it back")
+        return self._exec(ctx, agent["Id"], "sync", *self._out_args(ctx))
+
+    @staticmethod
+    def _out_args(ctx: Context) -> list[str]:
+        """``--out I,J`` for the shards held out (none: no option, so an older agent still syncs)."""
+        return ["--out", ",".join(map(str, sorted(ctx.draining)))] if ctx.draining else []
 
     # -- ps ---------------------------------------------------------------------------------------
 
@@ -225,9 +280,12 @@ class KernelFrontend(_nginx.NginxFrontend):
         names = st.get("names") or []
         total = len(ctx.shards) or len(names)
         status = f"running, {len(names)}/{total} shards in rotation"
+        held = [ctx.shard_name(i) for i in st.get("held") or []]
+        if held:
+            status += f" ({', '.join(held)} held out by a scale or update)"
         if st.get("drained"):
             status = "drained (stopped): no shard in rotation"
-        return {**out, "status": status, "in_rotation": names, "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
+        return {**out, "status": status, "in_rotation": names, "held_out": held, "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -323,11 +381,11 @@ class KernelFrontend(_nginx.NginxFrontend):
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
-    def _exec(self, ctx: Context, cid: str, verb: str) -> dict:
-        """``tesson kernel-agent VERB --group GROUP`` inside the running agent: its JSON answer."""
+    def _exec(self, ctx: Context, cid: str, verb: str, *extra: str) -> dict:
+        """``tesson kernel-agent VERB --group GROUP [EXTRA...]`` inside the running agent: its JSON answer."""
         client = ctx.docker
         try:
-            exec_id = client.exec_create(cid, ["tesson", "kernel-agent", verb, "--group", ctx.group])["Id"]
+            exec_id = client.exec_create(cid, ["tesson", "kernel-agent", verb, "--group", ctx.group, *extra])["Id"]
             out = client.exec_start(exec_id, demux=True)
             code = client.exec_inspect(exec_id).get("ExitCode")
         except Exception as e:
@@ -335,7 +393,11 @@ class KernelFrontend(_nginx.NginxFrontend):
         stdout, stderr = (out or (b"", b""))
         if code != 0:
             text = (stderr or stdout or b"").decode(errors="replace").strip().splitlines()
-            raise TessonError(text[-1].removeprefix("tesson: ") if text else f"kernel-agent {verb} exited {code}")
+            last = text[-1].removeprefix("tesson: ") if text else f"kernel-agent {verb} exited {code}"
+            if "unrecognized arguments: --out" in last:  # an agent made by a tesson before holds
+                last = (f"kernel agent {lb_name(ctx.group)} (image {self.image}) runs a tesson that cannot hold "
+                        "shards out of rotation: a group run with a newer --lb-image can be scaled and updated live")
+            raise TessonError(last)
         try:
             return json.loads((stdout or b"{}").decode())
         except ValueError:

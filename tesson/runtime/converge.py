@@ -154,6 +154,10 @@ class _Run:
         work = repairs + creates
         if not work:
             return
+        new_idx = {s.index for s in creates}
+        if new_idx:  # out of the door until found healthy, also for a door that follows the daemon
+            ctx.draining |= new_idx
+            self._door("hold_backends", sorted(new_idx))
         progress = Progress(len(work), "started")
         created: dict[int, str] = {}
         starts: dict[int, float] = {}
@@ -204,6 +208,7 @@ class _Run:
         self.out.lines.extend(done.values())
         new = [s.index for s in creates if s.index in done]
         self.brought_back += [s.index for s in repairs if s.index in done]
+        ctx.draining -= new_idx
         if new:
             self._door("add_backends", new)
 
@@ -304,7 +309,7 @@ class _Run:
         lost = [s.index for s in chunk if s.index in bad and s.index in aside
                 and not self._put_back(s, created.get(s.index), aside[s.index])]
         ctx.draining -= set(idx)
-        self._door("add_backends", [i for i in idx if i not in lost])
+        back_in = self._door("add_backends", [i for i in idx if i not in lost])
         for step in chunk:
             if step.index in good:
                 remove_container(client, aside[step.index])
@@ -316,7 +321,7 @@ class _Run:
         if bad:
             self.out.stopped_at = ", ".join(s.name for s in chunk if s.index in bad)
             return False
-        return True
+        return back_in  # a door that could not take them back: take no other shard out
 
     def _put_back(self, step: P.Step, successor: str | None, previous: str) -> bool:
         """Undo one rolling step: the successor goes, the previous container comes back."""
