@@ -263,6 +263,9 @@ class Frontend:
     """
 
     kind = "none"
+    # Seconds after remove_backends returns until no new connection reaches the shards (the drain
+    # waits this before it counts connections); None: the drain's own floor (drain.DRAIN_FLOOR).
+    removal_lag: float | None = None
 
     @classmethod
     def from_request(cls, req: RunRequest) -> Frontend:

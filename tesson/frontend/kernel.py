@@ -103,6 +103,7 @@ class KernelFrontend(_nginx.NginxFrontend):
     """Shares the nginx balancer's network, shard shaping and lookups; the balancer is the agent."""
 
     kind = KIND
+    removal_lag = 0.0  # remove_backends returns once the kernel has the table without the shards
 
     def __init__(self, ports: Any = (), image: str = DEFAULT_IMAGE) -> None:
         super().__init__(ports, None, image, ())

@@ -35,7 +35,7 @@ from tesson.docker_client import explain, remove_container, unless_gone
 from tesson.errors import TessonError
 from tesson.runtime import plan as P
 from tesson.runtime.body import start_shard
-from tesson.runtime.drain import DRAIN_TIMEOUT, drain
+from tesson.runtime.drain import DRAIN_FLOOR, DRAIN_TIMEOUT, drain
 from tesson.runtime.pool import MAX_WORKERS, Batch, Cancelled, Interrupted, NoProgress, Progress, interrupts
 from tesson.runtime.repin import container as repin
 from tesson.runtime.run import new_run_id
@@ -212,6 +212,11 @@ class _Run:
         if new:
             self._door("add_backends", new)
 
+    def _lag(self) -> float:
+        """How long the front door's removal takes to be in effect (the drain waits it first)."""
+        lag = self.fe.removal_lag
+        return DRAIN_FLOOR if lag is None else lag
+
     def _door(self, hook: str, indexes: list[int]) -> bool:
         """Call a front-door hook; a failure is the frontend's error (reported), False."""
         try:
@@ -236,7 +241,7 @@ class _Run:
             return
 
         def one(step: P.Step, _batch: Batch) -> None:
-            drain(self.client, step.container_id, self.opts.drain_timeout)
+            drain(self.client, step.container_id, self.opts.drain_timeout, self._lag())
             unless_gone(self.client.stop, step.container_id, timeout=ctx.timeout)
             remove_container(self.client, step.container_id)
             with self.lock:
@@ -278,7 +283,10 @@ class _Run:
             self._door("add_backends", idx)
             self.out.stopped_at = chunk[0].name
             return False
-        self.pool(lambda s, _b: drain(client, s.container_id, self.opts.drain_timeout), chunk)
+        def drain_one(step: P.Step, _batch: Batch) -> None:
+            drain(client, step.container_id, self.opts.drain_timeout, self._lag())
+
+        self.pool(drain_one, chunk)
         aside: dict[int, str] = {}  # index -> previous container id, stopped and renamed
 
         def set_aside(step: P.Step, _batch: Batch) -> None:
