@@ -424,3 +424,173 @@ def test_a_drain_ends_with_the_last_connection_and_leaves_an_idle_one_to_the_sha
     assert idle.recv(4096) == b""  # a clean close (FIN); a reset would raise ConnectionResetError
     idle.close()
     assert stopped < 5 and docker_client.inspect_container(cid)["State"]["ExitCode"] == 0, stopped
+
+
+# -- Docker healthchecks, --rollback all, a restore that fails partway ---------------------------------
+
+# Healthy once PID 1 has lived 1.5 s and port 8080 answers: a successor spends that long "starting".
+_SLOW_HEALTH = ("import os, socket; up = float(open('/proc/uptime').read().split()[0]); "
+                "start = int(open('/proc/1/stat').read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK'); "
+                "assert up - start > 1.5; socket.create_connection(('127.0.0.1', 8080), 1).close()")
+
+
+@pytest.fixture(scope="session")
+def health_images(docker_client, images):
+    """``{"slow": healthy after 1.5 s, "never": never healthy, "flaky": shard 1 exits at once}``,
+    each the tesson image plus one line."""
+    a = images[0]
+    lines = {
+        "slow": f"HEALTHCHECK --interval=300ms --timeout=2s --retries=30 CMD {json.dumps(['python3', '-c', _SLOW_HEALTH])}",
+        "never": 'HEALTHCHECK --interval=300ms --timeout=2s --retries=1 CMD ["false"]',
+        "flaky": 'ENTRYPOINT ["sh", "-c", "if [ \\"$TESSON_UID\\" = 1 ]; then echo broken >&2; exit 3; fi; exec tesson \\"$@\\"", "sh"]',
+    }
+    out = {}
+    for key, line in lines.items():
+        tag = f"t14-test:{key}"
+        for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=tag, rm=True,
+                                     network_mode="none", decode=True):
+            pass
+        docker_client.inspect_image(tag)
+        out[key] = tag
+    return out
+
+
+def run_kernel_group(group: str, image: str, port: int, n: int = 2) -> None:
+    ok(tesson_cmd("run", "-g", group, "--lb", "kernel", "-n", str(n), "-p", f"127.0.0.1:{port}:8080", "--lb-image", image,
+                  image, "demo-server", "--port", "8080", env=NO_GORB))
+
+
+def test_an_update_to_an_image_with_a_healthcheck_waits_for_healthy_before_the_door(group, images, health_images,
+                                                                                     docker_client):
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    a = images[0]
+    run_kernel_group(group, a, 28404)
+    seen: list = []
+    proc = subprocess.Popen([sys.executable, "-m", "tesson", "update", "-g", group, "--image", health_images["slow"],
+                             "--drain-timeout", "0", "--health-timeout", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **NO_GORB})
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            inspects = shard_inspects(docker_client, group)
+            seen.append((nft_backends(group), {
+                n: (i["NetworkSettings"]["Networks"].get(f"tesson-{group}", {}).get("IPAddress"),
+                    ((i["State"].get("Health") or {}).get("Status"))) for n, i in inspects.items()}))
+        except Exception:
+            pass
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"replaced {group}-0" in out and f"replaced {group}-1" in out, out
+    # a successor is running (and answering) while "starting": it is not in the map then
+    starting = [(m, st) for m, st in seen if any(h == "starting" for _, h in st.values())]
+    assert starting, "no successor was ever seen starting"
+    for m, st in seen:
+        assert not {addr for addr, h in st.values() if h == "starting"} & set(m or []), (m, st)
+    final = shard_inspects(docker_client, group)
+    assert sorted(final) == [f"{group}-0", f"{group}-1"]
+    assert all(i["State"]["Health"]["Status"] == "healthy" for i in final.values())
+    assert ps_json(group)["image"] == health_images["slow"] and len(nft_backends(group)) == 2
+
+
+def test_an_update_that_never_becomes_healthy_stops_at_the_first_shard_and_the_group_keeps_serving(
+        group, images, health_images, docker_client):
+    a = images[0]
+    port = 28405
+    run_kernel_group(group, a, port)
+    before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+    wrk = Wrk(port)
+    try:
+        began = time.monotonic()
+        r = tesson_cmd("update", "-g", group, "--image", health_images["never"], "--drain-timeout", "0.5",
+                       "--health-timeout", "5", env=NO_GORB)
+        took = time.monotonic() - began
+    finally:
+        result = wrk.stop()
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"stopped at {group}-0" in err[0] and "did not become healthy (unhealthy" in err[0], err
+    assert "no shard was replaced" in err[0] and took < 30, (err, took)
+    assert {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()} == before
+    doc = ps_json(group)
+    assert doc["image"] == a and doc["status"] == "running 2/2" and doc["change"] is None, doc
+    assert doc["frontend"]["in_rotation"] == [f"{group}-0", f"{group}-1"] and doc["frontend"]["held_out"] == []
+    assert result["socket_errors"] == 0 and result["non2xx"] == 0 and result["requests"] > 100, result["text"]
+
+
+def test_update_rollback_all_undoes_the_shards_already_replaced(group, images, health_images, docker_client):
+    a, _, _ = images
+    port = 28406
+    run_kernel_group(group, a, port, n=3)
+    before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+    wrk = Wrk(port)
+    try:
+        r = tesson_cmd("update", "-g", group, "--image", health_images["flaky"], "--rollback", "all",
+                       "--drain-timeout", "0.5", env=NO_GORB)
+    finally:
+        result = wrk.stop()
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"stopped at {group}-1" in err[0] and "exit code 3" in err[0], err
+    assert f"rolled back {group}-0 to {a}" in err[0], err
+    a_id = docker_client.inspect_image(a)["Id"]
+    final = shard_inspects(docker_client, group)
+    assert sorted(final) == [f"{group}-0", f"{group}-1", f"{group}-2"]  # no .prev left
+    assert all(i["Image"] == a_id and i["State"]["Running"] for i in final.values())
+    assert final[f"{group}-0"]["Id"] != before[f"{group}-0"]  # replaced, then replaced back
+    assert final[f"{group}-1"]["Id"] == before[f"{group}-1"] and final[f"{group}-2"]["Id"] == before[f"{group}-2"]
+    doc = ps_json(group)
+    assert doc["image"] == a and doc["status"] == "running 3/3" and doc["change"] is None, doc
+    assert doc["frontend"]["held_out"] == [] and len(doc["frontend"]["in_rotation"]) == 3
+    assert "nothing to repair" in ok(tesson_cmd("repair", "-g", group)).stdout
+    assert result["socket_errors"] == 0 and result["non2xx"] == 0 and result["requests"] > 100, result["text"]
+
+
+def test_a_restore_that_fails_partway_leaves_a_group_ps_describes_and_repair_converges(group, images, docker_client):
+    """An update killed once shard 0 is set aside; its successor is not up, so repair restores the
+    previous container: it removes the successor and renames the previous one back, but cannot
+    start it (the shard's fixed host port is taken meanwhile). ps still describes the group;
+    once the port is free, repair brings it back, and the same update again finishes."""
+    import socket
+
+    a, b, _ = images
+    port = 28407
+    ok(tesson_cmd("run", "-g", group, "-n", "1", "--lb", "none", "-p", f"127.0.0.1:{port}:8080", a, "demo-server",
+                  "--port", "8080", env=NO_GORB))
+    victim = subprocess.Popen([sys.executable, "-m", "tesson", "update", "-g", group, "--image", b, "--drain-timeout", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, **NO_GORB})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill it once shard 0 has been set aside
+        if any(c["Names"][0] == f"/{group}-0.prev" for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})):
+            break
+        time.sleep(0.02)
+    victim.kill()
+    victim.communicate(timeout=30)
+    successor = [c for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})
+                 if c["Names"][0] == f"/{group}-0"]
+    if successor:  # not up: that is what makes repair restore rather than finish
+        docker_client.stop(successor[0]["Id"], timeout=2)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen(1)
+    try:
+        r = tesson_cmd("repair", "-g", group)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+        assert f"{group}-0" in r.stderr and "could not be put back" in r.stderr, r.stderr
+        names = sorted(c["Names"][0] for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"}))
+        assert f"/{group}-0" in names and f"/{group}-0.prev" not in names, names  # renamed back, then its start failed
+        doc = ps_json(group)  # describable: the shard is there, stopped
+        assert doc["group"] == group and [s["name"] for s in doc["shards"]] == [f"{group}-0"], doc
+        assert doc["shards"][0]["state"] != "running" and not doc["status"].startswith("running"), doc
+    finally:
+        holder.close()
+    repaired = ok(tesson_cmd("repair", "-g", group))
+    assert f"restarted {group}-0" in repaired.stdout, repaired.stdout
+    doc = ps_json(group)
+    assert doc["status"].startswith("running 1/1") and doc["change"] is None, doc
+    ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0"))
+    b_id = docker_client.inspect_image(b)["Id"]
+    final = shard_inspects(docker_client, group)
+    assert list(final) == [f"{group}-0"] and final[f"{group}-0"]["Image"] == b_id
+    assert ps_json(group)["status"] == "running 1/1"
