@@ -4,8 +4,10 @@
 The phases, in :data:`plan.ORDER`: half-done rolling steps are finished or undone; stopped shards
 are started, dead or missing ones recreated and new ones created (a bounded pool), all checked
 half a second later as ``run`` checks (the settle check), and only the new ones that stayed up go
-into the front door (``fe.add_backends``); surplus shards leave the door (``fe.remove_backends``),
-are drained (their open connections get ``--drain-timeout`` to end), stopped and removed
+into the front door (``fe.add_backends``; until then they are held out, ``fe.hold_backends``, for
+a door that would take a running shard in by itself); surplus shards leave the door
+(``fe.remove_backends``), are drained (after the door's ``removal_lag``, their open connections get
+``--drain-timeout`` to end), stopped and removed
 (``fe.forget_backends``); kept shards on other CPUs are re-pinned live (``repin.container``); then the
 rolling replacement, ``parallel`` shards at a time: out of the door, drained, stopped and renamed
 ``GROUP-i.prev`` (kept), the successor created on the same index, CPUs and memory nodes, started,
