@@ -12,9 +12,15 @@ baseline that already dropped nothing), in the same run, interleaved over ``--ro
 - wrk's requests, socket errors (connect, read, write, timeout) and non-2xx answers.
 
 Then the drain alone (:func:`tesson.runtime.drain.drain` on a demo-server container): with no
-connection, and with one idle kept-alive connection open, for ``--drain-timeout``.
+connection (after nginx's lag, and with none as behind the kernel door), with one idle kept-alive
+connection open, and with one the client closes after a second, for ``--drain-timeout``.
+
+With ``--baseline-image OLD``: what one front-door step of the kernel door costs, the
+``tesson kernel-agent sync`` that scale and update exec in the agent (``docker exec``, wall time),
+in a group whose agent runs IMAGE and one whose agent runs OLD, interleaved (``--execs`` each).
 
     .venv/bin/python benchmarks/change_door.py [--rounds 3] [--image IMAGE] [--drain-timeout 3]
+        [--baseline-image OLD] [--execs 20]
 
 The image must carry this tesson (the kernel agent runs it): ``scripts/build-image --tag T``.
 Needs root (nft), wrk and the daemon on this machine.
@@ -139,18 +145,44 @@ def drain_times(client, image: str, timeout: float) -> dict:
     return out
 
 
+def exec_times(client, images: dict[str, str], n: int) -> dict[str, float]:
+    """Median wall time of ``docker exec AGENT tesson kernel-agent sync`` per agent image."""
+    groups = {}
+    try:
+        for k, (what, image) in enumerate(images.items()):
+            group = f"bench-kc-exec{k}"
+            subprocess.run([*TESSON, "stop", "-g", group, "--purge", "-t", "1"], capture_output=True, cwd=ROOT)
+            sh(*TESSON, "run", "-g", group, "--lb", "kernel", "-n", "2", "-p", f"127.0.0.1:{28414 + k}:8080",
+               "--lb-image", image, image, "demo-server", "--port", "8080")
+            groups[what] = group
+        times: dict[str, list[float]] = {what: [] for what in groups}
+        for _ in range(n):
+            for what, group in groups.items():
+                t = time.monotonic()
+                ex = client.exec_create(f"{group}-lb", ["tesson", "kernel-agent", "sync", "--group", group])
+                client.exec_start(ex)
+                assert client.exec_inspect(ex["Id"])["ExitCode"] == 0
+                times[what].append(time.monotonic() - t)
+        return {what: statistics.median(ts) for what, ts in times.items()}
+    finally:
+        for group in groups.values():
+            subprocess.run([*TESSON, "stop", "-g", group, "--purge", "-t", "1"], capture_output=True, cwd=ROOT)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--image", default=os.environ.get("TESSON_TEST_IMAGE", "tesson:latest"))
     ap.add_argument("--drain-timeout", type=float, default=3.0)
     ap.add_argument("--doors", default="kernel,nginx")
+    ap.add_argument("--baseline-image", default="")
+    ap.add_argument("--execs", type=int, default=20)
     args = ap.parse_args()
     import docker
 
     client = docker.APIClient(version="auto")
     b = image_b(client, args.image)
-    doors = args.doors.split(",")
+    doors = [d for d in args.doors.split(",") if d]
     results: dict[str, list[dict]] = {d: [] for d in doors}
     for n in range(args.rounds):
         for door in doors:
@@ -166,6 +198,10 @@ def main() -> int:
         print(f"  {door:6s} requests {sum(r['requests'] for r in rs)}, socket errors {errs} = {sum(errs)}, "
               f"non-2xx {sum(r['non2xx'] for r in rs)}; medians: "
               + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
+    if args.baseline_image:
+        e = exec_times(client, {"image": args.image, "baseline": args.baseline_image}, args.execs)
+        print(f"\nexec'd kernel-agent sync, median of {args.execs}: {args.image} {e['image'] * 1000:.0f} ms, "
+              f"{args.baseline_image} {e['baseline'] * 1000:.0f} ms ({e['image'] / e['baseline']:.2f}x)")
     d = drain_times(client, args.image, args.drain_timeout)
     print(f"\ndrain (--drain-timeout {args.drain_timeout}): " + ", ".join(f"{k} {v:.2f} s" for k, v in d.items()))
     return 0

@@ -49,11 +49,35 @@ def _quote(text: str) -> str:
     return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode())
 
 
+def local_socket() -> str | None:
+    """The daemon's Unix socket when it is local (no ``DOCKER_HOST``, or a ``unix://`` one), else None."""
+    return _socket_path()
+
+
 def _socket_path() -> str | None:
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if host.startswith("unix://"):
         return host[len("unix://"):]
     return None
+
+
+def get_json(target: str, timeout: float = TIMEOUT):
+    """``GET target`` (an Engine API path and query) on the local daemon's socket, decoded; None when
+    the daemon is not on a local socket (use docker-py then); OSError when it cannot be reached or
+    does not answer 200. ``query(...)`` builds the query string."""
+    path = _socket_path()
+    if path is None:
+        return None
+    status, body = _get(path, target, timeout)
+    if status != 200:
+        raise OSError(f"{path}: the daemon answered {status} to GET {target.split('?')[0]}")
+    return json.loads(body)
+
+
+def query(**params: object) -> str:
+    """``?k=v&...`` with each value percent-encoded (dicts and lists as JSON, as the Engine API wants)."""
+    parts = [f"{k}={_quote(v if isinstance(v, str) else json.dumps(v))}" for k, v in params.items()]
+    return "?" + "&".join(parts) if parts else ""
 
 
 def list_containers(client=None) -> tuple[list[dict] | None, str]:

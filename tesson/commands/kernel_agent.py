@@ -73,10 +73,10 @@ class Wanted:
         self.doors, self.bridge, self.backends = doors, bridge, backends
 
 
-def wanted(client, group: str, down=frozenset()) -> Wanted:
-    """``down``: ids of containers an event said are down (left out whatever the list says)."""
-    from tesson import ports as P
-    from tesson.frontend.kernel import doors_of
+def wanted(client, group: str, down=frozenset(), doors=None) -> Wanted:
+    """``down``: ids of containers an event said are down (left out whatever the list says).
+    ``doors``: the group's doors when a write already read them from its labels (which never
+    change); parsing them again imports docker-py, most of an exec'd ``sync``'s time."""
     from tesson.labels import GROUP, PORTS, ROLE, SHARD
     from tesson.names import network_name
 
@@ -84,7 +84,11 @@ def wanted(client, group: str, down=frozenset()) -> Wanted:
     labels = next((c.get("Labels") or {} for c in found if (c.get("Labels") or {}).get(PORTS)), None)
     if labels is None:
         raise TessonError(f"no container of group {group} on the daemon: nothing to publish")
-    doors = doors_of(P.parse(json.loads(labels[PORTS])))
+    if doors is None:
+        from tesson import ports as P
+        from tesson.frontend.kernel import doors_of
+
+        doors = doors_of(P.parse(json.loads(labels[PORTS])))
     net_name = network_name(group)
     nets = [n for n in client.networks(names=[net_name]) if n.get("Name") == net_name]
     if not nets:
@@ -110,6 +114,33 @@ def wanted(client, group: str, down=frozenset()) -> Wanted:
         if address:
             backends.append((index, K.Backend(name, address)))
     return Wanted(doors, bridge, sorted(backends, key=lambda b: b[0]))
+
+
+class LocalDaemon:
+    """The two listings :func:`wanted` reads, as docker-py's ``APIClient`` answers them, over the
+    local socket with the standard library: an exec'd ``sync`` (each step of a scale or update)
+    then starts without importing docker-py and requests, a third of its time."""
+
+    def containers(self, all: bool = False, filters: dict | None = None) -> list[dict]:
+        from tesson.daemon_claims import get_json, query
+
+        return get_json("/containers/json" + query(all="1" if all else "0", filters=filters or {}))
+
+    def networks(self, names: list[str] | None = None) -> list[dict]:
+        from tesson.daemon_claims import get_json, query
+
+        return get_json("/networks" + query(filters={"name": list(names or [])}))
+
+
+def _client():
+    """A light client on the local socket (the agent's own), else docker-py's."""
+    from tesson.daemon_claims import local_socket
+
+    if local_socket() is not None:
+        return LocalDaemon()
+    from tesson import docker_client
+
+    return docker_client.connect()
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -401,14 +432,18 @@ def main(args) -> int:
             pass
         out = purge(group, bridge)
     else:
-        from tesson import docker_client
-
-        client = docker_client.connect()
+        hold = parse_out(getattr(args, "out", None) or "") if args.action == "sync" else None
+        client = _client()
+        last = written() or {}
+        known = [K.Door(**d) for d in last["doors"]] if last.get("table") == K.table_name(group) and last.get("doors") else None
+        try:
+            w = wanted(client, group, doors=known)
+        except OSError as e:
+            raise TessonError(f"the daemon's state: {e.strerror or e}") from None
         if args.action == "drain":
             os.makedirs(STATE_DIR, exist_ok=True)
             open(DRAINED, "w").close()
-            out = write(group, wanted(client, group))
-        else:  # sync: the holds are what --out says (none without it)
-            out = write(group, wanted(client, group), hold=parse_out(getattr(args, "out", None) or ""))
+        before = status(group)["backends"]  # what the kernel had (a table deleted by hand: none)
+        out = {**write(group, w, hold=hold), "before": before}  # sync: the holds are what --out says
     sys.stdout.write(json.dumps(out) + "\n")
     return 0

@@ -209,9 +209,8 @@ class KernelFrontend(_nginx.NginxFrontend):
             wrote = self._create_agent(ctx, record=False)
             lines.append(f"recreated kernel agent {name} (it was {was}): {len(wrote.get('backends', []))} shards in rotation")
             return lines
-        before = self._status(ctx, agent["Id"])
         wrote = self._exec(ctx, agent["Id"], "sync", *self._out_args(ctx))  # lets go of a change's holds
-        if recreated or (before or {}).get("backends") != wrote.get("backends"):
+        if recreated or wrote.get("before") != wrote.get("backends"):
             lines.append(f"rewrote table {K.table_name(ctx.group)}: {len(wrote.get('backends', []))} shards in rotation")
         return lines
 
