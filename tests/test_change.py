@@ -594,3 +594,22 @@ def test_a_restore_that_fails_partway_leaves_a_group_ps_describes_and_repair_con
     final = shard_inspects(docker_client, group)
     assert list(final) == [f"{group}-0"] and final[f"{group}-0"]["Image"] == b_id
     assert ps_json(group)["status"] == "running 1/1"
+
+
+def test_an_update_with_the_kernel_agent_stopped_changes_no_shard_and_says_why(group, images, docker_client):
+    """Without its agent the kernel door cannot take a shard out: the update replaces nothing, says
+    so in one line, and (the change's final repair having brought the agent back) works again."""
+    a, b, _ = images
+    run_kernel_group(group, a, 28408)
+    before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+    docker_client.stop(f"{group}-lb", timeout=2)
+    r = tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0", env=NO_GORB)
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"stopped at {group}-0: kernel front door, remove backends {group}-0: kernel agent " \
+        f"{group}-lb is not running" in err[0] and "no shard was replaced" in err[0], err
+    assert {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()} == before
+    assert docker_client.inspect_container(f"{group}-lb")["State"]["Running"]  # the final repair brought it back
+    ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0", env=NO_GORB))
+    doc = ps_json(group)
+    assert doc["image"] == b and doc["status"] == "running 2/2" and doc["frontend"]["held_out"] == [], doc

@@ -226,7 +226,10 @@ class _Run:
             return True
         except Exception as e:
             why = str(e) if isinstance(e, TessonError) else explain(e)
-            self.out.fe_error = f"{self.fe.kind} front door, {hook.replace('_', ' ')} {', '.join(map(self.ctx.shard_name, indexes))}: {why}"
+            if self.out.fe_error is None:  # the first is the cause (putting back what a failed removal took out fails too)
+                self.out.fe_error = f"{self.fe.kind} front door, {hook.replace('_', ' ')} {', '.join(map(self.ctx.shard_name, indexes))}: {why}"
+            else:
+                log.info("front door hook failed too", hook=hook, error=why)
             return False
 
     # -- surplus shards ---------------------------------------------------------------------------------
