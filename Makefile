@@ -11,8 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# compat mode: a plain .pth instead of an import hook, ~12 ms less per Python start (setuptools
 	# calls it transitional: fall back to the default mode once it is gone)
-	$(PY) -m pip install -q -e '.[test,lint]' --config-settings editable_mode=compat 2>/dev/null \
-	  || $(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q -e '.[test,lint,ssh]' --config-settings editable_mode=compat 2>/dev/null \
+	  || $(PY) -m pip install -q -e '.[test,lint,ssh]'
 	touch $@
 
 # The whole test suite. Needs a running Docker daemon (.ci/run starts one) and Debian's hwloc.

@@ -2,12 +2,21 @@
 ``DOCKER_CERT_PATH``), else the local socket. Every call goes through docker-py's low-level
 ``APIClient``, so raw Engine API bodies pass as given and answers are plain dicts.
 
+An ``ssh://[USER@]HOST[:PORT]`` daemon is reached as the docker CLI reaches it: through this
+machine's ``ssh`` client (``ssh -l USER -p PORT -- HOST docker system dial-stdio``, docker-py's
+``use_ssh_client``), so the user's ``~/.ssh/config``, keys, agent and known hosts apply, and the
+other host needs the docker CLI. docker-py imports paramiko for either ssh transport, so ssh://
+needs the ``ssh`` extra (``pip install 'tesson[ssh]'``). Each connection of the pool is one ssh
+process, whose messages go to stderr; so that a daemon it cannot reach is still one line, the API
+version is asked first by one ``ssh ... docker version`` whose stderr tesson keeps and quotes.
+
 Failing to connect is one line naming what was tried, exit 1.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlparse
 
@@ -77,15 +86,45 @@ def connect(workers: int = 10, timeout: int = 60) -> APIClient:
     from docker.utils import kwargs_from_env
 
     try:
-        kwargs = kwargs_from_env()
+        kwargs: dict[str, Any] = dict(kwargs_from_env())
     except Exception as e:  # a bad DOCKER_CERT_PATH and the like
         raise TessonError(f"cannot use the Docker settings in the environment: {e}") from None
     kwargs.setdefault("base_url", DEFAULT_SOCKET)
+    version = "auto"
+    if str(kwargs["base_url"]).startswith("ssh://"):
+        kwargs["use_ssh_client"] = True
+        version = _ssh_api_version(str(kwargs["base_url"]), timeout)
     try:
-        client = docker.APIClient(version="auto", timeout=timeout, max_pool_size=max(10, workers), **kwargs)
+        client = docker.APIClient(version=version, timeout=timeout, max_pool_size=max(10, workers), **kwargs)
     except Exception as e:
         raise TessonError(f"cannot reach the Docker daemon at {describe_target()}: {_reason(e)}") from None
     return client
+
+
+def _ssh_api_version(url: str, timeout: int) -> str:
+    """The API version of the daemon at ``ssh://[USER@]HOST[:PORT]``, asked through this machine's
+    ssh client as docker-py's transport will connect (TessonError quoting ssh's own reason)."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    fail = f"cannot reach the Docker daemon at {describe_target()}"
+    if importlib.util.find_spec("paramiko") is None:
+        raise TessonError(f"{fail}: ssh:// needs docker-py's ssh support (pip install 'tesson[ssh]', or paramiko)")
+    if shutil.which("ssh") is None:
+        raise TessonError(f"{fail}: ssh:// needs this machine's ssh client (Debian: openssh-client)")
+    u = urlparse(url)
+    argv = ["ssh", *(["-l", u.username] if u.username else []), *(["-p", str(u.port)] if u.port else []),
+            "--", u.hostname or "", "docker version --format '{{.Server.APIVersion}}'"]
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TessonError(f"{fail}: no answer through ssh within {timeout} s") from None
+    answer = r.stdout.strip()
+    if r.returncode != 0 or not re.fullmatch(r"\d+\.\d+", answer):
+        said = " ".join((r.stderr or r.stdout).split())[:300] or f"ssh exit {r.returncode}"
+        raise TessonError(f"{fail}: {said}")
+    return answer
 
 
 def explain(exc: BaseException) -> str:

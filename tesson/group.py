@@ -49,6 +49,8 @@ class Spec:
     machine: str = ""  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
     config_digest: str = ""  # config.digest of the body ("" = no config)
     config_fields: list = field(default_factory=list)  # config.fields of the body: names, no values
+    no_isolated: bool = False  # run --no-isolated: the kernel's isolated CPUs are not the group's
+    limits_auto: list = field(default_factory=list)  # the limits' keys computed from the CPUs (quotas.auto_keys)
 
     def __post_init__(self) -> None:
         if self.config is not None:
@@ -69,10 +71,14 @@ class Spec:
             near[L.EXCLUSIVE] = self.exclusive
         if self.restrict is not None:
             near[L.CPUS_RESTRICT] = self.restrict
+        if self.no_isolated:
+            near[L.NO_ISOLATED] = "1"
         if self.machine:
             near[L.MACHINE] = self.machine
         if any(self.limits):
             near[L.LIMITS] = json.dumps(list(self.limits), separators=(",", ":"))
+        if self.limits_auto:
+            near[L.LIMITS_AUTO] = json.dumps(list(self.limits_auto))
         return {
             **near,
             L.GROUP: self.group,
@@ -110,6 +116,8 @@ class Spec:
                 near=json.loads(labels.get(L.NEAR) or "[]"),
                 exclusive=labels.get(L.EXCLUSIVE, ""),
                 restrict=labels.get(L.CPUS_RESTRICT),
+                no_isolated=labels.get(L.NO_ISOLATED) == "1",
+                limits_auto=json.loads(labels.get(L.LIMITS_AUTO) or "[]"),
                 limits=json.loads(labels.get(L.LIMITS) or "[]"),
                 machine=labels.get(L.MACHINE, ""),
                 config_digest=text if known is None else "",
@@ -133,6 +141,7 @@ class ShardState:
     ports: list[str] = field(default_factory=list)  # as docker ps shows them
     labels: dict[str, str] = field(default_factory=dict)
     image_id: str = ""  # the image its container runs (Docker's ImageID), "" when missing
+    limits: dict | None = None  # its container's HostConfig limits as read (read_pins); None: not read
 
     @property
     def up(self) -> bool:
@@ -205,9 +214,12 @@ class Group:
         return self.labels.get(L.EXCLUSIVE, "")
 
     def limits_of(self, index: int) -> dict:
-        """Shard ``index``'s HostConfig limits ({} when none were set)."""
+        """Shard ``index``'s HostConfig limits ({} when none were set): as its container has them
+        when they were read (a shard re-pinned live, whose 'auto' limits followed), else its labels'."""
         lims = self.spec.limits if self.spec is not None else []
-        return lims[index] if 0 <= index < len(lims) and isinstance(lims[index], dict) else {}
+        labelled = lims[index] if 0 <= index < len(lims) and isinstance(lims[index], dict) else {}
+        found = next((s.limits for s in self.shards if s.index == index and s.limits is not None), None)
+        return {k: found[k] for k in labelled if found.get(k)} if found is not None and labelled else labelled
 
     @property
     def size(self) -> int:
@@ -325,20 +337,36 @@ def _from_containers(name: str, summaries: list[dict]) -> Group:
     return Group(name=name, labels=labels, spec=spec, shards=shards, others=others, extra=extra, previous=previous)
 
 
+def _read_pins(client: APIClient, st: ShardState) -> None:
+    """Set a shard's CPUs, memory nodes and limits to what its container has now."""
+    from tesson.quotas import KEYS
+
+    try:
+        host = client.inspect_container(st.id).get("HostConfig") or {}
+    except Exception:  # gone since the listing: its labels are the best we know
+        return
+    st.cpus = cpulist.parse(host.get("CpusetCpus") or "")
+    st.mems = cpulist.parse(host.get("CpusetMems") or "")
+    st.limits = {k: int(host.get(k) or 0) for k in KEYS}
+
+
 def _true_pins(client: APIClient, grp: Group) -> None:
     """A shard re-pinned live (``scale``) keeps the labels it was made with: for each shard whose
     labelled CPUs or memory nodes are not the plan's, read what its container has now."""
     if grp.spec is None:
         return
     for st, planned in zip(grp.shards, grp.spec.shards):
-        if not st.id or (st.cpus, st.mems) == (list(planned.cpus), list(planned.mems)):
-            continue
-        try:
-            host = client.inspect_container(st.id).get("HostConfig") or {}
-            st.cpus = cpulist.parse(host.get("CpusetCpus") or "")
-            st.mems = cpulist.parse(host.get("CpusetMems") or "")
-        except Exception:  # gone since the listing: its labels are the best we know
-            continue
+        if st.id and (st.cpus, st.mems) != (list(planned.cpus), list(planned.mems)):
+            _read_pins(client, st)
+
+
+def read_pins(client: APIClient, grp: Group) -> None:
+    """Every shard's true pins and limits, read from its container (one inspect each): what a
+    converge plans from. The shared pool re-pins shards live without a trace in their labels, so
+    the labels alone cannot tell a re-pinned shard from one where it was made."""
+    for st in grp.shards:
+        if st.id and st.limits is None:
+            _read_pins(client, st)
 
 
 def list_groups(client: APIClient, name: str | None = None) -> list[Group]:

@@ -7,8 +7,9 @@ The labels on the daemon's containers are the only state (tesson keeps none of i
   plan (``io.tesson.plan``) for as long as any of its containers exists, running or stopped; those
   CPUs are never re-pinned and no other group is planned on them;
 - every other group is **shared**: its shards are ``hwloc-distrib --restrict POOL`` over the *pool*,
-  the allowed CPUs (within its ``io.tesson.cpus-restrict``, when it has one) that no exclusive group
-  holds. Its pins are thus a function of the topology and of the exclusive groups: when those
+  the allowed CPUs (within its ``io.tesson.cpus-restrict``, when it has one, and less the kernel's
+  isolated CPUs for a group run with ``--no-isolated``, ``io.tesson.no-isolated``) that no
+  exclusive group holds. Its pins are thus a function of the topology and of the exclusive groups: when those
   change, :func:`moves` tells which shards to re-pin live (``docker update --cpuset-cpus``), and
   ``tesson topology --groups`` shows the pins they have now, not the ones they started with.
 
@@ -45,16 +46,21 @@ def machine_id(topo) -> str:
 class Claim:
     """One group as the labels describe it: ``name``, ``exclusive`` ("packed", "spread" or ""),
     ``unit``, ``restrict`` (int mask or None), ``shards`` (the label plan), ``limits`` (by shard
-    index), ``containers`` (shard index -> container ids) and ``foreign`` (see the module's doc)."""
+    index) and ``limits_auto`` (the keys computed from the CPUs), ``containers`` (shard index ->
+    container ids), ``no_isolated`` (run --no-isolated) and ``foreign`` (see the module's doc)."""
 
-    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign")
+    __slots__ = ("name", "exclusive", "unit", "restrict", "shards", "limits", "containers", "foreign", "no_isolated",
+                 "limits_auto")
 
-    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None):
+    def __init__(self, name, exclusive="", unit="core", restrict=None, shards=(), limits=(), containers=None,
+                 no_isolated=False, limits_auto=()):
         self.name, self.exclusive, self.unit, self.restrict = name, exclusive, unit, restrict
         self.shards = list(shards)
         self.limits = list(limits)
         self.containers: dict[int, list[str]] = containers if containers is not None else {}
         self.foreign = False
+        self.no_isolated = no_isolated
+        self.limits_auto = list(limits_auto)
 
     @property
     def size(self) -> int:
@@ -80,12 +86,32 @@ def claim_from_labels(labels: dict) -> Claim | None:
         shards = [Shard(i, tuple(cpulist.parse(c)), tuple(cpulist.parse(m))) for i, (c, m) in enumerate(raw)]
         restrict = labels.get(L.CPUS_RESTRICT)
         limits = json.loads(labels.get(L.LIMITS) or "[]")
+        auto = json.loads(labels.get(L.LIMITS_AUTO) or "[]")
         unit = canonical_unit(labels.get(L.UNIT) or "core")
         return Claim(labels[L.GROUP], labels.get(L.EXCLUSIVE, ""), unit,
                      None if restrict is None else cpulist.list_to_mask(restrict), shards,
-                     limits if isinstance(limits, list) else [])
+                     limits if isinstance(limits, list) else [], no_isolated=labels.get(L.NO_ISOLATED) == "1",
+                     limits_auto=[k for k in auto if isinstance(k, str)] if isinstance(auto, list) else [])
     except (KeyError, ValueError, TypeError, TessonError):
         return None
+
+
+def _rank(labels: dict) -> tuple[int, int]:
+    """Which container's labels are the group's: the newest spec record (a scale or update wrote
+    it), else a shard's, else any (as tesson.group rebuilds a group)."""
+    role = labels.get(L.ROLE)
+    if role == L.ROLE_SPEC:
+        gen = labels.get(L.GENERATION) or "0"
+        return 2, int(gen) if gen.isdigit() else 0
+    return (1 if role == L.ROLE_SHARD else 0), 0
+
+
+def mark_foreign(topo, claim: Claim, labels: dict) -> Claim:
+    """Mark ``claim`` foreign when its plan names CPUs ``topo`` does not have, or it was planned for
+    another machine, or by a tesson without the pool (no ``io.tesson.machine``)."""
+    if claim.cpuset & ~topo.cpuset or labels.get(L.MACHINE) != machine_id(topo):
+        claim.foreign = True
+    return claim
 
 
 def claims_from_containers(summaries: list[dict], topo=None) -> list[Claim]:
@@ -101,20 +127,16 @@ def claims_from_containers(summaries: list[dict], topo=None) -> list[Claim]:
         role = labels.get(L.ROLE)
         if role == L.ROLE_SHARD and labels.get(L.SHARD, "").isdigit():
             ids.setdefault(name, {}).setdefault(int(labels[L.SHARD]), []).append(c.get("Id", ""))
-            if name not in by_group or by_group[name].get(L.ROLE) != L.ROLE_SHARD:
-                by_group[name] = labels
-        else:
-            by_group.setdefault(name, labels)
+        if name not in by_group or _rank(labels) > _rank(by_group[name]):
+            by_group[name] = labels
     out = []
-    here = machine_id(topo) if topo is not None else None
     for name in sorted(by_group):
         claim = claim_from_labels(by_group[name])
         if claim is None:
             continue
         claim.containers = ids.get(name, {})
-        made_for = by_group[name].get(L.MACHINE)
-        if topo is not None and (claim.cpuset & ~topo.cpuset or made_for != here):
-            claim.foreign = True
+        if topo is not None:
+            mark_foreign(topo, claim, by_group[name])
         out.append(claim)
     return out
 
@@ -133,19 +155,32 @@ def pool(topo, claims: list[Claim]) -> int:
     return topo.cpuset & ~exclusive_mask(claims)
 
 
-def shared_restrict(topo, restrict: int | None, pool_mask: int) -> int | None:
-    """The ``restrict`` mask a shared group is planned with: None (today's whole-machine plan) when
-    nothing restricts it, else its own CPUs (all allowed ones by default) within the pool."""
-    if restrict is None and pool_mask == topo.cpuset:
+def own_cpus(topo, restrict: int | None, no_isolated: bool = False) -> int | None:
+    """The CPUs a group may use at all, as a mask: its ``restrict`` (run --cpus/--near) within the
+    allowed CPUs, less the kernel's isolated ones for a run --no-isolated group (``topo.isolated``:
+    the topology is read whole, isolated CPUs included, wherever groups are planned next to each
+    other, since another group may hold them); None when nothing restricts it (all allowed CPUs)."""
+    iso = topo.isolated & topo.cpuset if no_isolated else 0
+    if restrict is None and not iso:
         return None
-    base = topo.cpuset if restrict is None else restrict & topo.cpuset
-    return base & pool_mask
+    return (topo.cpuset if restrict is None else restrict & topo.cpuset) & ~iso
 
 
-def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_mask: int) -> list[Shard] | None:
+def shared_restrict(topo, restrict: int | None, pool_mask: int, no_isolated: bool = False) -> int | None:
+    """The ``restrict`` mask a shared group is planned with: None (today's whole-machine plan) when
+    nothing restricts it, else its own CPUs (:func:`own_cpus`: all allowed ones by default) within
+    the pool."""
+    own = own_cpus(topo, restrict, no_isolated)
+    if own is None and pool_mask == topo.cpuset:
+        return None
+    return (topo.cpuset if own is None else own) & pool_mask
+
+
+def shared_plan(topo, unit: str, size: int | None, restrict: int | None, pool_mask: int,
+                no_isolated: bool = False) -> list[Shard] | None:
     """A shared group's shards over the pool (hwloc-distrib --restrict); None when its CPUs within
     the pool are none at all."""
-    r = shared_restrict(topo, restrict, pool_mask)
+    r = shared_restrict(topo, restrict, pool_mask, no_isolated)
     if r == 0:
         return None
     return plan(topo, unit, size, restrict=r)
@@ -161,7 +196,7 @@ def effective(topo, claims: list[Claim]) -> dict[str, list[Shard] | None]:
             out[c.name] = c.shards
         else:
             try:
-                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p)
+                out[c.name] = shared_plan(topo, c.unit, c.size, c.restrict, p, c.no_isolated)
             except TessonError:  # a unit this machine lacks: planned elsewhere, leave it be
                 c.foreign = True
                 out[c.name] = c.shards
@@ -170,14 +205,16 @@ def effective(topo, claims: list[Claim]) -> dict[str, list[Shard] | None]:
 
 class Move:
     """One live re-pin: shard ``index`` of ``group`` from (``old_cpus``, ``old_mems``) to
-    (``cpus``, ``mems``); ``containers`` are its container ids (filled from the claim)."""
+    (``cpus``, ``mems``); ``containers`` are its container ids (filled from the claim); ``limits``
+    the shard's 'auto' limits computed for the new CPUs ({}: none follow it)."""
 
-    __slots__ = ("group", "index", "old_cpus", "old_mems", "cpus", "mems", "containers")
+    __slots__ = ("group", "index", "old_cpus", "old_mems", "cpus", "mems", "containers", "limits")
 
-    def __init__(self, group, index, old_cpus, old_mems, cpus, mems, containers=()):
+    def __init__(self, group, index, old_cpus, old_mems, cpus, mems, containers=(), limits=None):
         self.group, self.index = group, index
         self.old_cpus, self.old_mems, self.cpus, self.mems = tuple(old_cpus), tuple(old_mems), tuple(cpus), tuple(mems)
         self.containers = list(containers)
+        self.limits: dict = dict(limits or {})
 
     def describe(self) -> str:
         return f"{self.group}/{self.index}: {cpulist.format(self.old_cpus)} -> {cpulist.format(self.cpus)}"
@@ -210,8 +247,19 @@ def moves(topo, before: list[Claim], after: list[Claim]) -> list[Move]:
         was, now = old[c.name] or c.shards, new[c.name] or []
         for a, b in zip(was, now):
             if (a.cpus, a.mems) != (b.cpus, b.mems):
-                out.append(Move(c.name, a.index, a.cpus, a.mems, b.cpus, b.mems, c.containers.get(a.index, ())))
+                out.append(Move(c.name, a.index, a.cpus, a.mems, b.cpus, b.mems, c.containers.get(a.index, ()),
+                                auto_limits(topo, c, b)))
     return out
+
+
+def auto_limits(topo, c: Claim, shard: Shard) -> dict:
+    """The 'auto' limits of ``c``'s shard where ``shard`` puts it ({} when none follow its CPUs)."""
+    if not c.limits_auto:
+        return {}
+    from tesson import quotas  # only then: it imports re
+
+    d = quotas.follow(topo, [shard], c.limits_auto, c.limits)[0]
+    return {k: v for k, v in d.items() if k in c.limits_auto}
 
 
 def holders(topo, claims: list[Claim]) -> dict[int, list[tuple[str, int, str]]]:

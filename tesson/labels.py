@@ -32,10 +32,16 @@ EXCLUSIVE = PREFIX + "exclusive"
 # The CPUs the group may use as a cpulist (run --cpus, ANDed with --near's CPUs); absent: all allowed.
 # A shared group's pins are recomputed from it when exclusive groups come and go (tesson.holdings).
 CPUS_RESTRICT = PREFIX + "cpus-restrict"
+# run --no-isolated: "1" (absent: the kernel's isolated CPUs count as the group's). The group is planned
+# again (repair, scale, the shared pool's re-pins) without them, whatever the re-planning tesson is told.
+NO_ISOLATED = PREFIX + "no-isolated"
 # The machine the plan was made for (tesson.holdings.machine_id): groups planned from another
 # topology (another --fsroot) hold no CPU of this one.
 MACHINE = PREFIX + "machine"
 LIMITS = PREFIX + "limits"  # JSON list by shard index of HostConfig limits ({"Memory": ..., ...})
+# JSON list of the LIMITS keys computed from each shard's CPUs (--memory/--memory-reservation/--cpu-shares
+# auto, the config setting none of its own): they follow a shard re-pinned or made again (tesson.quotas).
+LIMITS_AUTO = PREFIX + "limits.auto"
 
 # The daemon-side lock of tesson.daemon_lock (a created, never started container).
 LOCK_OWNER = PREFIX + "lock.owner"  # "HOSTNAME PID PROCESS-START-TIME" of the holder

@@ -20,8 +20,17 @@ Guaranteed pods: each shard's limit (``Memory``, else ``MemoryReservation``) is 
 memory nodes in proportion to its CPUs there, and the groups' sums must fit what each node has
 after the host's part (:func:`check_fit`). Shared groups are not accounted: they share.
 
-Hazards: limits are fixed when a shard is made; a live re-pin moves CPUs, not memory limits. A
-machine without NUMA information is one node holding all of /proc/meminfo.
+The keys computed by ``auto`` (and not set by the config) are recorded with the group
+(``io.tesson.limits.auto``, :func:`auto_keys`), so wherever a shard is re-pinned live (the shared
+pool making room for an exclusive group, ``scale``, ``repair``) or made again its limits follow its
+new CPUs and memory nodes (:func:`follow`), in the same Docker update as its cpuset
+(:func:`update_body`: one call, so the daemon checks the limit, the reservation and the swap
+limit together).
+
+Hazards: a machine without NUMA information is one node holding all of /proc/meminfo. The daemon
+refuses a reservation above the limit when both are sent, and a limit above the container's swap
+limit (Docker set it to twice the limit when the shard was made): :func:`update_body` sends the
+three together, keeping the swap allowance the container had.
 """
 
 from __future__ import annotations
@@ -159,31 +168,81 @@ class Quotas:
         return q
 
 
+def _shard_limits(topo, s, asked: dict, host: dict) -> dict:
+    """One shard's limits: ``asked`` maps each of :data:`KEYS` to "auto", a number, or None."""
+    d: dict[str, int] = {}
+    mem = None
+    for key in ("Memory", "MemoryReservation"):
+        want = asked.get(key)
+        if want == "auto":
+            if host.get(key):
+                continue  # the config's own value wins over auto
+            mem = auto_memory(topo, s.cpus, s.mems) if mem is None else mem
+            d[key] = mem
+        elif want is not None:
+            d[key] = want
+    if asked.get("CpuShares") == "auto":
+        if not host.get("CpuShares"):
+            d["CpuShares"] = min(262144, 1024 * len(s.cpus))
+    elif asked.get("CpuShares") is not None:
+        d["CpuShares"] = asked["CpuShares"]
+    memory = d.get("Memory", host.get("Memory"))
+    if memory and d.get("MemoryReservation", 0) > memory:
+        d["MemoryReservation"] = memory  # Docker refuses a reservation above the limit
+    return d
+
+
 def limits(topo, shards, q: Quotas, config: dict | None = None) -> list[dict]:
     """Each shard's ``HostConfig`` limits (a dict per shard, by index; {} when none)."""
     host = (config or {}).get("HostConfig") or {}
+    asked = dict(zip(KEYS, (q.memory, q.reservation, q.cpu_shares)))
+    return [_shard_limits(topo, s, asked, host) for s in shards]
+
+
+def auto_keys(q: Quotas | None, config: dict | None = None) -> list[str]:
+    """The keys of :data:`KEYS` that :func:`limits` computes from each shard's CPUs ("auto" asked,
+    and the config does not set its own): what follows a shard to other CPUs."""
+    if not q:
+        return []
+    host = (config or {}).get("HostConfig") or {}
+    return [k for k, v in zip(KEYS, (q.memory, q.reservation, q.cpu_shares)) if v == "auto" and not host.get(k)]
+
+
+def follow(topo, shards, auto, before) -> list[dict]:
+    """Each shard's limits where it is now: the ``auto`` keys computed again for its CPUs and memory
+    nodes, the other keys as they were (``before``, by index; a shard beyond them, made by a
+    scale, takes shard 0's: the command line's sizes were the same for all)."""
     out = []
     for s in shards:
-        d: dict[str, int] = {}
-        mem = None
-        for key, want in (("Memory", q.memory), ("MemoryReservation", q.reservation)):
-            if want == "auto":
-                if host.get(key):
-                    continue  # the config's own value wins over auto
-                mem = auto_memory(topo, s.cpus, s.mems) if mem is None else mem
-                d[key] = mem
-            elif want is not None:
-                d[key] = want
-        if q.cpu_shares == "auto":
-            if not host.get("CpuShares"):
-                d["CpuShares"] = min(262144, 1024 * len(s.cpus))
-        elif q.cpu_shares is not None:
-            d["CpuShares"] = q.cpu_shares
-        memory = d.get("Memory", host.get("Memory"))
-        if memory and d.get("MemoryReservation", 0) > memory:
-            d["MemoryReservation"] = memory  # Docker refuses a reservation above the limit
-        out.append(d)
+        was = before[s.index] if 0 <= s.index < len(before) else before[0] if before else {}
+        was = was if isinstance(was, dict) else {}
+        asked = {k: ("auto" if k in auto else was.get(k)) for k in KEYS}
+        out.append(_shard_limits(topo, s, asked, {}))
     return out
+
+
+def update_body(host: dict, want: dict) -> dict:
+    """The ``HostConfig`` values one Docker update sends to give a container (whose ``HostConfig``
+    is ``host`` now) the limits ``want`` (only the keys of :data:`KEYS` it names). With a new
+    ``Memory`` also ``MemorySwap``: the swap allowance is kept (Docker's default, twice the limit,
+    stays twice the new one; unlimited, -1, stays as it is). ``MemoryReservation`` is held to the
+    limit the container will have."""
+    out = {k: int(want[k]) for k in KEYS if want.get(k)}
+    memory = out.get("Memory") or int(host.get("Memory") or 0)
+    if "Memory" in out:
+        old_mem, old_swap = int(host.get("Memory") or 0), int(host.get("MemorySwap") or 0)
+        if old_swap > 0 and old_mem > 0:
+            out["MemorySwap"] = 2 * memory if old_swap == 2 * old_mem else memory + max(0, old_swap - old_mem)
+    if memory and out.get("MemoryReservation", 0) > memory:
+        out["MemoryReservation"] = memory
+    return out
+
+
+def current(host: dict, keys) -> dict:
+    """The values of ``keys`` (and ``MemorySwap`` with ``Memory``) a container's ``HostConfig`` has
+    now: what an undo of :func:`update_body` sends back."""
+    keys = list(keys) + (["MemorySwap"] if "Memory" in keys else [])
+    return {k: int(host.get(k) or 0) for k in keys}
 
 
 def _reserved(limit: dict, config_host: dict | None = None) -> int:

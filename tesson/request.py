@@ -84,9 +84,11 @@ class Placement:
     near: tuple[str, ...] = ()  # run --near devices as typed (() = the whole machine)
     exclusive: str = ""  # run --exclusive: "packed" or "spread" (--spread); "": the shared pool
     restrict: int | None = None  # the CPUs the group may use (--cpus AND --near's), a mask; None: all
+    no_isolated: bool = False  # --no-isolated: the kernel's isolated CPUs (topology.isolated) are not the group's
     size_asked: int | None = None  # -n as given (None: every free unit)
     quotas: Quotas | None = None  # --memory, --memory-reservation, --cpu-shares (None: none asked)
     limits: tuple[dict, ...] = ()  # each shard's HostConfig limits, by index (() = none)
+    limits_auto: tuple[str, ...] = ()  # the limits' keys computed from each shard's CPUs (quotas.auto_keys)
     repins: tuple[Move, ...] = ()  # the live re-pins of shared groups this plan needs (--exclusive)
     warnings: tuple[str, ...] = ()  # lines for stderr (e.g. a foreign group on the CPUs taken)
 

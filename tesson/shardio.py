@@ -206,20 +206,21 @@ def top(client, shards: list[ShardState], ps_args: str | None = None) -> list[tu
 # --- start, restart ---------------------------------------------------------------------------
 
 
-def start(client, grp) -> list[str]:
+def start(client, grp, where: tuple | None = None) -> list[str]:
     """Bring every shard of the group and its frontend up: stopped shards are started again in
     their containers, vanished or dead ones recreated on their planned CPUs (what ``repair``
-    does). Returns what was done, one line each ([] when everything was already up)."""
+    does; ``where``: (fsroot, fsroot_given) for a group in the shared pool). Returns what was
+    done, one line each ([] when everything was already up)."""
     from tesson.commands.repair import repair_group
 
-    return repair_group(client, grp)
+    return repair_group(client, grp, where)
 
 
-def restart(client, grp, timeout: int) -> list[str]:
+def restart(client, grp, timeout: int, where: tuple | None = None) -> list[str]:
     """Stop every container of the group (``timeout`` seconds' grace), then :func:`start` it."""
     from tesson import frontend, runtime
 
     errors = runtime.stop(frontend.Context.for_group(grp, client, timeout=timeout), frontend.for_group(grp))
     if errors:
         raise TessonError(f"group {grp.name}: could not stop {'; '.join(errors)}")
-    return start(client, G.find(client, grp.name) or grp)
+    return start(client, G.find(client, grp.name) or grp, where)

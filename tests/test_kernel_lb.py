@@ -299,6 +299,24 @@ def test_purge_after_the_agent_was_removed_by_hand_and_twice(group, docker_clien
     assert leftovers(docker_client, group) == ([], [], False, [])
 
 
+def test_purge_of_a_group_whose_containers_were_all_removed_by_hand(group, docker_client, shard_image, kernel_image):
+    """Its table and DOCKER-USER accepts outlive the containers: stop --purge still finds and removes
+    them (a one-off of the tesson image on the daemon's host), and says so."""
+    port = 28309
+    run_ok("-g", group, "-u", "pu", "-n", "1", "-p", f"{port}:8080", "--lb", "kernel", "--lb-image", kernel_image, shard_image)
+    assert table(group)["backends"] and docker_user_rules(group)
+    for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"}):
+        docker_client.remove_container(c["Id"], force=True, v=True)
+    assert table(group) is not None  # the kernel still has it
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env={"TESSON_IMAGE": kernel_image})
+    assert r.returncode == 0, r.stderr
+    assert f"nft table {K.table_name(group)}" in r.stdout and "1 DOCKER-USER rule" in r.stdout, r.stdout
+    assert f"network tesson-{group}" in r.stdout
+    assert leftovers(docker_client, group) == ([], [], False, [])
+    r = tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env={"TESSON_IMAGE": kernel_image})
+    assert r.returncode == 1 and "no group named" in r.stderr, r.stderr
+
+
 def test_repair_recreates_a_missing_agent(group, docker_client, shard_image, kernel_image):
     port = 28307
     run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"{port}:8080", "-p", f"127.0.0.1:{port + 1}:8080",

@@ -33,16 +33,26 @@ def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool
     CPUs local to the ``near`` devices (if any), next to the groups whose ``claims`` are given
     (tesson.holdings; () = none: the whole machine is free). The group defaults to one made from
     the image name (only when no name is given: an empty one is refused). ``size`` is bounded by
-    :func:`placement.check_size` (``force``: up to the hard cap) before anything is planned."""
+    :func:`placement.check_size` (``force``: up to the hard cap) before anything is planned.
+
+    The topology is read whole, the kernel's isolated CPUs included (another group may hold them);
+    ``include_isolated`` False (--no-isolated) leaves them out of this group's CPUs as one more
+    mask (tesson.holdings.own_cpus), recorded with the group so every later plan of it does too."""
     group = names.validate_group(group) if group is not None else names.group_from_image(image)
-    from tesson import placement, sharing, topology
+    from tesson import holdings, placement, sharing, topology
     from tesson.cpulist import weight
     from tesson.request import Placement
 
-    topo = topology.read(fsroot, include_isolated=include_isolated)
+    topo = topology.read(fsroot)
+    no_isolated = not include_isolated
+    usable = holdings.own_cpus(topo, None, no_isolated)
+    if usable == 0:
+        from tesson.errors import UsageError
+
+        raise UsageError(f"no CPU is both online and allowed by this process's cpuset and not isolated (fsroot {fsroot!r})")
     unit = placement.canonical_unit(unit)
     found = near_devices(topo, near)
-    restrict = cpus_mask(topo, cpus)
+    restrict = cpus_mask(topo, cpus, topo.cpuset if usable is None else usable)
     if found is not None:
         if restrict is not None and not restrict & found.cpuset:
             from tesson.errors import TessonError
@@ -50,9 +60,10 @@ def make_plan(group: str | None, image: str, fsroot: str, include_isolated: bool
             raise TessonError(f"--cpus {cpus} and --near {','.join(near)} have no CPU in common "
                               f"(the devices' CPUs: {_fmt(found.cpuset)})")
         restrict = found.cpuset & topo.cpuset if restrict is None else restrict & found.cpuset
-    placement.check_size(size, weight(topo.cpuset if restrict is None else topo.cpuset & restrict), force)
+    within = holdings.own_cpus(topo, restrict, no_isolated)
+    placement.check_size(size, weight(topo.cpuset if within is None else within), force)
     p = Placement(group, image, unit, topo, (), tuple(near), exclusive=exclusive, restrict=restrict,
-                  size_asked=size, quotas=quotas or None)
+                  no_isolated=no_isolated, size_asked=size, quotas=quotas or None)
     return sharing.place(p, list(claims or ()), config)
 
 
@@ -62,10 +73,10 @@ def _fmt(mask: int) -> str:
     return cpulist.format(cpulist.bits(mask))
 
 
-def cpus_mask(topo: Topology, text: str | None) -> int | None:
+def cpus_mask(topo: Topology, text: str | None, usable: int | None = None) -> int | None:
     """``--cpus LIST`` as a mask: UsageError (exit 2) when malformed, TessonError (exit 1) when it
     names CPUs this machine does not allow (offline, outside this process's cpuset, isolated with
-    --no-isolated)."""
+    --no-isolated: ``usable``, default the topology's allowed CPUs)."""
     if text is None:
         return None
     from tesson import cpulist
@@ -77,9 +88,11 @@ def cpus_mask(topo: Topology, text: str | None) -> int | None:
         raise UsageError(f"--cpus: {e}") from None
     if not mask:
         raise UsageError("--cpus: name at least one CPU, e.g. --cpus 0-3")
-    if mask & ~topo.cpuset:
-        raise TessonError(f"--cpus {text}: CPU {_fmt(mask & ~topo.cpuset)} is not allowed on this machine "
-                          f"(allowed: {_fmt(topo.cpuset)}; see tesson topology)")
+    usable = topo.cpuset if usable is None else usable
+    if mask & ~usable:
+        isolated = " (isolated, and --no-isolated was given)" if mask & ~usable & topo.cpuset else ""
+        raise TessonError(f"--cpus {text}: CPU {_fmt(mask & ~usable)} is not allowed on this machine{isolated} "
+                          f"(allowed: {_fmt(usable)}; see tesson topology)")
     return mask
 
 
@@ -198,12 +211,15 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
             from tesson.cpulist import bits
 
             doc["cpus_restrict"] = bits(plan.restrict)
+        if plan.no_isolated:
+            doc["no_isolated"] = True
         if lims:
             for d, lim in zip(shard_docs, lims):
                 d["limits"] = lim
         if plan.repins:
             doc["repins"] = [{"group": m.group, "shard": m.index, "from": list(m.old_cpus), "to": list(m.cpus),
-                              "mems": list(m.mems)} for m in plan.repins]
+                              "mems": list(m.mems), **({"limits": m.limits} if m.limits else {})}
+                             for m in plan.repins]
         out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
@@ -214,6 +230,8 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
         near_text += f" cpus={cpulist.format(cpulist.bits(plan.restrict))}"
     if plan.exclusive:
         near_text += f" exclusive={plan.exclusive}"
+    if plan.no_isolated:
+        near_text += " no-isolated"
     out.write(f"Group: {group} [{image}] unit={unit} size={len(shards)}{near_text}\n")
     rows: list[tuple[str, ...]] = [("SHARD", "NAME", "CPUS", "MEMS")]
     rows += [(str(s.index), names.shard_name(group, s.index), cpulist.format(s.cpus), cpulist.format(s.mems))
@@ -225,8 +243,13 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
         rows[1:] = [r + (describe(lim),) for r, lim in zip(rows[1:], lims)]
     write_table(rows, out)
     for m in plan.repins:
+        follow = ""
+        if m.limits:
+            from tesson.quotas import describe
+
+            follow = f", limits {describe(m.limits)}"
         out.write(f"re-pin: {names.shard_name(m.group, m.index)} (shared group {m.group}) "
-                  f"{cpulist.format(m.old_cpus)} -> {cpulist.format(m.cpus)}\n")
+                  f"{cpulist.format(m.old_cpus)} -> {cpulist.format(m.cpus)}{follow}\n")
 
 
 def start(req: RunRequest, fe: Frontend | None = None,

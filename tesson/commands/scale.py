@@ -1,46 +1,67 @@
 """tesson scale: plan a group again for another number of shards and converge to it, live.
 
-Same unit, same ``--near`` devices as the group was run with; kept shards whose CPUs change are
-re-pinned in place (no restart), new ones are created, settled and only then put in the front
-door, surplus ones leave the door, are drained and removed (:mod:`tesson.runtime.converge`).
+Same unit, same ``--cpus``/``--near`` CPUs and ``--no-isolated`` as the group was run with, next to
+the groups on the daemon (tesson.sharing.replan): a shared group is planned over the pool as it is
+now, an exclusive one keeps its shards and takes more free units (the shared groups making room,
+live) or gives the surplus back. Kept shards whose CPUs change are re-pinned in place (no restart),
+new ones are created, settled and only then put in the front door, surplus ones leave the door, are
+drained and removed (:mod:`tesson.runtime.converge`). A group in the pool, or an exclusive one, is
+scaled holding the daemon's lock (no ``run`` plans on the CPUs meanwhile).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 
 def scale(group: str, size: int, fsroot: str, fsroot_given: bool, include_isolated: bool,
           drain_timeout: float, timeout: int) -> int:
-    from tesson import frontend, probe
+    from tesson import cpulist, frontend, holdings, placement
     from tesson import group as G
     from tesson.commands import find_group
-    from tesson.commands.run import make_plan
+    from tesson.cpulist import weight
     from tesson.errors import TessonError
-    from tesson.runtime import change, converge
+    from tesson.frontend import Undo
+    from tesson.runtime import change, converge, repin, replan
     from tesson.runtime import plan as P
     from tesson.runtime.repair import report
 
     client, grp = find_group(group, " (tesson ls lists every group)")
     spec, fe = _spec_and_frontend(grp)
-    src = probe.source(fsroot, fsroot_given, client=client, ask=True)  # the daemon host's topology
-    placement = make_plan(grp.name, spec.image, src.fsroot, include_isolated, spec.unit, size, tuple(spec.near))
-    want = dataclasses.replace(spec, shards=list(placement.shards))
+    topo = replan.topology_of(client, (fsroot, fsroot_given))  # the daemon host's
+    own = holdings.own_cpus(topo, cpulist.list_to_mask(spec.restrict) if spec.restrict else None,
+                            spec.no_isolated or not include_isolated)
+    placement.check_size(size, weight(topo.cpuset if own is None else own))
     before = grp.size
-    lock = change.acquire(client, grp, "scale", **{"from": before, "to": size})
-    try:
-        grp = G.find(client, grp.name) or grp
-        plan = P.plan(grp, want)
-        if plan.work or grp.size != size:
-            change.write_record(client, grp, want)
-        ctx = frontend.Context.for_group(grp, client, timeout=timeout, spec=want)
-        out = converge.execute(ctx, fe, plan, converge.Options(drain_timeout=drain_timeout))
-    finally:
-        change.release(client, lock)
+    with replan.daemon_lock(client, grp, needed=bool(spec.machine)):
+        lock = change.acquire(client, grp, "scale", **{"from": before, "to": size})
+        try:
+            grp = G.find(client, grp.name) or grp
+            want, moves = replan.spec_now(client, grp, topo, size, no_isolated=not include_isolated)
+            G.read_pins(client, grp)
+            plan = P.plan(grp, want)
+            grows = size > before
+            undo = Undo()
+            if moves and grows:  # an exclusive group takes more CPUs: the shared groups leave them first
+                repin.apply(client, moves, undo)
+            try:
+                if plan.work or grp.size != size or moves:
+                    change.write_record(client, grp, want)
+            except BaseException:
+                undo.rollback()
+                raise
+            ctx = frontend.Context.for_group(grp, client, timeout=timeout, spec=want)
+            out = converge.execute(ctx, fe, plan, converge.Options(drain_timeout=drain_timeout))
+            if moves and not grows:  # and get back what a smaller one gave back, once its shards are gone
+                repin.apply(client, moves)
+        finally:
+            change.release(client, lock)
     lines = report(out, grp.name, "scale")
     for line in lines:
         print(line)
+    if moves:
+        print(f"{len(moves)} shard{'s' if len(moves) != 1 else ''} of shared groups re-pinned live: "
+              + ", ".join(m.describe() for m in moves))
     after = G.find(client, grp.name)
     if after is None:
         raise TessonError(f"group {grp.name!r} vanished during the scale")

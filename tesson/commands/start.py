@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 
-def start(group: str) -> int:
+def start(group: str, where: tuple | None = None) -> int:
     from tesson import shardio
 
     client, grp = shardio.open_group(group)
-    lines = shardio.start(client, grp)
+    lines = shardio.start(client, grp, where)
     for line in lines:
         print(line)
     after = shardio.find(client, group)
@@ -19,4 +19,4 @@ def start(group: str) -> int:
 
 
 def main(args) -> int:
-    return start(args.group)
+    return start(args.group, (args.fsroot, args.fsroot_given))

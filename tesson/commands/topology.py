@@ -23,11 +23,12 @@ def group_marks(holders: dict) -> dict[int, str]:
     return out
 
 
-def groups_json(topo, claims, holders: dict) -> dict:
-    """The facts of the text view: each group's pins now, and each allowed CPU's holders."""
+def groups_json(topo, claims, holders: dict, whole=None) -> dict:
+    """The facts of the text view: each group's pins now (planned on ``whole``, the topology with
+    isolated CPUs, when ``topo`` was read without), and each CPU of ``topo``'s holders."""
     from tesson import holdings
 
-    eff = holdings.effective(topo, claims)
+    eff = holdings.effective(whole or topo, claims)
     return {
         "groups": [
             {
@@ -60,12 +61,14 @@ def main(args) -> int:
         from tesson import daemon_claims, holdings
         from tesson.errors import TessonError
 
-        claims, why = daemon_claims.load(topo)
+        # groups are planned on the whole topology (isolated CPUs too: tesson.holdings.own_cpus)
+        whole = topo if not topo.isolated or not args.no_isolated else topology.read(src.fsroot)
+        claims, why = daemon_claims.load(whole)
         if claims is None:
             raise TessonError(f"--groups asks the Docker daemon, which cannot be reached: {why}")
-        held = holdings.holders(topo, claims)
+        held = holdings.holders(whole, claims)
         if args.format == "json":
-            sys.stdout.write(json.dumps({**topo.to_json(), **groups_json(topo, claims, held)}) + "\n")
+            sys.stdout.write(json.dumps({**topo.to_json(), **groups_json(topo, claims, held, whole)}) + "\n")
         else:
             sys.stdout.write(render_text(topo, marks=group_marks(held)))
         return 0

@@ -28,14 +28,15 @@ def new_config(spec, config_path: str | None, env: list[str]) -> dict:
 
 
 def update(group: str, image: str | None, config_path: str | None, env: list[str], command: list[str],
-           parallel: int, rollback: str, drain_timeout: float, timeout: int, health_timeout: float) -> int:
+           parallel: int, rollback: str, drain_timeout: float, timeout: int, health_timeout: float,
+           where: tuple | None = None) -> int:
     from tesson import frontend, names
     from tesson import group as G
     from tesson.commands import find_group
     from tesson.commands.scale import _spec_and_frontend
     from tesson.docker_client import explain, is_status
     from tesson.errors import TessonError
-    from tesson.runtime import change, converge
+    from tesson.runtime import change, converge, replan
     from tesson.runtime import plan as P
     from tesson.runtime.repair import report
 
@@ -60,6 +61,11 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
     rolled: list[str] = []
     try:
         grp = G.find(client, grp.name) or grp
+        if replan.pooled(grp):  # successors go where the shards are now, not where the labels say they started
+            here, _ = replan.spec_now(client, grp, replan.topology_of(client, where))
+            want = dataclasses.replace(want, shards=here.shards, limits=here.limits)
+            old = dataclasses.replace(old, shards=here.shards, limits=here.limits)
+        G.read_pins(client, grp)
         plan = P.plan(grp, want, image_id=image_id, update=True)
         if not plan.work:
             print(f"group {grp.name}: every shard already runs {want.image} as asked, nothing to update")
@@ -71,6 +77,7 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
             change.write_record(client, grp, old)  # the update did not happen: the previous spec stands
             if rollback == "all" and out.replaced:
                 now = G.find(client, grp.name) or grp
+                G.read_pins(client, now)
                 back_ctx = frontend.Context.for_group(now, client, timeout=timeout, spec=old)
                 back = converge.execute(back_ctx, fe, P.plan(now, old, update=True), opts)
                 rolled = [names.shard_name(grp.name, i) for i in back.replaced]
@@ -98,4 +105,4 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
 
 def main(args: argparse.Namespace) -> int:
     return update(args.group, args.image, args.config, args.env, list(args.command or []), args.parallel,
-                  args.rollback, args.drain_timeout, args.time, args.health_timeout)
+                  args.rollback, args.drain_timeout, args.time, args.health_timeout, (args.fsroot, args.fsroot_given))

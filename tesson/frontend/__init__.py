@@ -22,13 +22,14 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
     for each shard: fe.shape_shard(ctx, shard, body)   # then create (shard 0 first: it claims the name)
     ...start every shard; ~0.5 s after the last start, inspect them all into ctx.started[index];
     a shard not running, restarting or restarted by then fails the run (the frontend never sees it)...
+    fe.after_start(ctx, indexes)            # every shard: set up inside its new network namespace
     fe.after_shards(ctx)                    # e.g. make + start the lb, or register with Gorb
     # any exception above -> ctx.undo.rollback(): everything recorded is undone, newest first
 
 ``stop``:   ``fe.before_stop(ctx)``; every container of the group (shards and frontend containers
             labelled with the group) is stopped, or removed with ``--purge``; ``fe.after_stop(ctx)``.
-``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started, then
-            ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it, and also
+``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started,
+            ``fe.after_start`` for those that stayed up, then ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it, and also
             when some shard could not be repaired: it gets those that were). Any exception it
             raises becomes one line; the repaired shards stay either way.
 ``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
@@ -43,6 +44,7 @@ out of the front door and which come in, one set of shard indexes at a time::
     fe.forget_backends(ctx, [3])   # shard 3's container is stopped (and removed, or kept aside as
                                    # GROUP-3.prev by update): drop whatever still names it; 3 is
                                    # still in ctx.draining (its successor, if any, is not in yet)
+    fe.after_start(ctx, [3])       # shard 3 was (re)started by this command: a new network namespace
     fe.add_backends(ctx, [3])      # shard 3 (new, a successor, or the previous version put back)
                                    # is up and healthy: send it connections; ctx.started[3] is its
                                    # inspect (published ports, addresses)
@@ -182,6 +184,7 @@ class Context:
     started: dict[int, dict] = field(default_factory=dict)
     purge: bool = False  # stop --purge
     limits: list[dict] = field(default_factory=list)  # each shard's HostConfig limits, by index
+    limits_auto: list[str] = field(default_factory=list)  # those of their keys that follow a re-pin (quotas.auto_keys)
     timeout: int = 10  # stop -t (and how long scale/update give a shard to stop)
     draining: set[int] = field(default_factory=set)  # shards out of the front door (scale/update)
 
@@ -196,7 +199,8 @@ class Context:
         restrict = None if p.restrict is None else cpulist.format(cpulist.bits(p.restrict))
         spec = Spec(req.group, req.image, list(req.command), list(req.port_specs), req.config, req.unit,
                     list(req.shards), fe.kind, list(p.near), p.exclusive, restrict, list(p.limits),
-                    machine_id(req.topology) if req.topology is not None else "")
+                    machine_id(req.topology) if req.topology is not None else "", no_isolated=p.no_isolated,
+                    limits_auto=list(p.limits_auto))
         return cls(
             group=req.group,
             docker=client,
@@ -209,6 +213,7 @@ class Context:
             labels={**spec.labels(), **fe.labels(), L.FRONTEND: fe.kind},
             topology=req.topology,
             limits=list(p.limits),
+            limits_auto=list(p.limits_auto),
         )
 
     @classmethod
@@ -224,6 +229,7 @@ class Context:
             ctx.image, ctx.command, ctx.config, ctx.unit = spec.image, list(spec.command), spec.config, spec.unit
             ctx.shards = list(spec.shards)
             ctx.limits = list(spec.limits)
+            ctx.limits_auto = list(spec.limits_auto)
             try:
                 ctx.ports = P.parse(spec.port_specs)
             except TessonError:
@@ -299,6 +305,14 @@ class Frontend:
     def after_shards(self, ctx: Context) -> None:
         """After every shard is started and inspected (``ctx.started``): e.g. make and start the
         balancer, or register backends with their published ports; ``ctx.undo.add`` each thing."""
+
+    def after_start(self, ctx: Context, indexes: list[int]) -> None:
+        """The shards ``indexes`` were just started by tesson (``run``; ``start``, ``restart`` and
+        ``repair`` starting or recreating one; ``scale`` and ``update`` creating one or putting a
+        previous one back) and stayed up; ``ctx.started[i]`` is each one's inspect. Every start
+        gives a container a new network namespace: whatever the frontend keeps inside one (Gorb
+        dr's service address on the loopback) goes in here, before the shard joins the front door.
+        Default: nothing."""
 
     def before_stop(self, ctx: Context) -> None:
         """Before the group's containers stop (e.g. withdraw Gorb services). ``ctx.state`` is the

@@ -8,6 +8,7 @@ device's IPv4 address (or the binding's own address) and the shard's published p
 With ``--gorb-forward dr`` (IPVS direct routing) the shards publish nothing: they join a macvlan
 network on the URI's device, carry the service address on their loopback, and each backend is the
 shard's own macvlan address at the service port, method ``dr`` (tesson.frontend.macvlan).
+``tunnel`` is refused: why is in :func:`gorb_services.check_forward`.
 
 The Gorb URI is kept in a label, so ``stop``, ``ps`` and ``repair`` find Gorb without ``--gorb``.
 The services' and backends' names and bodies, and the ``-p`` checks, are in :mod:`gorb_services`.
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Callable
 from tesson import gorb_client as G
 from tesson import labels as L
 from tesson import log
-from tesson.docker_client import unless_gone
 from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context, Frontend
 from tesson.frontend import macvlan as MV
@@ -31,6 +31,7 @@ from tesson.frontend.gorb_services import (
     STATUS,
     VService,
     backend_options,
+    check_forward,
     check_ports,
     near_network_device,
     published,
@@ -53,6 +54,7 @@ class GorbFrontend(Frontend):
         self.macvlan_range = macvlan_range
         self._client: G.GorbClient | None = None
         self._stop_errors: list[str] = []
+        self._vip_set: set[str] = set()  # dr: containers whose loopback got the VIP in this command
 
     # construction ---------------------------------------------------------------------------------
     @classmethod
@@ -73,9 +75,7 @@ class GorbFrontend(Frontend):
 
         config.check_for_balancer(req.config, "Gorb")
         forward = opts.gorb_forward or "nat"
-        if forward == "tunnel":
-            raise UsageError("--gorb-forward tunnel is not supported yet: IPIP packets are unwrapped by the host, "
-                             "not by a shard's container; use dr (same L2 network) or nat")
+        check_forward(forward)
         rng = ""
         if forward == "dr":
             MV.check_ports(req.ports)
@@ -123,14 +123,18 @@ class GorbFrontend(Frontend):
             return (ip, svc.port) if ip else None
         return published(inspect, svc, device_ip)
 
-    def _put_vips(self, ctx: Context, inspects: dict[int, dict]) -> None:
+    def _put_vips(self, ctx: Context, inspects: dict[int, dict]) -> list[str]:
+        """dr: the VIPs on the loopback of these shards (index -> inspect), those done already in
+        this command skipped; returns the names of the shards that lacked them."""
         from tesson import default_image
 
-        if not self.dr or not inspects:
-            return
-        ids = {ctx.shard_name(i): ins["Id"] for i, ins in inspects.items()}
-        MV.put_vip_on_loopback(ctx.docker, default_image(), ids, [v.host for v in self.services(ctx)],
-                               ctx.base_labels(L.ROLE_LO_STEP))
+        ids = {ctx.shard_name(i): ins["Id"] for i, ins in inspects.items() if ins["Id"] not in self._vip_set}
+        if not self.dr or not ids:
+            return []
+        added = MV.put_vip_on_loopback(ctx.docker, default_image(), ids, [v.host for v in self.services(ctx)],
+                                       ctx.base_labels(L.ROLE_LO_STEP))
+        self._vip_set.update(ids.values())
+        return added
 
     @property
     def client(self) -> G.GorbClient:
@@ -165,10 +169,15 @@ class GorbFrontend(Frontend):
                 ctx.undo.add(f"macvlan network {self.network}",
                              lambda: True if MV.remove_if_unused(ctx.docker, device) else ctx.undo.KEPT)
 
+    def after_start(self, ctx: Context, indexes: list[int]) -> None:
+        """dr: a started shard has a new network namespace, without the VIP: put it on its lo."""
+        if self.dr:
+            self._put_vips(ctx, {i: ctx.started.get(i) or ctx.docker.inspect_container(ctx.shard_name(i))
+                                 for i in indexes})
+
     def after_shards(self, ctx: Context) -> None:
         device_ip = self.device_ip()
         client = self.client
-        self._put_vips(ctx, ctx.started)
         for svc in self.services(ctx):
             if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
                 ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
@@ -238,8 +247,10 @@ class GorbFrontend(Frontend):
                 inspects[st.index] = ctx.docker.inspect_container(st.id)
         running = {i: ins for i, ins in inspects.items() if (ins.get("State") or {}).get("Running")}
         lines: list[str] = []
-        if self.dr:  # a new or restarted shard has a new network namespace: the VIP goes back on its lo
-            self._put_vips(ctx, {i: ins for i, ins in running.items() if i in ctx.started})
+        if self.dr:  # one Docker (re)started by itself has a new network namespace, without the VIP
+            for name in self._put_vips(ctx, running):
+                lines.append(f"put the service address back on {name}'s loopback (started outside tesson: "
+                             "a new network namespace)")
         for svc in self.services(ctx):
             if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
                 ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
@@ -290,23 +301,26 @@ class GorbFrontend(Frontend):
                 self.client.remove_backend(svc.name, svc.backend_name(ctx.shard_name(index)), missing_ok=True)
 
     def add_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """PUT each shard's backend at its published port (one left from before is replaced)."""
+        """PUT each shard's backend at its published port, or (dr) its macvlan address (one left
+        from before is replaced)."""
         device_ip = self.device_ip()
-        for svc in services_of(ctx.group, ctx.ports):
+        for svc in self.services(ctx):
             self.client.create_service(svc.name, svc.options(self.method), exist_ok=True)
             for index in indexes:
                 inspect = ctx.started.get(index) or ctx.docker.inspect_container(ctx.shard_name(index))
                 rs = svc.backend_name(ctx.shard_name(index))
-                where = published(inspect, svc, device_ip)
+                where = self.where(svc, inspect, device_ip)
                 if where is None:
-                    raise TessonError(f"shard {ctx.shard_name(index)} publishes no host port for {svc.port}/{svc.proto}")
+                    what = f"no address on {self.network}" if self.dr else f"no host port for {svc.port}/{svc.proto}"
+                    raise TessonError(f"shard {ctx.shard_name(index)} has {what}")
+                body = backend_options(svc, *where, self.forward)
                 try:
-                    self.client.create_backend(svc.name, rs, backend_options(svc, *where))
+                    self.client.create_backend(svc.name, rs, body)
                 except G.GorbError as e:
                     if e.status != 409:
                         raise
                     self.client.remove_backend(svc.name, rs, missing_ok=True)
-                    self.client.create_backend(svc.name, rs, backend_options(svc, *where))
+                    self.client.create_backend(svc.name, rs, body)
                 log.info("gorb backend added", service=svc.name, backend=rs, host=where[0], port=where[1])
 
     # ps -----------------------------------------------------------------------------------------------
@@ -315,7 +329,7 @@ class GorbFrontend(Frontend):
         doc: dict = {"kind": "gorb", "uri": str(self.uri), "status": "", "ports": [s.front() for s in services], "services": []}
         if self.dr:
             doc["forward"] = "dr"
-            doc["macvlan"] = {"network": self.network, "range": self.macvlan_range, "addresses": self._addresses(ctx)}
+            doc["macvlan"] = {"network": self.network, "range": self.macvlan_range, "addresses": MV.addresses(ctx, self.network)}
         names = ctx.shard_names()
         try:
             up_total, rs_total, parts = 0, 0, []
@@ -369,17 +383,6 @@ class GorbFrontend(Frontend):
             doc["degraded"] = "Gorb error"
             doc["status"] = f"Gorb error: {e}"
         return doc
-
-    def _addresses(self, ctx: Context) -> dict[str, str]:
-        """dr: each up shard's macvlan address, by shard name."""
-        out = {}
-        for st in ctx.state.shards if ctx.state is not None else []:
-            if st.up and st.id:
-                ins = unless_gone(ctx.docker.inspect_container, st.id) or {}
-                ip = MV.address(ins, self.network)
-                if ip:
-                    out[st.name] = ip
-        return out
 
 
 def _remover(client: G.GorbClient, vs: str, rs: str | None = None) -> Callable[[], bool]:

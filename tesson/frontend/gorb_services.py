@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq")
 STATUS: dict[object, str] = {0: "up", 1: "down", 2: "removed"}  # looked up with whatever JSON Gorb sent
-FORWARDS = ("nat", "dr")  # tunnel: not yet (IPIP decapsulates on the host, not in the shard)
+FORWARDS = ("nat", "dr")  # IPVS forwarding methods run --gorb-forward takes (tunnel: see check_forward)
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,33 @@ def check_ports(ports: Iterable[Port]) -> None:
                 "with --gorb each shard is one backend per container port, so publish it once"
             )
         seen[key] = p.spec
+
+
+def check_forward(forward: str) -> None:
+    """``--gorb-forward``: ``nat`` or ``dr``; ``tunnel`` is refused (UsageError), for this reason.
+
+    In tunnel mode IPVS wraps each packet for the VIP in an IPIP packet (IP protocol 4) addressed
+    to the real server's own address. For a shard on the macvlan network that outer packet lands in
+    the shard's network namespace, so the unwrapping would happen there, not on the host: the
+    shard needs the kernel's ``ipip`` tunnel, whose fallback device ``tunl0`` the kernel makes in
+    every network namespace once the module is in (``net.core.fb_tunnels_only_for_init_net=0``,
+    the default), brought up with the VIP on it (the NET_ADMIN step dr already runs could do
+    that), ``rp_filter`` off for it (Docker takes ``net.ipv4.conf.tunl0.rp_filter=0`` and
+    ``net.ipv4.conf.all.rp_filter=0`` as a shard's namespaced sysctls) and dr's ARP settings.
+    What tesson cannot do is the first part: the ``ipip`` module is the daemon host's kernel's,
+    loaded (``modprobe ipip``) or built in (``CONFIG_NET_IPIP``) by its operator, never from a
+    container without CAP_SYS_MODULE, and it adds ``tunl0`` to every namespace of that host. The
+    kernel this was measured on (6.18, no loadable modules) has no ``ipip`` at all: ``ip link add
+    ... type ipip`` says ``Unknown device type`` and a container with the ``tunl0`` sysctl fails to
+    start (``open /proc/sys/net/ipv4/conf/tunl0/rp_filter: no such file``), so tunnel mode could
+    not be tested here, and it stays refused until it can be. Packets 20 bytes larger than the
+    shard's path MTU are a further hazard of tunnel mode."""
+    if forward == "tunnel":
+        raise UsageError("--gorb-forward tunnel is not supported yet: IPVS sends IPIP packets to each shard's own "
+                         "address, and only the kernel's ipip module (tunl0, loaded on the daemon's host) could unwrap "
+                         "them inside the shard; use dr (shards on the Gorb device's network) or nat")
+    if forward not in FORWARDS:
+        raise UsageError(f"unknown --gorb-forward {forward!r} (IPVS forwarding methods: {', '.join(FORWARDS)})")
 
 
 def published(inspect: dict, svc: VService, device_ip: str) -> tuple[str, int] | None:

@@ -147,9 +147,10 @@ class AgentControl:
     def _status(self, ctx: Context, cid: str) -> dict:
         return self._exec(ctx, cid, "status")
 
-    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> None:
+    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> dict:
         """``tesson kernel-agent VERB --group GROUP`` in a short-lived container of the image, on the
-        daemon's host (where the rules are), when no agent runs: drain or purge."""
+        daemon's host (where the rules are), when no agent runs: drain or purge. Returns the JSON
+        object the verb printed ({} when there was none)."""
         client = ctx.docker
         body = self._agent_body(ctx, [verb], labels or {ONEOFF_LABEL: ctx.group}, restart=False)
         try:
@@ -166,6 +167,7 @@ class AgentControl:
             code = client.wait(cid, timeout=60).get("StatusCode")
             if code != 0:
                 raise TessonError(_agent_words(client, cid, f"kernel-agent {verb}"))
+            return _printed(client, cid)
         except TessonError:
             raise
         except Exception as e:
@@ -175,6 +177,16 @@ class AgentControl:
                 _remove_container(client, cid)
             except Exception:
                 pass
+
+
+def _printed(client: Any, cid: str) -> dict:
+    """The JSON object a finished one-off printed on stdout ({} when none)."""
+    try:
+        text = client.logs(cid, stdout=True, stderr=False).decode(errors="replace").strip()
+        doc = json.loads(text.splitlines()[-1]) if text else {}
+    except Exception:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _agent_words(client: Any, cid: str, name: str) -> str:

@@ -202,7 +202,10 @@ def write(group: str, w: Wanted, hold: Iterable[int] | None = None) -> dict:
 
 
 def purge(group: str, bridge: str | None) -> dict:
-    """route_localnet off first (the martians rule guards it until then), then table and accepts."""
+    """route_localnet off first (the martians rule guards it until then), then table and accepts.
+    Says what there was: ``{"table", "removed": whether the table existed, "rules": how many
+    DOCKER-USER accepts went}``."""
+    exists, handles = False, []
     with _locked():
         if bridge:
             try:
@@ -221,7 +224,7 @@ def purge(group: str, bridge: str | None) -> dict:
             except nft.NftError as e:
                 if attempt == 2 or e.kind != "other":
                     raise
-    return {"table": K.table_name(group), "removed": True}
+    return {"table": K.table_name(group), "removed": exists, "rules": len(handles)}
 
 
 def status(group: str) -> dict:

@@ -19,11 +19,18 @@ clients would reach a shard straight away, bypassing the balancer). Here:
   than give it to the application for its whole life, tesson runs a one-shot step after each shard
   starts: a container of the tesson image that joins the shard's network namespace
   (``NetworkMode: container:SHARD``), holds NET_ADMIN and nothing else (every other capability
-  dropped, no network of its own, no new privileges), runs ``ip addr replace VIP/32 dev lo`` and is
-  removed. The address lives as long as the namespace: a restarted shard gets a new one, and
-  ``tesson repair`` puts the VIP back.
+  dropped, no network of its own, no new privileges), adds ``VIP/32`` to ``lo`` unless it is there
+  already (saying so), and is removed. The address lives as long as the namespace, and Docker
+  makes a new namespace at every start of a container (measured on Docker 20.10: ``docker
+  restart``, ``docker stop`` + ``start``, and a restart by the ``unless-stopped`` policy after a
+  crash all come back with a bare ``lo``). So the frontend's ``after_start`` hook runs the step for
+  every shard tesson starts (``run``, ``start``, ``restart``, ``repair``, ``scale``, ``update``),
+  and ``repair`` (so ``start`` too) runs it on every other running shard, putting the VIP back on
+  one Docker restarted by itself.
 
-Hazards: the device's IPv4 and netmask are read on the machine tesson runs on (as Gorb's URI
+Hazards: between a restart by Docker itself (the shard crashed) and the next ``tesson repair`` the
+shard has no VIP: IPVS still sends it connections (Gorb's health check reaches the shard at its
+own address, which still answers) and it drops them. The device's IPv4 and netmask are read on the machine tesson runs on (as Gorb's URI
 device is); macvlan children cannot talk to their parent's own address (the kernel's macvlan
 isolation): clients must come from the wire, as IPVS's real traffic does.
 """
@@ -41,6 +48,7 @@ from tesson.docker_client import explain, remove_container, unless_gone
 from tesson.errors import TessonError, UsageError
 
 if TYPE_CHECKING:
+    from tesson.frontend import Context
     from tesson.ports import Port
 
 ARP_SYSCTLS = {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
@@ -172,12 +180,33 @@ def address(inspect: dict, network: str) -> str:
     return (nets.get(network) or {}).get("IPAddress", "")
 
 
-def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips: list[str], labels: dict) -> None:
-    """The one-shot NET_ADMIN step (see the module's docstring) for every shard, concurrently.
-    ``shard_ids``: shard name -> container id. TessonError naming the first shard that failed."""
-    script = " && ".join(f"ip addr replace {v}/32 dev lo" for v in sorted(set(vips)))
+def addresses(ctx: Context, network: str) -> dict[str, str]:
+    """Each up shard of the group found on the daemon (``ctx.state``) with its address on the
+    macvlan network, by shard name (for ``ps``)."""
+    out = {}
+    for st in ctx.state.shards if ctx.state is not None else []:
+        if st.up and st.id:
+            ip = address(unless_gone(ctx.docker.inspect_container, st.id) or {}, network)
+            if ip:
+                out[st.name] = ip
+    return out
 
-    def one(item: tuple[str, str]) -> str | None:
+
+def loopback_script(vips: Iterable[str]) -> str:
+    """The step's shell script: each missing VIP added to lo (``added VIP`` printed), one already
+    there left alone; any other failure of ``ip`` ends it non-zero with ip's own message."""
+    return " && ".join(f'{{ [ -n "$(ip -o -4 addr show dev lo to {v}/32)" ] || {{ ip addr add {v}/32 dev lo && echo added {v}; }}; }}'
+                       for v in sorted(set(vips)))
+
+
+def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips: list[str], labels: dict) -> list[str]:
+    """The one-shot NET_ADMIN step (see the module's docstring) for every shard, concurrently.
+    ``shard_ids``: shard name -> container id. Returns the names of the shards whose loopback
+    lacked a VIP (a shard that already had them all is left as it was). TessonError naming the
+    first shard that failed."""
+    script = loopback_script(vips)
+
+    def one(item: tuple[str, str]) -> tuple[str | None, bool]:
         name, cid = item
         host_config = client.create_host_config(network_mode=f"container:{cid}", cap_drop=["ALL"],
                                                 cap_add=["NET_ADMIN"], security_opt=["no-new-privileges"])
@@ -188,12 +217,12 @@ def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips
                                            host_config=host_config)["Id"]
             client.start(step)
             code = client.wait(step, timeout=60).get("StatusCode")
+            out = (client.logs(step, stdout=True, stderr=True, tail=5) or b"").decode(errors="replace")
             if code != 0:
-                out = (client.logs(step, stdout=True, stderr=True, tail=3) or b"").decode(errors="replace")
-                return f"{name}: {' '.join(out.split()) or f'exit {code}'}"
-            return None
+                return f"{name}: {' '.join(out.split()) or f'exit {code}'}", False
+            return None, "added " in out
         except Exception as e:
-            return f"{name}: {explain(e)}"
+            return f"{name}: {explain(e)}", False
         finally:
             if step is not None:
                 try:
@@ -203,6 +232,8 @@ def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips
 
     items = sorted(shard_ids.items())
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(items)))) as pool:
-        errors = [e for e in pool.map(one, items) if e]
+        results = list(pool.map(one, items))
+    errors = [e for e, _ in results if e]
     if errors:
         raise TessonError(f"could not put the service address on the shards' loopback ({image}): {errors[0]}")
+    return [name for (name, _), (_, added) in zip(items, results) if added]

@@ -11,7 +11,8 @@ a door that would take a running shard in by itself); surplus shards leave the d
 (``fe.forget_backends``); kept shards on other CPUs are re-pinned live (``repin.container``); then the
 rolling replacement, ``parallel`` shards at a time: out of the door, drained, stopped and renamed
 ``GROUP-i.prev`` (kept), the successor created on the same index, CPUs and memory nodes, started,
-healthy (its Docker healthcheck when the image has one, else the settle check), into the door,
+healthy (its Docker healthcheck when the image has one, else the settle check), set up by
+``fe.after_start`` (as every shard this executor starts), into the door,
 and only then the previous container removed. A successor that does not become healthy is
 removed, the previous container renamed back, started and put back in the door, and the rolling
 stops there. Last, ``fe.repair`` brings the frontend in line as ``repair`` always did.
@@ -120,6 +121,11 @@ class _Run:
         self.done: dict[int, str] = {}
         self.lock = threading.Lock()
 
+    def auto(self, index: int) -> dict:
+        """Shard ``index``'s 'auto' limits where the plan puts it: they go with a re-pin."""
+        lims = self.ctx.limits[index] if 0 <= index < len(self.ctx.limits) else {}
+        return {k: v for k, v in (lims or {}).items() if k in self.ctx.limits_auto}
+
     def fail(self, name: str, why: str) -> None:
         with self.lock:
             self.out.failed.append(f"{name} ({why})")
@@ -131,6 +137,7 @@ class _Run:
 
     # -- rolling steps cut short ----------------------------------------------------------------
     def half_done(self, finish: list[P.Step], restore: list[P.Step]) -> None:
+        restored: list[int] = []
         for step in finish:
             try:
                 remove_container(self.client, step.previous_id)
@@ -146,9 +153,12 @@ class _Run:
                 self.client.start(step.previous_id)
                 self.ctx.started[step.index] = self.client.inspect_container(step.previous_id)
                 self.brought_back.append(step.index)
+                restored.append(step.index)
                 self.out.lines.append(f"restored the previous version of {step.name} (its update was cut short)")
             except Exception as e:
                 self.fail(step.name, f"its previous version could not be put back: {explain(e)}")
+        if restored:
+            self._door("after_start", restored)
 
     # -- start, recreate, create --------------------------------------------------------------------
     def bring_up(self, repairs: list[P.Step], creates: list[P.Step]) -> None:
@@ -169,8 +179,9 @@ class _Run:
             if step.action == P.RESTART:
                 batch.check()
                 cpus = step.cpus
-                if (list(step.cpus), list(step.mems)) != (list(step.shard.cpus), list(step.shard.mems)):
-                    repin(client, step.container_id, step.shard.cpus, step.shard.mems)
+                moved = (list(step.cpus), list(step.mems)) != (list(step.shard.cpus), list(step.shard.mems))
+                if moved or self.auto(step.index):  # 'auto' limits follow the CPUs it starts on
+                    repin(client, step.container_id, step.shard.cpus, step.shard.mems, self.auto(step.index))
                     cpus = step.shard.cpus
                 client.start(step.container_id)
                 with self.lock:
@@ -211,7 +222,7 @@ class _Run:
         new = [s.index for s in creates if s.index in done]
         self.brought_back += [s.index for s in repairs if s.index in done]
         ctx.draining -= new_idx
-        if new:
+        if done and self._door("after_start", list(done)) and new:
             self._door("add_backends", new)
 
     def _lag(self) -> float:
@@ -263,7 +274,7 @@ class _Run:
     # -- live re-pinning ------------------------------------------------------------------------------
     def repin(self, steps: list[P.Step]) -> None:
         def one(step: P.Step, _batch: Batch) -> None:
-            repin(self.client, step.container_id, step.shard.cpus, step.shard.mems)
+            repin(self.client, step.container_id, step.shard.cpus, step.shard.mems, self.auto(step.index))
             with self.lock:
                 self.out.lines.append(f"re-pinned {step.name} live (cpus {cpulist.format(step.cpus)} -> "
                                       f"{cpulist.format(step.shard.cpus)})")
@@ -322,7 +333,8 @@ class _Run:
         lost = [s.index for s in chunk if s.index in bad and s.index in aside
                 and not self._put_back(s, created.get(s.index), aside[s.index])]
         ctx.draining -= set(idx)
-        back_in = self._door("add_backends", [i for i in idx if i not in lost])
+        back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
+        back_in = not back or (self._door("after_start", back) and self._door("add_backends", back))
         for step in chunk:
             if step.index in good:
                 remove_container(client, aside[step.index])

@@ -20,16 +20,20 @@ Per index of the wanted plan, the first rule that matches:
    up (the rolling step: out of the door, drained, successor healthy, in), ``recreate`` when it
    is stopped (nothing to keep serving);
 5. stopped (exited, or only created): ``restart`` (re-pinned first if its CPUs differ);
-6. up on other CPUs or memory nodes than planned: ``repin`` (live: Docker's container update);
+6. up on other CPUs or memory nodes than planned, or with other 'auto' limits than they come to
+   there (the spec's ``limits_auto``, read from its container): ``repin`` (live: Docker's
+   container update, the limits with the cpuset);
 7. otherwise ``keep``.
 
 Every shard container of an index beyond the wanted plan (``scale`` down, or one left by a
 scale cut short) gets ``remove``: out of the door, drained, stopped, removed.
 
 Hazards: a group's labels are immutable, so a re-pinned shard keeps the CPUs it was made on in its
-labels; the group passed in must carry the *true* pinning (:func:`tesson.group.list_groups` reads
-it back for shards whose labels disagree with the plan), or every scale would re-pin again. Two
-containers claiming one index (not a ``.prev``) are left alone, as ``ps`` notes them.
+labels, and a shared group's label plan is stale once the pool re-pinned it: the spec wanted must
+say where the shards should be *now* (tesson.sharing.replan) and the group passed in must carry
+the *true* pinning (:func:`tesson.group.read_pins`), or a shard would be made again, or moved back,
+onto CPUs an exclusive group holds. Two containers claiming one index (not a ``.prev``) are left
+alone, as ``ps`` notes them.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ RESTORE = "restore"  # a replace cut short whose successor is not up: put the pr
 # creates before removals), re-pins once the shards they share CPUs with are in place, and the
 # rolling replacement last, when everything else is up.
 ORDER = (FINISH, RESTORE, RESTART, RECREATE, CREATE, REMOVE, REPIN, REPLACE)
+
+# The actions that put a shard on CPUs (a group in the shared pool does them under the daemon's lock).
+PLACING = (RESTART, RECREATE, CREATE, REPIN, REPLACE)
 
 RESTARTABLE = ("exited", "created")
 RECREATABLE = ("dead", "missing", "removing")
@@ -107,6 +114,23 @@ def outdated(st: ShardState, want_labels: dict, image_id: str = "") -> bool:
     return bool(image_id and st.image_id and st.image_id != image_id)
 
 
+def auto_limits(want: Spec, index: int) -> dict:
+    """The 'auto' limits shard ``index`` has in ``want`` ({} when none follow its CPUs)."""
+    lims = want.limits[index] if 0 <= index < len(want.limits) and isinstance(want.limits[index], dict) else {}
+    return {k: v for k, v in lims.items() if k in want.limits_auto}
+
+
+def limits_follow(st: ShardState, want: Spec, index: int) -> bool:
+    """Whether a shard's container (its limits read) has other 'auto' limits than ``want`` gives."""
+    auto = auto_limits(want, index)
+    if not auto or st.limits is None:
+        return False
+    from tesson.quotas import update_body
+
+    send = update_body(st.limits, auto)
+    return any(st.limits.get(k) != v for k, v in send.items() if k != "MemorySwap")
+
+
 def plan(grp: Group, want: Spec | None = None, image_id: str = "", update: bool = False) -> Plan:
     """The steps that make ``grp`` what ``want`` says (default: its own spec, i.e. a repair).
 
@@ -141,6 +165,8 @@ def plan(grp: Group, want: Spec | None = None, image_id: str = "", update: bool 
             action, reason = RESTART, state
         elif (list(st.cpus), list(st.mems)) != (list(planned.cpus), list(planned.mems)):
             action, reason = REPIN, f"{state}, on other CPUs"
+        elif limits_follow(st, want, planned.index):
+            action, reason = REPIN, f"{state}, with other limits than its CPUs give"
         else:
             action, reason = KEEP, state
         steps.append(Step(planned.index, name, action, reason, planned, *here))

@@ -135,6 +135,7 @@ def run(ctx: Context, fe: Frontend, workers: int = MAX_WORKERS) -> None:
                     raise TessonError(shard_error(ctx, shard, exc, doing))
                 progress.close()
                 settle(ctx, created, starts, began, workers)  # before the frontend sees any shard
+                fe.after_start(ctx, sorted(ctx.started))
                 fe.after_shards(ctx)
             finally:
                 progress.close()

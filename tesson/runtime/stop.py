@@ -49,18 +49,55 @@ def stop(ctx: Context, fe: Frontend | None, workers: int = MAX_WORKERS) -> list[
 
 
 def purge_leftovers(client: Any, group: str, gorb: str | None = None) -> list[str]:
-    """``stop --purge`` of a group with no container left (a crashed or raced run): remove every
-    network labelled with the group and, given a Gorb URI, withdraw the group's Gorb services.
-    Returns what went (``network tesson-web``, ``Gorb service web-80-tcp``); TessonError names what
+    """``stop --purge`` of a group with no container left (a crashed or raced run, or containers
+    removed by hand): remove a kernel front door's nft table and DOCKER-USER accepts (they outlive
+    the containers: :func:`_kernel_leftovers`), every network labelled with the group
+    and, given a Gorb URI, withdraw the group's Gorb services. Returns what went (``nft table
+    tesson-web``, ``network tesson-web``, ``Gorb service web-80-tcp``); TessonError names what
     could not."""
     from tesson.frontend import Context
 
     gone: list[str] = []
+    try:  # first: the bridge's route_localnet goes off while the table still guards it
+        gone += _kernel_leftovers(client, group)
+        rules = ""
+    except TessonError as e:
+        rules = str(e)
     purge_networks(Context(group=group, docker=client, purge=True), [], gone)
     if gorb:
         from tesson.frontend.gorb_services import withdraw_group
 
         gone += [f"Gorb service {vs}" for vs in withdraw_group(gorb, group)]
+    if rules:
+        did = f"removed {', '.join(gone)}, but " if gone else ""
+        raise TessonError(f"group {group}: no container is left; {did}its kernel front door rules could not be "
+                          f"looked for: {rules}")
+    return gone
+
+
+def _kernel_leftovers(client: Any, group: str) -> list[str]:
+    """A kernel front door's table and DOCKER-USER accepts outlive the group's containers (removed by
+    hand) and keep publishing its host ports. They are on the daemon's host, so a one-off of the
+    tesson image (``$TESSON_IMAGE``, else tesson:latest; never pulled: without it on the daemon no
+    agent of this tesson ran there) removes whatever is left, as the frontend's own purge does.
+    Returns what went (``nft table tesson-web``, ``2 DOCKER-USER rules``); TessonError when the
+    one-off fails."""
+    from tesson import default_image
+    from tesson.frontend import Context
+    from tesson.frontend.kernel import KernelFrontend
+    from tesson.frontend.kernel_rules import table_name
+
+    image = default_image()
+    if unless_gone(client.inspect_image, image) is None:
+        log.info("no kernel rules to look for: the tesson image is not on the daemon", image=image)
+        return []
+    said = KernelFrontend((), image)._oneoff(Context(group=group, docker=client), "purge")
+    if "rules" not in said:  # an older image's purge, which says removed whether or not there was a table
+        return []
+    gone = [f"nft table {table_name(group)}"] if said.get("removed") is True else []
+    n = int(said.get("rules") or 0)
+    if n:
+        gone.append(f"{n} DOCKER-USER rule{'s' if n != 1 else ''}")
     return gone
 
 

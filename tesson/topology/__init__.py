@@ -54,10 +54,9 @@ def read(fsroot: str = "/", include_isolated: bool = True, fs: FS | None = None)
 
     allowed_cpus, allowed_mems = cgroup.allowed_from_cgroup(fs)
     allowed = present if allowed_cpus is None else present & allowed_cpus
+    isolated = allowed & (fs.read_list("/sys/devices/system/cpu/isolated") or 0)
     if not include_isolated:
-        iso = fs.read_list("/sys/devices/system/cpu/isolated")
-        if iso:
-            allowed &= ~iso
+        allowed &= ~isolated
     if not allowed:
         why = " and not isolated" if not include_isolated else ""
         raise UsageError(f"no CPU is both online and allowed by this process's cpuset{why} (fsroot {fsroot!r})")
@@ -85,4 +84,5 @@ def read(fsroot: str = "/", include_isolated: bool = True, fs: FS | None = None)
             n.own &= allowed
     topo = Topology(root, nodes, fsroot)
     topo.fs = fs
+    topo.isolated = isolated
     return topo

@@ -145,6 +145,9 @@ class Topology:
         self.root = root
         self.fsroot = fsroot
         self.fs: Any = None  # the reader it was read with (tesson.topology.sysfs.FS), for the lazy I/O read
+        # The CPUs the kernel isolates (isolcpus) that are otherwise allowed, whether or not the tree
+        # keeps them (read(include_isolated=False) leaves them out of it): run --no-isolated's mask.
+        self.isolated = 0
         self.numa_nodes = numa_nodes  # sorted by id, memory-only nodes included
         objs = root.walk()
         self.levels = connect_levels(root, objs)
