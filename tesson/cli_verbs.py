@@ -344,6 +344,7 @@ def _agent_options(p: argparse.ArgumentParser) -> None:
     # run|sync|drain|status|purge|probe: see tesson/commands/kernel_agent.py
     p.add_argument("action", choices=("run", "sync", "drain", "status", "purge", "probe"))
     p.add_argument("--group", default="")
+    p.add_argument("--out", default=None)  # sync: the shard indexes held out of rotation ("3,4")
 
 
 def _no_options(p: argparse.ArgumentParser) -> None:

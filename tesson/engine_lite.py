@@ -278,6 +278,15 @@ class Client:
                 c["Id"] = c["Id"][:12]
         return found
 
+    def networks(self, names: list[str] | None = None, ids: list[str] | None = None,
+                 filters: dict | None = None) -> list[dict]:
+        wanted = dict(filters or {})
+        if names:
+            wanted["name"] = names
+        if ids:
+            wanted["id"] = ids
+        return self._json(self._url("/networks") + query({"filters": convert_filters(wanted) if wanted else None}))
+
     def inspect_container(self, container: str) -> dict:
         return self._json(self._url("/containers/{0}/json", _resource(container)))
 

@@ -139,6 +139,101 @@ def test_scale_2_4_2_and_update_behind_nginx_drop_no_request_and_repin_live(grou
     assert "nothing to repair" in ok(tesson_cmd("repair", "-g", group)).stdout
 
 
+def nft_backends(group: str) -> list[str] | None:
+    """The addresses in the kernel door's map, read from the kernel (None: no table)."""
+    from tesson.frontend import kernel_rules as K
+
+    r = subprocess.run(["nft", "-j", "list", "table", "ip", K.table_name(group)], capture_output=True, text=True)
+    return K.read(json.loads(r.stdout))["backends"] if r.returncode == 0 else None
+
+
+def shard_states(client, group: str) -> dict[str, tuple[str, bool, str]]:
+    """``{name: (id, running, address on the group's network)}`` of the group's shards."""
+    out = {}
+    for name, info in shard_inspects(client, group).items():
+        nets = info["NetworkSettings"]["Networks"] or {}
+        addr = (nets.get(f"tesson-{group}") or {}).get("IPAddress") or ""
+        out[name] = (info["Id"], bool(info["State"]["Running"]), addr)
+    return out
+
+
+def watch_door(client, group: str, proc: subprocess.Popen, seen: list) -> None:
+    """Until ``proc`` ends: every ~0.1 s, (the kernel's map, the shards' states), into ``seen``."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen.append((nft_backends(group), shard_states(client, group)))
+        except Exception:  # a container removed between the list and its inspect: look again
+            pass
+        time.sleep(0.1)
+
+
+def change(*args: str, client, group: str) -> tuple[subprocess.CompletedProcess, list]:
+    """A tesson command run while the kernel's map and the shards are watched."""
+    seen: list = []
+    proc = subprocess.Popen([sys.executable, "-m", "tesson", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, **NO_GORB})
+    watch_door(client, group, proc, seen)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), seen
+
+
+def test_scale_2_4_2_and_update_through_the_kernel_door_drop_no_request(group, images, docker_client):
+    """The kernel door's agent holds a shard out of its map from before the drain until it is
+    healthy again: read back from the kernel while the change runs, with wrk through the door."""
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    a, b, _ = images
+    port = 28403
+    ok(tesson_cmd("run", "-g", group, "--lb", "kernel", "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb-image", a, a,
+                  "demo-server", "--port", "8080", env=NO_GORB))
+    first = shard_states(docker_client, group)
+    assert sorted(nft_backends(group)) == sorted(addr for _, _, addr in first.values())
+    wrk = Wrk(port)
+    try:
+        up, seen_up = change("scale", "-g", group, "-n", "4", client=docker_client, group=group)
+        ok(up)
+        assert f"created {group}-2" in up.stdout and f"created {group}-3" in up.stdout, up.stdout
+        assert len(nft_backends(group)) == 4
+        down, seen_down = change("scale", "-g", group, "-n", "2", "--drain-timeout", "2", client=docker_client, group=group)
+        ok(down)
+        assert f"removed {group}-3" in down.stdout, down.stdout
+        upd, seen_upd = change("update", "-g", group, "--image", b, "--drain-timeout", "1", client=docker_client, group=group)
+        ok(upd)
+        assert f"replaced {group}-0" in upd.stdout and f"replaced {group}-1" in upd.stdout, upd.stdout
+    finally:
+        result = wrk.stop()
+    assert result["requests"] > 500, result["text"]
+    assert result["socket_errors"] == 0 and result["non2xx"] == 0, result["text"]
+
+    def only_running_shards_in_map(seen):
+        for backends, states in seen:
+            running = {addr for name, (_, up, addr) in states.items() if up and not name.endswith(".prev")}
+            assert set(backends or []) <= running, (backends, states)
+
+    def held_while_running(seen, name, same_id=None, other_id=None):
+        """Seen running with an address, yet not in the map (same container as, or another than, given)."""
+        return any(name in st and st[name][1] and st[name][2] and st[name][2] not in (m or [])
+                   and (same_id is None or st[name][0] == same_id) and (other_id is None or st[name][0] != other_id)
+                   for m, st in seen)
+
+    # scale up: the new shards run a while (their settle check) before they enter the map
+    only_running_shards_in_map(seen_up)
+    assert held_while_running(seen_up, f"{group}-2") and held_while_running(seen_up, f"{group}-3")
+    # scale down: shards 2 and 3 out of the map while they still run (their drain)
+    only_running_shards_in_map(seen_down)
+    assert held_while_running(seen_down, f"{group}-2") and held_while_running(seen_down, f"{group}-3")
+    # update: the old shard 0 out of the map while it drains; its successor in only once settled
+    only_running_shards_in_map(seen_upd)
+    old0 = first[f"{group}-0"][0]
+    assert held_while_running(seen_upd, f"{group}-0", same_id=old0)
+    assert held_while_running(seen_upd, f"{group}-0", other_id=old0)
+    final = shard_states(docker_client, group)
+    assert sorted(final) == [f"{group}-0", f"{group}-1"] and all(r for _, r, _ in final.values())
+    assert sorted(nft_backends(group)) == sorted(addr for _, _, addr in final.values())
+    fe = ps_json(group)["frontend"]
+    assert fe["in_rotation"] == [f"{group}-0", f"{group}-1"] and fe["held_out"] == [], fe  # no hold outlives a change
+
+
 def test_an_update_whose_command_exits_at_once_stops_at_the_first_shard_and_the_group_keeps_serving(
         group, images, docker_client):
     a, _, bad = images
@@ -264,3 +359,257 @@ def test_an_update_killed_halfway_is_shown_as_it_is_and_repair_finishes_or_undoe
     # and the same update again brings every shard to the new image
     ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0"))
     assert ps_json(group)["status"] == "running 2/2"
+
+
+def _get(sock) -> bytes:
+    """One GET on a kept-alive connection: the whole answer (headers and Content-Length body)."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t14\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
+def test_a_drain_ends_with_the_last_connection_and_leaves_an_idle_one_to_the_shards_clean_close(group, images, docker_client):
+    """The drain alone, on a demo-server container: no connection -> it ends after the door's lag;
+    a connection the client closes -> it ends right after; an idle kept-alive one -> it waits its
+    whole timeout (idle cannot be told from busy), leaves it working, and the shard's graceful
+    stop closes it cleanly (EOF, no reset)."""
+    import socket
+    import threading
+
+    from tesson.runtime.drain import DRAIN_FLOOR, drain
+
+    a = images[0]
+    cid = docker_client.create_container(a, ["demo-server", "--port", "8080"], name=group,
+                                         labels={"io.tesson.group": group})["Id"]
+    docker_client.start(cid)
+    ip = docker_client.inspect_container(cid)["NetworkSettings"]["IPAddress"]
+    deadline = time.monotonic() + 20
+    while True:  # until it listens (bounded)
+        try:
+            probe = socket.create_connection((ip, 8080), timeout=1)
+            assert b"200 OK" in _get(probe)
+            probe.close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the demo server never listened"
+            time.sleep(0.1)
+    time.sleep(0.2)  # the probe's close is seen by the server
+
+    took = drain(docker_client, cid, 5.0)
+    assert DRAIN_FLOOR <= took < DRAIN_FLOOR + 0.5, took  # the door's lag, then nothing left to wait for
+    assert drain(docker_client, cid, 5.0, floor=0.0) < 0.4  # the kernel door has no lag
+
+    closing = socket.create_connection((ip, 8080), timeout=5)
+    assert b"200 OK" in _get(closing)
+    threading.Timer(1.0, closing.close).start()
+    took = drain(docker_client, cid, 6.0, floor=0.0)
+    assert 0.9 < took < 2.0, took  # right after the client closed, not at the timeout
+
+    idle = socket.create_connection((ip, 8080), timeout=10)
+    assert b"200 OK" in _get(idle)
+    took = drain(docker_client, cid, 1.5, floor=0.0)
+    assert took >= 1.5, took
+    assert b"200 OK" in _get(idle) and b"Connection: close" not in _get(idle)  # the drain cut nothing
+    began = time.monotonic()
+    docker_client.stop(cid, timeout=10)
+    stopped = time.monotonic() - began
+    assert idle.recv(4096) == b""  # a clean close (FIN); a reset would raise ConnectionResetError
+    idle.close()
+    assert stopped < 5 and docker_client.inspect_container(cid)["State"]["ExitCode"] == 0, stopped
+
+
+# -- Docker healthchecks, --rollback all, a restore that fails partway ---------------------------------
+
+# Healthy once PID 1 has lived 1.5 s and port 8080 answers: a successor spends that long "starting".
+_SLOW_HEALTH = ("import os, socket; up = float(open('/proc/uptime').read().split()[0]); "
+                "start = int(open('/proc/1/stat').read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK'); "
+                "assert up - start > 1.5; socket.create_connection(('127.0.0.1', 8080), 1).close()")
+
+
+@pytest.fixture(scope="session")
+def health_images(docker_client, images):
+    """``{"slow": healthy after 1.5 s, "never": never healthy, "flaky": shard 1 exits at once}``,
+    each the tesson image plus one line."""
+    a = images[0]
+    lines = {
+        "slow": f"HEALTHCHECK --interval=300ms --timeout=2s --retries=30 CMD {json.dumps(['python3', '-c', _SLOW_HEALTH])}",
+        "never": 'HEALTHCHECK --interval=300ms --timeout=2s --retries=1 CMD ["false"]',
+        "flaky": 'ENTRYPOINT ["sh", "-c", "if [ \\"$TESSON_UID\\" = 1 ]; then echo broken >&2; exit 3; fi; exec tesson \\"$@\\"", "sh"]',
+    }
+    out = {}
+    for key, line in lines.items():
+        tag = f"t14-test:{key}"
+        for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=tag, rm=True,
+                                     network_mode="none", decode=True):
+            pass
+        docker_client.inspect_image(tag)
+        out[key] = tag
+    return out
+
+
+def run_kernel_group(group: str, image: str, port: int, n: int = 2) -> None:
+    ok(tesson_cmd("run", "-g", group, "--lb", "kernel", "-n", str(n), "-p", f"127.0.0.1:{port}:8080", "--lb-image", image,
+                  image, "demo-server", "--port", "8080", env=NO_GORB))
+
+
+def test_an_update_to_an_image_with_a_healthcheck_waits_for_healthy_before_the_door(group, images, health_images,
+                                                                                     docker_client):
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    a = images[0]
+    run_kernel_group(group, a, 28404)
+    seen: list = []
+    proc = subprocess.Popen([sys.executable, "-m", "tesson", "update", "-g", group, "--image", health_images["slow"],
+                             "--drain-timeout", "0", "--health-timeout", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **NO_GORB})
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            inspects = shard_inspects(docker_client, group)
+            seen.append((nft_backends(group), {
+                n: (i["NetworkSettings"]["Networks"].get(f"tesson-{group}", {}).get("IPAddress"),
+                    ((i["State"].get("Health") or {}).get("Status"))) for n, i in inspects.items()}))
+        except Exception:
+            pass
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"replaced {group}-0" in out and f"replaced {group}-1" in out, out
+    # a successor is running (and answering) while "starting": it is not in the map then
+    starting = [(m, st) for m, st in seen if any(h == "starting" for _, h in st.values())]
+    assert starting, "no successor was ever seen starting"
+    for m, st in seen:
+        assert not {addr for addr, h in st.values() if h == "starting"} & set(m or []), (m, st)
+    final = shard_inspects(docker_client, group)
+    assert sorted(final) == [f"{group}-0", f"{group}-1"]
+    assert all(i["State"]["Health"]["Status"] == "healthy" for i in final.values())
+    assert ps_json(group)["image"] == health_images["slow"] and len(nft_backends(group)) == 2
+
+
+def test_an_update_that_never_becomes_healthy_stops_at_the_first_shard_and_the_group_keeps_serving(
+        group, images, health_images, docker_client):
+    a = images[0]
+    port = 28405
+    run_kernel_group(group, a, port)
+    before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+    wrk = Wrk(port)
+    try:
+        began = time.monotonic()
+        r = tesson_cmd("update", "-g", group, "--image", health_images["never"], "--drain-timeout", "0.5",
+                       "--health-timeout", "5", env=NO_GORB)
+        took = time.monotonic() - began
+    finally:
+        result = wrk.stop()
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"stopped at {group}-0" in err[0] and "did not become healthy (unhealthy" in err[0], err
+    assert "no shard was replaced" in err[0] and took < 30, (err, took)
+    assert {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()} == before
+    doc = ps_json(group)
+    assert doc["image"] == a and doc["status"] == "running 2/2" and doc["change"] is None, doc
+    assert doc["frontend"]["in_rotation"] == [f"{group}-0", f"{group}-1"] and doc["frontend"]["held_out"] == []
+    assert result["socket_errors"] == 0 and result["non2xx"] == 0 and result["requests"] > 100, result["text"]
+
+
+def test_update_rollback_all_undoes_the_shards_already_replaced(group, images, health_images, docker_client):
+    a, _, _ = images
+    port = 28406
+    run_kernel_group(group, a, port, n=3)
+    before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+    wrk = Wrk(port)
+    try:
+        r = tesson_cmd("update", "-g", group, "--image", health_images["flaky"], "--rollback", "all",
+                       "--drain-timeout", "0.5", env=NO_GORB)
+    finally:
+        result = wrk.stop()
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"stopped at {group}-1" in err[0] and "exit code 3" in err[0], err
+    assert f"rolled back {group}-0 to {a}" in err[0], err
+    a_id = docker_client.inspect_image(a)["Id"]
+    final = shard_inspects(docker_client, group)
+    assert sorted(final) == [f"{group}-0", f"{group}-1", f"{group}-2"]  # no .prev left
+    assert all(i["Image"] == a_id and i["State"]["Running"] for i in final.values())
+    assert final[f"{group}-0"]["Id"] != before[f"{group}-0"]  # replaced, then replaced back
+    assert final[f"{group}-1"]["Id"] == before[f"{group}-1"] and final[f"{group}-2"]["Id"] == before[f"{group}-2"]
+    doc = ps_json(group)
+    assert doc["image"] == a and doc["status"] == "running 3/3" and doc["change"] is None, doc
+    assert doc["frontend"]["held_out"] == [] and len(doc["frontend"]["in_rotation"]) == 3
+    assert "nothing to repair" in ok(tesson_cmd("repair", "-g", group)).stdout
+    assert result["socket_errors"] == 0 and result["non2xx"] == 0 and result["requests"] > 100, result["text"]
+
+
+def test_a_restore_that_fails_partway_leaves_a_group_ps_describes_and_repair_converges(group, images, docker_client):
+    """An update killed once shard 0 is set aside; its successor is not up, so repair restores the
+    previous container: it removes the successor and renames the previous one back, but cannot
+    start it (the shard's fixed host port is taken meanwhile). ps still describes the group;
+    once the port is free, repair brings it back, and the same update again finishes."""
+    import socket
+
+    a, b, _ = images
+    port = 28407
+    ok(tesson_cmd("run", "-g", group, "-n", "1", "--lb", "none", "-p", f"127.0.0.1:{port}:8080", a, "demo-server",
+                  "--port", "8080", env=NO_GORB))
+    victim = subprocess.Popen([sys.executable, "-m", "tesson", "update", "-g", group, "--image", b, "--drain-timeout", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, **NO_GORB})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill it once shard 0 has been set aside
+        if any(c["Names"][0] == f"/{group}-0.prev" for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})):
+            break
+        time.sleep(0.02)
+    victim.kill()
+    victim.communicate(timeout=30)
+    successor = [c for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"})
+                 if c["Names"][0] == f"/{group}-0"]
+    if successor:  # not up: that is what makes repair restore rather than finish
+        docker_client.stop(successor[0]["Id"], timeout=2)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen(1)
+    try:
+        r = tesson_cmd("repair", "-g", group)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+        assert f"{group}-0" in r.stderr and "could not be put back" in r.stderr, r.stderr
+        names = sorted(c["Names"][0] for c in docker_client.containers(all=True, filters={"label": f"io.tesson.group={group}"}))
+        assert f"/{group}-0" in names and f"/{group}-0.prev" not in names, names  # renamed back, then its start failed
+        doc = ps_json(group)  # describable: the shard is there, stopped
+        assert doc["group"] == group and [s["name"] for s in doc["shards"]] == [f"{group}-0"], doc
+        assert doc["shards"][0]["state"] != "running" and not doc["status"].startswith("running"), doc
+    finally:
+        holder.close()
+    repaired = ok(tesson_cmd("repair", "-g", group))
+    assert f"restarted {group}-0" in repaired.stdout, repaired.stdout
+    doc = ps_json(group)
+    assert doc["status"].startswith("running 1/1") and doc["change"] is None, doc
+    ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0"))
+    b_id = docker_client.inspect_image(b)["Id"]
+    final = shard_inspects(docker_client, group)
+    assert list(final) == [f"{group}-0"] and final[f"{group}-0"]["Image"] == b_id
+    assert ps_json(group)["status"] == "running 1/1"
+
+
+def test_an_update_with_the_kernel_agent_stopped_changes_no_shard_and_says_why(group, images, docker_client):
+    """Without its agent the kernel door cannot take a shard out: the update replaces nothing, says
+    so in one line, and (the change's final repair having brought the agent back) works again."""
+    a, b, _ = images
+    run_kernel_group(group, a, 28408)
+    before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+    docker_client.stop(f"{group}-lb", timeout=2)
+    r = tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0", env=NO_GORB)
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"stopped at {group}-0: kernel front door, remove backends {group}-0: kernel agent " \
+        f"{group}-lb is not running" in err[0] and "no shard was replaced" in err[0], err
+    assert {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()} == before
+    assert docker_client.inspect_container(f"{group}-lb")["State"]["Running"]  # the final repair brought it back
+    ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0", env=NO_GORB))
+    doc = ps_json(group)
+    assert doc["image"] == b and doc["status"] == "running 2/2" and doc["frontend"]["held_out"] == [], doc

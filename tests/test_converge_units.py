@@ -158,6 +158,22 @@ def test_the_drain_counts_only_connections_accepted_by_a_listening_port(tmp_path
     assert open_connections(43, root=str(tmp_path)) is None
 
 
+TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 9 1
+   1: 0000000000000000FFFF00000200120A:1F90 0000000000000000FFFF00000300120A:D2D0 03 00000000:00000000 00:00000000 00000000     0        0 10 1
+   2: 0000000000000000FFFF00000200120A:1F90 0000000000000000FFFF00000300120A:D2D2 08 00000000:00000000 00:00000000 00000000     0        0 11 1
+   3: 0000000000000000FFFF00000200120A:1F90 0000000000000000FFFF00000300120A:D2D4 04 00000000:00000000 00:00000000 00000000     0        0 12 1
+"""
+
+
+def test_the_drain_also_counts_handshakes_and_half_closed_connections_over_ipv6(tmp_path):
+    (tmp_path / "42" / "net").mkdir(parents=True)
+    (tmp_path / "42" / "net" / "tcp").write_text(TCP)
+    (tmp_path / "42" / "net" / "tcp6").write_text(TCP6)
+    # the two ESTABLISHED of tcp, then a SYN_RECV and a CLOSE_WAIT on [::]:8080; not the FIN_WAIT1
+    assert open_connections(42, root=str(tmp_path)) == 4
+
+
 def test_scale_and_update_command_lines():
     from tesson.cli import _resolve_group, build_parser
 

@@ -77,6 +77,24 @@ def test_listings_are_docker_pys(made, lite, docker_client):
     assert lite.containers(all=True, filters={"label": [LABEL, "role=nothing"]}) == []
 
 
+def test_network_listings_are_docker_pys(lite, docker_client):
+    """The kernel agent's second listing (tesson.frontend.kernel_table.wanted): networks by name."""
+    name = "t15-lite-net"
+    for n in docker_client.networks(names=[name]):
+        docker_client.remove_network(n["Id"])
+    docker_client.create_network(name, driver="bridge", labels={"io.tesson.test": "t15-lite"})
+    try:
+        for kw in ({"names": [name]}, {"names": [name, "bridge"]}, {"filters": {"label": "io.tesson.test=t15-lite"}},
+                   {"names": ["t15-lite-no-such-net"]}):
+            ours, theirs = lite.networks(**kw), docker_client.networks(**kw)
+            assert sorted(n["Id"] for n in ours) == sorted(n["Id"] for n in theirs), kw
+        assert [n["Name"] for n in lite.networks(names=[name])] == [name]
+        assert lite.networks(names=["t15-lite-no-such-net"]) == []
+    finally:
+        for n in docker_client.networks(names=[name]):
+            docker_client.remove_network(n["Id"])
+
+
 def test_inspects_are_docker_pys(made, lite, docker_client):
     for name in (PLAIN, TTY, LIVE):
         doc = lite.inspect_container(name)

@@ -228,6 +228,61 @@ def test_kernel_door_end_to_end(group, docker_client, shard_image, kernel_image,
     assert leftovers(docker_client, group) == ([], [], False, [])
 
 
+def agent_sync(client, group: str, *extra: str) -> dict:
+    """``tesson kernel-agent sync`` exec'd in the running agent, as scale and update do."""
+    ex = client.exec_create(f"{group}-lb", ["tesson", "kernel-agent", "sync", "--group", group, *extra])
+    out = client.exec_start(ex)
+    assert client.exec_inspect(ex["Id"])["ExitCode"] == 0, out
+    return json.loads(out)
+
+
+def wait_table(group: str, want: list[str], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while (table(group) or {}).get("backends") != want:
+        assert time.monotonic() < deadline, (table(group), want)
+        time.sleep(0.05)
+
+
+def test_a_held_shard_stays_out_through_events_and_an_agent_restart_until_repair(group, docker_client, shard_image,
+                                                                              kernel_image):
+    port = 28340
+    run_ok("-g", group, "-u", "pu", "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb", "kernel", "--lb-image", kernel_image,
+           shard_image)
+    a0, a1 = address(docker_client, f"{group}-0", group), address(docker_client, f"{group}-1", group)
+    wrote = agent_sync(docker_client, group, "--out", "1")
+    assert wrote["names"] == [f"{group}-0"] and wrote["held"] == [1]
+    assert table(group)["backends"] == [a0]  # in the kernel when the exec returns
+    # events of the other shard: the agent rewrites the table, still without shard 1
+    docker_client.stop(f"{group}-0", timeout=1)
+    wait_table(group, [])
+    docker_client.start(f"{group}-0")
+    a0 = address(docker_client, f"{group}-0", group)
+    wait_table(group, [a0])
+    # shard 1's own stop and start (an update's successor under the same index): still out
+    docker_client.stop(f"{group}-1", timeout=1)
+    docker_client.start(f"{group}-1")
+    time.sleep(2.0)  # the agent's look again after an event (0.3 s, 1.5 s)
+    assert table(group)["backends"] == [a0]
+    # the agent restarted (Docker's restart policy, a daemon restart): the hold outlives it
+    docker_client.restart(f"{group}-lb", timeout=2)
+    time.sleep(2.0)
+    assert table(group)["backends"] == [a0]
+    fe = ps_json(group)["frontend"]
+    assert fe["held_out"] == [f"{group}-1"] and f"{group}-1 held out" in fe["status"], fe
+    assert uids(None, "127.0.0.1", port, 3) == ["0"] * 3
+    # repair lets go of the holds a change cut short left
+    r = tesson_cmd("repair", "-g", group)
+    assert r.returncode == 0, r.stderr
+    a1 = address(docker_client, f"{group}-1", group)
+    assert table(group)["backends"] == [a0, a1] and ps_json(group)["frontend"]["held_out"] == []
+    assert sorted(uids(None, "127.0.0.1", port, 4)) == ["0", "0", "1", "1"]
+    # bad input to the verb: one line, exit 1, nothing changed
+    ex = docker_client.exec_create(f"{group}-lb", ["tesson", "kernel-agent", "sync", "--group", group, "--out", "x"])
+    out = docker_client.exec_start(ex).decode()
+    assert docker_client.exec_inspect(ex["Id"])["ExitCode"] == 1 and "expected shard indexes" in out, out
+    assert table(group)["backends"] == [a0, a1]
+
+
 def test_purge_after_the_agent_was_removed_by_hand_and_twice(group, docker_client, shard_image, kernel_image):
     port = 28305
     run_ok("-g", group, "-u", "pu", "-n", "1", "-p", f"{port}:8080", "--lb", "kernel", "--lb-image", kernel_image, shard_image)

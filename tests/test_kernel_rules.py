@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -105,6 +106,46 @@ def test_round_robin_from_an_outside_client_tcp_and_udp(lab):
     assert udp == {"g-0", "g-1"}
     # the loopback-only door is not a door from outside
     assert netlab.ask(lab.client, "198.18.0.1", 9090, timeout=1) == ""
+
+
+HOLD = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print("connected", flush=True)
+sys.stdin.readline()
+s.sendall(b"hi")
+print(s.recv(1024).decode(), flush=True)
+"""
+
+
+def test_a_shard_taken_out_keeps_its_established_connections_and_gets_no_new_one(lab):
+    """What scale and update rely on: the rewrite without a shard (its index held) sends new
+    connections elsewhere at once, while one already open goes on with it (conntrack)."""
+    shards = [(0, B0), (1, B1)]
+    load(lab, K.render("g", BRIDGE, DOORS, K.rotation(shards), docker_user=False))
+    held = subprocess.Popen(["ip", "netns", "exec", lab.client, sys.executable, "-c", HOLD, "198.18.0.1", "8080"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "connected"  # numgen starts at entry 0 of a new table: g-0
+        load(lab, K.render("g", BRIDGE, DOORS, K.rotation(shards, held=[0]), docker_user=False))
+        assert K.read(table(lab))["backends"] == [B1.address]
+        fresh = [netlab.ask(lab.client, "198.18.0.1", 8080).split()[0] for _ in range(4)]
+        assert fresh == ["g-1"] * 4
+        held.stdin.write("go\n")
+        held.stdin.flush()
+        assert held.stdout.readline().split()[0] == "g-0"  # the open connection still reaches its shard
+    finally:
+        held.kill()
+        held.wait(timeout=5)
+
+
+def test_rotation_leaves_out_held_shards_by_index_and_everything_when_drained():
+    b2 = K.Backend("g-2", "198.19.0.4")
+    shards = [(2, b2), (0, B0), (1, B1)]
+    assert K.rotation(shards) == [B0, B1, b2]  # by index, whatever order the daemon listed them in
+    assert K.rotation(shards, held=[1]) == [B0, b2]
+    assert K.rotation(shards, held={0, 1, 2, 7}) == []  # an index with no shard (yet) is fine
+    assert K.rotation(shards, drained=True) == []
 
 
 def test_loopback_door_and_martians(lab):

@@ -5,20 +5,31 @@
   (``/run/tesson-agent/ready``), then follow the daemon's events for the group's containers and
   rewrite the table whenever the set of running, healthy shards changes. Every 30 s it also checks
   the daemon's state, in case an event was missed. SIGTERM ends it; the rules stay.
-- ``sync``: write the table once from the daemon's state (repair). ``drain``: take every shard out
-  of rotation and keep them out until the agent starts again (stop). ``status``: what the kernel has
-  now. ``purge``: remove the table, the DOCKER-USER accepts and the bridge's route_localnet.
-  ``probe``: can this host's kernel and this container's capabilities do the front door at all?
+- ``sync [--out 3,4]``: write the table once from the daemon's state, with the shards ``--out``
+  held out of rotation (and none without it): ``scale`` and ``update`` take shards out of the door
+  and put them back this way, ``repair`` with no ``--out`` (see *Held shards*). ``drain``: take
+  every shard out of rotation and keep them out until the agent starts again (stop). ``status``:
+  what the kernel has now. ``purge``: remove the table, the DOCKER-USER accepts and the bridge's
+  route_localnet. ``probe``: can this host's kernel and this container's capabilities do the front
+  door at all?
 
 Every verb prints one JSON object on stdout (``run``: none) and fails with one line, exit 1.
 Writers take turns on a lock file, so an exec'd ``sync`` or ``drain`` never interleaves with the
-running agent's own writes.
+running agent's own writes; every write records what it wrote (``ready``), and the running agent
+compares the daemon's state with that record, whoever wrote it last.
+
+Held shards: the indexes of the last ``sync --out`` are kept in ``/run/tesson-agent/held`` (the
+agent container's own file system: they outlive a restart of the agent, not its removal), and
+every write, the running agent's own included, leaves them out (:func:`kernel_rules.rotation`):
+a shard being drained stays out when an event comes, and the successor an ``update`` starts
+under the same index stays out until the change says it is healthy. A shard that stops leaves
+the rotation as before, held or not. A change cut short leaves its holds; ``repair`` (a ``sync``
+without ``--out``) or the next change clears them.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import queue
@@ -27,161 +38,16 @@ import socket
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 from tesson import log, nft
 from tesson.errors import TessonError
 from tesson.frontend import kernel_rules as K
+from tesson.frontend import kernel_table as T
+from tesson.frontend.kernel_table import status, write, written
 
-STATE_DIR = "/run/tesson-agent"
-READY = STATE_DIR + "/ready"
-DRAINED = STATE_DIR + "/drained"
-LOCK = STATE_DIR + "/lock"
 RESYNC = 30.0  # seconds between checks of the daemon's state when no event came
 EVENTS = {"start", "restart", "die", "stop", "kill", "destroy", "pause", "unpause", "oom",
           "health_status", "health_status: healthy", "health_status: unhealthy", "connect", "disconnect"}
-
-
-@contextmanager
-def _locked():
-    os.makedirs(STATE_DIR, exist_ok=True)
-    with open(LOCK, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-# -- what should be -------------------------------------------------------------------------------
-
-class Wanted:
-    """The group as the daemon has it: doors (from the group's labels), bridge, shards in rotation."""
-
-    def __init__(self, doors, bridge, backends) -> None:
-        self.doors, self.bridge, self.backends = doors, bridge, backends
-
-    def key(self):
-        return (tuple(self.doors), self.bridge, tuple(self.backends))
-
-
-def wanted(client, group: str, down=frozenset()) -> Wanted:
-    """``down``: ids of containers an event said are down (left out whatever the list says)."""
-    from tesson import ports as P
-    from tesson.frontend.kernel import doors_of
-    from tesson.labels import GROUP, PORTS, ROLE, SHARD
-    from tesson.names import network_name
-
-    found = client.containers(all=True, filters={"label": [f"{GROUP}={group}"]})
-    labels = next((c.get("Labels") or {} for c in found if (c.get("Labels") or {}).get(PORTS)), None)
-    if labels is None:
-        raise TessonError(f"no container of group {group} on the daemon: nothing to publish")
-    doors = doors_of(P.parse(json.loads(labels[PORTS])))
-    net_name = network_name(group)
-    nets = [n for n in client.networks(names=[net_name]) if n.get("Name") == net_name]
-    if not nets:
-        raise TessonError(f"the group's network {net_name} is missing (tesson repair -g {group} makes it again)")
-    net = nets[0]
-    bridge = (net.get("Options") or {}).get("com.docker.network.bridge.name") or "br-" + net["Id"][:12]
-    backends = []
-    for c in found:
-        lab = c.get("Labels") or {}
-        if lab.get(ROLE) != "shard" or c.get("State") != "running" or c.get("Id") in down:
-            continue
-        status = c.get("Status") or ""
-        if "(unhealthy)" in status or "(health: starting)" in status or "Paused" in status:
-            continue
-        try:
-            index = int(lab.get(SHARD, ""))
-        except ValueError:
-            continue
-        name = (c.get("Names") or ["?"])[0].lstrip("/")
-        if name != f"{group}-{index}":
-            continue
-        address = (((c.get("NetworkSettings") or {}).get("Networks") or {}).get(net_name) or {}).get("IPAddress")
-        if address:
-            backends.append((index, K.Backend(name, address)))
-    return Wanted(doors, bridge, [b for _, b in sorted(backends)])
-
-
-# -- writing ----------------------------------------------------------------------------------------
-
-def _docker_user() -> dict | None:
-    return nft.listing("chain", "ip", *K.DOCKER_USER[:1], K.DOCKER_USER[1])
-
-
-def write(group: str, w: Wanted) -> dict:
-    """Write the table for ``w`` (drained: with no shard), the DOCKER-USER accepts, route_localnet."""
-    with _locked():
-        backends = [] if os.path.exists(DRAINED) else list(w.backends)
-        for attempt in (1, 2):  # a DOCKER-USER rule may vanish between listing and deleting it
-            chain = _docker_user()
-            doc = K.render(group, w.bridge, w.doors, backends, docker_user=chain is not None,
-                           old_handles=K.handles(group, chain) if chain else ())
-            try:
-                nft.apply(doc)
-                break
-            except nft.NftError as e:
-                if attempt == 2 or e.kind != "other":
-                    raise
-        if any(not d.host_ip or d.host_ip.startswith("127.") for d in w.doors):
-            # only now: the table's martians rule is in place before the bridge accepts 127.0.0.0/8
-            try:
-                nft.set_route_localnet(w.bridge, True)
-            except OSError as e:
-                raise TessonError(f"route_localnet on {w.bridge}: {e.strerror} (needs CAP_NET_ADMIN)") from None
-        out = {"table": K.table_name(group), "bridge": w.bridge, "doors": [d.__dict__ for d in w.doors],
-               "backends": [b.address for b in backends], "names": [b.name for b in backends],
-               "drained": os.path.exists(DRAINED), "docker_user": chain is not None}
-    log.info("table written", table=K.table_name(group), shards=out["names"])
-    return out
-
-
-def purge(group: str, bridge: str | None) -> dict:
-    """route_localnet off first (the martians rule guards it until then), then table and accepts.
-    Says what there was: ``{"table", "removed": whether the table existed, "rules": how many
-    DOCKER-USER accepts went}``."""
-    exists, handles = False, []
-    with _locked():
-        if bridge:
-            try:
-                nft.set_route_localnet(bridge, False)
-            except OSError:
-                pass  # the bridge is gone: so is its setting
-        for attempt in (1, 2):
-            chain = _docker_user()
-            handles = K.handles(group, chain) if chain else []
-            exists = nft.listing("table", "ip", K.table_name(group)) is not None
-            if not exists and not handles:
-                break
-            try:
-                nft.apply(K.purge(group, handles, table_exists=exists), doing="removing the group's rules")
-                break
-            except nft.NftError as e:
-                if attempt == 2 or e.kind != "other":
-                    raise
-    return {"table": K.table_name(group), "removed": exists, "rules": len(handles)}
-
-
-def status(group: str) -> dict:
-    listing = nft.listing("table", "ip", K.table_name(group))
-    if listing is None:
-        return {"table": None, "doors": [], "backends": [], "names": [], "drained": os.path.exists(DRAINED)}
-    got = K.read(listing)
-    names = []
-    try:
-        with open(READY) as f:
-            last = json.load(f)
-        by_addr = dict(zip(last.get("backends", []), last.get("names", [])))
-        names = [by_addr.get(a, a) for a in got["backends"]]
-    except (OSError, ValueError):
-        names = list(got["backends"])
-    return {"table": K.table_name(group), "doors": [d.__dict__ for d in got["doors"]], "backends": got["backends"],
-            "names": names, "drained": os.path.exists(DRAINED)}
-
-
-def probe() -> dict:
-    """Check a whole table in the kernel without keeping it (``nft -c``): NAT, numgen, fib, masquerade."""
-    doc = K.render("tesson-probe", "lo", [K.Door("tcp", 1, 1)], [K.Backend("probe", "192.0.2.1")], docker_user=False)
-    nft.apply(doc, check_only=True, doing="checking the kernel's nftables")
-    return {"kernel": True}
 
 
 # -- the long-running agent ----------------------------------------------------------------------------
@@ -262,17 +128,16 @@ def run(group: str) -> int:
     from tesson import docker_client
 
     client = docker_client.connect()
-    os.makedirs(STATE_DIR, exist_ok=True)
-    for path in (READY, DRAINED):
+    os.makedirs(T.STATE_DIR, exist_ok=True)
+    for path in (T.READY, T.DRAINED):
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    w = wanted(client, group)
-    held = hold_ports(w.doors)  # noqa: F841 - held for the agent's life
+    w = T.wanted(client, group)
+    sockets = hold_ports(w.doors)  # noqa: F841 - held for the agent's life
     check_other_tables(group, w.doors)
-    _ready(write(group, w))
-    last = w.key()
+    write(group, w)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the rules stay; nft's transaction is whole or nothing
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_events, args=(client, group, q), daemon=True).start()
@@ -297,24 +162,27 @@ def run(group: str) -> int:
         if items:
             rechecks = sorted(set(rechecks) | {now + d for d in RECHECK})
         try:
-            w = wanted(client, group, down)
+            w = T.wanted(client, group, down)
         except Exception as e:
             log.warning("could not read the group's state", error=str(e))
             continue
-        if w.key() == last and not os.path.exists(DRAINED):
+        if T.up_to_date(group, w):
             continue
         try:
-            _ready(write(group, w))
-            last = w.key()
+            write(group, w)
         except TessonError as e:
             log.error("could not write the table", error=str(e))
 
 
-def _ready(wrote: dict) -> None:
-    tmp = READY + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(wrote, f)
-    os.replace(tmp, READY)
+def parse_out(text: str) -> list[int]:
+    """``--out 3,4`` as indexes; TessonError for anything else."""
+    try:
+        out = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TessonError(f"--out {text!r}: expected shard indexes like 3,4") from None
+    if any(i < 0 for i in out):
+        raise TessonError(f"--out {text!r}: a shard index is never negative")
+    return out
 
 
 def main(args) -> int:
@@ -326,7 +194,7 @@ def main(args) -> int:
     if args.action == "run":
         return run(group)
     if args.action == "probe":
-        out = probe()
+        out = T.probe()
     elif args.action == "status":
         out = status(group)
     elif args.action == "purge":
@@ -340,14 +208,22 @@ def main(args) -> int:
             bridge = "br-" + nets[0]["Id"][:12] if nets else None
         except TessonError:
             pass
-        out = purge(group, bridge)
+        out = T.purge(group, bridge)
     else:
-        from tesson import docker_client
+        hold = parse_out(getattr(args, "out", None) or "") if args.action == "sync" else None
+        client = T.client()
+        last = written() or {}
+        known = [K.Door(**d) for d in last["doors"]] if last.get("table") == K.table_name(group) and last.get("doors") else None
+        from tesson.engine_lite import APIError
 
-        client = docker_client.connect()
+        try:
+            w = T.wanted(client, group, doors=known)
+        except (OSError, APIError) as e:  # the local socket's client (tesson.engine_lite)
+            raise TessonError(f"the daemon's state: {getattr(e, 'strerror', None) or e}") from None
         if args.action == "drain":
-            os.makedirs(STATE_DIR, exist_ok=True)
-            open(DRAINED, "w").close()
-        out = write(group, wanted(client, group))
+            os.makedirs(T.STATE_DIR, exist_ok=True)
+            open(T.DRAINED, "w").close()
+        before = status(group)["backends"]  # what the kernel had (a table deleted by hand: none)
+        out = {**write(group, w, hold=hold), "before": before}  # sync: the holds are what --out says
     sys.stdout.write(json.dumps(out) + "\n")
     return 0

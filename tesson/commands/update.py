@@ -92,7 +92,8 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
                     f"them; 'tesson update -g {grp.name}' brings them back to the group's spec)")
         else:
             kept = "no shard was replaced"
-        raise TessonError(f"update of {grp.name} stopped at {out.stopped_at}: {'; '.join(out.failed)}; its previous "
+        why = "; ".join(out.failed) or out.fe_error or "its front door failed"  # the door refused to take it out
+        raise TessonError(f"update of {grp.name} stopped at {out.stopped_at}: {why}; its previous "
                           f"version serves again, the other shards are untouched; {kept}")
     for line in report(out, grp.name, "update"):
         print(line)

@@ -42,25 +42,30 @@ out of the front door and which come in, one set of shard indexes at a time::
                                    # may finish (the runtime now drains it: waits up to
                                    # --drain-timeout for its connections to end, then stops it)
     fe.forget_backends(ctx, [3])   # shard 3's container is stopped (and removed, or kept aside as
-                                   # GROUP-3.prev by update): drop whatever still names it
+                                   # GROUP-3.prev by update): drop whatever still names it; 3 is
+                                   # still in ctx.draining (its successor, if any, is not in yet)
     fe.after_start(ctx, [3])       # shard 3 was (re)started by this command: a new network namespace
     fe.add_backends(ctx, [3])      # shard 3 (new, a successor, or the previous version put back)
                                    # is up and healthy: send it connections; ctx.started[3] is its
                                    # inspect (published ports, addresses)
     ...and at the end fe.repair(ctx, brought_back) as ``repair`` calls it (bring everything in line).
 
-While a shard is out (between ``remove_backends`` and its ``add_backends``, or its removal) its
-index is in ``ctx.draining``: any hook that rebuilds the whole set of backends (an nginx reload
-for another shard, say) must leave those out. Hooks are called from one thread, in this order for
-a shard; several indexes in one call come from ``update --parallel K`` or a scale. ``run`` never
-calls them. Kinds: ``none`` does nothing; ``nginx`` reloads the balancer with the shards that are
-in (nginx's graceful reload: old workers finish their open connections, so nothing is dropped);
-``gorb`` PATCHes the backends' weight to 0 (IPVS stops scheduling new connections, open ones go
-on), DELETEs them once forgotten, and PUTs them (at the successor's published port) when added;
-a kernel (nftables) front door would delete the shards' elements from its map in
-``remove_backends`` and add them in ``add_backends`` (open connections keep their conntrack
-entry). A hook that fails raises TessonError: the executor then stops the change where it is,
-puts back what it took out, and reports.
+A ``scale`` up calls ``fe.hold_backends(ctx, [4, 5])`` before it creates shards 4 and 5 (they are
+in ``ctx.draining`` until their ``add_backends``): a door that takes running shards in by itself
+(the kernel agent follows the daemon's events) keeps them out until they are found healthy.
+
+While a shard is out (between ``remove_backends`` or ``hold_backends`` and its ``add_backends``,
+or its removal) its index is in ``ctx.draining``: any hook that rebuilds the whole set of
+backends (an nginx reload for another shard, say) must leave those out. Hooks are called from
+one thread, in this order for a shard; several indexes in one call come from ``update --parallel
+K`` or a scale. ``run`` never calls them. Kinds: ``none`` does nothing; ``nginx`` reloads the
+balancer with the shards that are in (nginx's graceful reload: old workers finish their open
+connections, so nothing is dropped); ``gorb`` PATCHes the backends' weight to 0 (IPVS stops
+scheduling new connections, open ones go on), DELETEs them once forgotten, and PUTs them (at the
+successor's published port) when added; ``kernel`` has its agent rewrite the table without the
+shards of ``ctx.draining`` and hold those out until they are added (open connections keep their
+conntrack entry). A hook that fails raises TessonError: the executor then stops the change where
+it is, puts back what it took out, and reports.
 
 In ``stop``, ``repair`` and ``ps`` the frontend is rebuilt from the group's labels alone
 (:func:`for_group`), so everything it needs later (Gorb URI, lb settings) must be in the labels
@@ -266,6 +271,9 @@ class Frontend:
     """
 
     kind = "none"
+    # Seconds after remove_backends returns until no new connection reaches the shards (the drain
+    # waits this before it counts connections); None: the drain's own floor (drain.DRAIN_FLOOR).
+    removal_lag: float | None = None
 
     @classmethod
     def from_request(cls, req: RunRequest) -> Frontend:
@@ -329,10 +337,18 @@ class Frontend:
         within the moment the runtime's drain starts with), connections already open must not be
         cut. ``ctx.draining`` already holds ``indexes``. Default: nothing (no front door)."""
 
+    def hold_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Shards about to be created (``scale`` up; already in ``ctx.draining``): a door that takes
+        running shards in by itself keeps these out until :meth:`add_backends`. Default: nothing
+        (a door that only takes in what it is told, like nginx and Gorb)."""
+
     def forget_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """The shards ``indexes`` were removed out of the door (their containers are stopped, and
-        removed or kept aside as ``GROUP-INDEX.prev``): forget them (e.g. Gorb's DELETE). Their
-        successors, if any, come later through :meth:`add_backends`. Default: nothing."""
+        """The shards ``indexes`` went out of the door and their containers are stopped (and removed
+        by a ``scale`` down, or kept aside as ``GROUP-INDEX.prev`` by an ``update``): drop whatever
+        the door still keeps of them (e.g. Gorb's DELETE of the backend). They are still in
+        ``ctx.draining`` during the call; an update's successors come under the same indexes later,
+        through :meth:`add_backends`. Called only for shards really stopped (not for one whose stop
+        failed: it is still in the door's keeping). Default: nothing."""
 
     def add_backends(self, ctx: Context, indexes: list[int]) -> None:
         """Put shards into the front door once they are up and healthy: new ones (``scale`` up),

@@ -16,6 +16,15 @@
 The rules are the data path: they stay in force when the agent stops or dies (Docker restarts it;
 at start it writes the table again from the daemon's state).
 
+``scale`` and ``update`` take shards out of the door and put them back through the running agent
+(``kernel-agent sync --out I,J``, exec'd in it: the indexes of ``ctx.draining``): the table is
+rewritten without them before the call returns, so new connections go elsewhere at once while
+the open ones keep their conntrack entry; and the agent keeps them out, whatever the daemon's
+events say, until a ``sync`` without them (a shard that stops leaves the rotation either way).
+New shards of a ``scale`` up are held out the same way from before they are created, so none
+gets a connection before the change found it healthy. Without a running agent the change is
+refused (``tesson repair`` brings the agent back first).
+
 ``stop`` asks the agent to take every shard out of rotation (and keep them out), then stops it
 with the rest; ``stop --purge`` removes the table and the DOCKER-USER accepts (in a one-off
 container of the image: the daemon's host is where the rules are), then the network. ``repair``
@@ -23,12 +32,14 @@ recreates a missing or dead agent, or has the running one write the table again.
 running agent what the kernel has (``nft -j list table``).
 
 Needs: fixed host ports (``-p 8080:80``; no ephemeral port or range), tcp or udp, IPv4.
+
+The agent's container (body, start, exec'd verbs, one-offs) is :mod:`kernel_agentctl`; what it
+keeps and writes, :mod:`kernel_table`; its rules, :mod:`kernel_rules`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -36,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 from tesson import DEFAULT_IMAGE, default_image, log
 from tesson import labels as L
 from tesson.docker_client import explain as _explain
-from tesson.docker_client import is_status as _is_status
 from tesson.docker_client import remove_container as _remove_container
 from tesson.docker_client import unless_gone
 from tesson.errors import TessonError, UsageError
@@ -44,6 +54,7 @@ from tesson.frontend import Context
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import nginx as _nginx
 from tesson.frontend import nginx_io as nio
+from tesson.frontend.kernel_agentctl import ONEOFF_LABEL, AgentControl, docker_socket  # noqa: F401 - re-exported
 from tesson.names import lb_name, network_name
 
 if TYPE_CHECKING:
@@ -51,10 +62,7 @@ if TYPE_CHECKING:
     from tesson.request import RunRequest
 
 KIND = "kernel"
-READY_PATH = "/run/tesson-agent/ready"  # in the agent's container: JSON of what it wrote
-READY_TIMEOUT = 20.0
-SOCKET_IN_AGENT = "/var/run/docker.sock"
-ONEOFF_LABEL = "io.tesson.kernel-oneoff"  # on the short-lived containers that drain or purge
+ADD_TIMEOUT = 5.0  # seconds add_backends waits for the daemon's list to show a started shard
 
 
 def doors_of(ports: Iterable[Port]) -> list[K.Door]:
@@ -79,20 +87,11 @@ def doors_of(ports: Iterable[Port]) -> list[K.Door]:
     return doors
 
 
-def docker_socket() -> str:
-    """The daemon's socket on its own machine, mounted into the agent: TESSON_DOCKER_SOCKET, the
-    path of a unix:// DOCKER_HOST, else /var/run/docker.sock."""
-    given = os.environ.get("TESSON_DOCKER_SOCKET")
-    if given:
-        return given
-    host = os.environ.get("DOCKER_HOST") or ""
-    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
-
-
-class KernelFrontend(_nginx.NginxFrontend):
+class KernelFrontend(AgentControl, _nginx.NginxFrontend):
     """Shares the nginx balancer's network, shard shaping and lookups; the balancer is the agent."""
 
     kind = KIND
+    removal_lag = 0.0  # remove_backends returns once the kernel has the table without the shards
 
     def __init__(self, ports: Any = (), image: str = DEFAULT_IMAGE) -> None:
         super().__init__(ports, None, image, ())
@@ -198,11 +197,55 @@ class KernelFrontend(_nginx.NginxFrontend):
             wrote = self._create_agent(ctx, record=False)
             lines.append(f"recreated kernel agent {name} (it was {was}): {len(wrote.get('backends', []))} shards in rotation")
             return lines
-        before = self._status(ctx, agent["Id"])
-        wrote = self._exec(ctx, agent["Id"], "sync")
-        if recreated or (before or {}).get("backends") != wrote.get("backends"):
+        wrote = self._exec(ctx, agent["Id"], "sync", *self._out_args(ctx))  # lets go of a change's holds
+        if recreated or wrote.get("before") != wrote.get("backends"):
             lines.append(f"rewrote table {K.table_name(ctx.group)}: {len(wrote.get('backends', []))} shards in rotation")
         return lines
+
+    # -- scale / update ---------------------------------------------------------------------------
+
+    def remove_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Rewrite the table without the shards of ``ctx.draining`` (``indexes`` among them), and
+        have the agent keep them out: in effect when this returns."""
+        self._rotate(ctx, indexes)
+
+    def hold_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """New shards (``ctx.draining``) stay out of the table from their start until added."""
+        self._rotate(ctx, indexes)
+
+    def forget_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Nothing: a stopped shard left the table already (it was held out, and the agent takes a
+        stopped one out anyway); its index stays held while ``ctx.draining`` has it (a successor
+        comes under it) and is let go by the next ``add_backends`` or the final repair."""
+
+    def add_backends(self, ctx: Context, indexes: list[int]) -> None:
+        """Rewrite the table with every running shard not in ``ctx.draining``; TessonError when one
+        of ``indexes`` is still not in rotation a moment later (not running, or no address)."""
+        deadline = time.monotonic() + ADD_TIMEOUT
+        while True:
+            wrote = self._rotate(ctx, indexes)
+            missing = sorted(set(map(ctx.shard_name, indexes)) - set(wrote.get("names") or []))
+            if not missing:
+                return
+            if time.monotonic() > deadline:  # the daemon's list lags a start by a moment at most
+                raise TessonError(f"{', '.join(missing)} not in rotation after {ADD_TIMEOUT:.0f}s: not running on the "
+                                  f"group's network {network_name(ctx.group)} (see tesson ps -g {ctx.group})")
+            time.sleep(0.2)
+
+    def _rotate(self, ctx: Context, indexes: list[int]) -> dict:
+        """``kernel-agent sync [--out ctx.draining]`` in the running agent: what it wrote."""
+        agent = unless_gone(ctx.docker.inspect_container, lb_name(ctx.group))
+        state = (agent or {}).get("State") or {}
+        if agent is None or not state.get("Running") or state.get("Restarting"):
+            raise TessonError(f"kernel agent {lb_name(ctx.group)} is {'missing' if agent is None else 'not running'}, "
+                              f"so {', '.join(map(ctx.shard_name, indexes))} cannot be moved in or out of the door: "
+                              f"'tesson repair -g {ctx.group}' brings it back")
+        return self._exec(ctx, agent["Id"], "sync", *self._out_args(ctx))
+
+    @staticmethod
+    def _out_args(ctx: Context) -> list[str]:
+        """``--out I,J`` for the shards held out (none: no option, so an older agent still syncs)."""
+        return ["--out", ",".join(map(str, sorted(ctx.draining)))] if ctx.draining else []
 
     # -- ps ---------------------------------------------------------------------------------------
 
@@ -225,9 +268,12 @@ class KernelFrontend(_nginx.NginxFrontend):
         names = st.get("names") or []
         total = len(ctx.shards) or len(names)
         status = f"running, {len(names)}/{total} shards in rotation"
+        held = [ctx.shard_name(i) for i in st.get("held") or []]
+        if held:
+            status += f" ({', '.join(held)} held out by a scale or update)"
         if st.get("drained"):
             status = "drained (stopped): no shard in rotation"
-        return {**out, "status": status, "in_rotation": names, "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
+        return {**out, "status": status, "in_rotation": names, "held_out": held, "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -252,150 +298,6 @@ class KernelFrontend(_nginx.NginxFrontend):
                 proto, port = clash[0]
                 raise TessonError(f"host port {port}/{proto} is held by tesson group {other} (kernel front door): "
                                   f"pick another port, or stop that group (tesson stop -g {other} --purge)")
-
-    def _agent_body(self, ctx: Context, command: list[str], labels: dict, restart: bool) -> dict:
-        caps = ["NET_ADMIN"] + (["NET_BIND_SERVICE"] if any(d.host_port < 1024 for d in self.doors) else [])
-        host: dict[str, Any] = {
-            "NetworkMode": "host",
-            "CapDrop": ["ALL"],
-            "CapAdd": caps,
-            "SecurityOpt": ["no-new-privileges"],
-            "Binds": [f"{docker_socket()}:{SOCKET_IN_AGENT}"],
-        }
-        if restart:
-            host["RestartPolicy"] = {"Name": "unless-stopped"}
-        return {
-            "Image": self.image,
-            "Entrypoint": ["tesson"],
-            "Cmd": ["kernel-agent", *command, "--group", ctx.group],
-            "Env": [f"DOCKER_HOST=unix://{SOCKET_IN_AGENT}"],
-            "Labels": labels,
-            "HostConfig": host,
-        }
-
-    def _create_agent(self, ctx: Context, record: bool) -> dict:
-        client, name = ctx.docker, lb_name(ctx.group)
-        labels = {**ctx.labels, **self.labels(), L.ROLE: L.ROLE_LB, L.GROUP: ctx.group}
-        body = self._agent_body(ctx, ["run"], labels, restart=True)
-        try:
-            cid = client.create_container_from_config(body, name=name)["Id"]
-        except Exception as e:
-            if _is_status(e, 409):
-                raise TessonError(f"a container named {name} exists already: remove it first") from None
-            raise TessonError(f"kernel agent {name} could not be created: {_explain(e)}") from None
-        if record:
-            ctx.undo.add(f"kernel agent {name}", lambda: _remove_container(client, cid))
-        try:
-            try:
-                client.start(cid)
-            except Exception as e:
-                raise TessonError(f"kernel agent {name} could not start: {_explain(e)}") from None
-            wrote = self._wait_ready(client, cid, name)
-        except BaseException:
-            if not record:  # repair: leave no broken agent (nor its rules) behind
-                _remove_container(client, cid)
-                try:
-                    self._oneoff(ctx, "purge")
-                except TessonError as e:
-                    log.warning("could not remove the kernel rules", error=str(e))
-            raise
-        log.info("kernel agent started", container=name, id=cid[:12], shards=len(wrote.get("backends", [])))
-        return wrote
-
-    def _wait_ready(self, client: Any, cid: str, name: str) -> dict:
-        """Until the agent wrote the table (its ready file); its own one line if it exits instead."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        delay = 0.02
-        while True:
-            info = client.inspect_container(cid)
-            state = info.get("State") or {}
-            if not state.get("Running") or state.get("Restarting") or info.get("RestartCount"):
-                raise TessonError(_agent_words(client, cid, name))
-            data = nio.read_file(client, cid, READY_PATH)
-            if data:
-                try:
-                    return json.loads(data)
-                except ValueError:
-                    pass
-            if time.monotonic() > deadline:
-                raise TessonError(f"kernel agent {name} did not write the rules in {READY_TIMEOUT:.0f}s: "
-                                  f"{nio.last_words(client, cid)}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
-    def _exec(self, ctx: Context, cid: str, verb: str) -> dict:
-        """``tesson kernel-agent VERB --group GROUP`` inside the running agent: its JSON answer."""
-        client = ctx.docker
-        try:
-            exec_id = client.exec_create(cid, ["tesson", "kernel-agent", verb, "--group", ctx.group])["Id"]
-            out = client.exec_start(exec_id, demux=True)
-            code = client.exec_inspect(exec_id).get("ExitCode")
-        except Exception as e:
-            raise TessonError(f"kernel agent {lb_name(ctx.group)}: {verb} failed: {_explain(e)}") from None
-        stdout, stderr = (out or (b"", b""))
-        if code != 0:
-            text = (stderr or stdout or b"").decode(errors="replace").strip().splitlines()
-            raise TessonError(text[-1].removeprefix("tesson: ") if text else f"kernel-agent {verb} exited {code}")
-        try:
-            return json.loads((stdout or b"{}").decode())
-        except ValueError:
-            return {}
-
-    def _status(self, ctx: Context, cid: str) -> dict:
-        return self._exec(ctx, cid, "status")
-
-    def _oneoff(self, ctx: Context, verb: str, labels: dict | None = None) -> dict:
-        """``tesson kernel-agent VERB --group GROUP`` in a short-lived container of the image, on the
-        daemon's host (where the rules are), when no agent runs: drain or purge. Returns the JSON
-        object the verb printed ({} when there was none)."""
-        client = ctx.docker
-        body = self._agent_body(ctx, [verb], labels or {ONEOFF_LABEL: ctx.group}, restart=False)
-        try:
-            cid = client.create_container_from_config(body)["Id"]
-        except Exception as e:
-            if verb != "purge":
-                raise TessonError(f"kernel-agent {verb} could not run in image {self.image}: {_explain(e)}") from None
-            raise TessonError(
-                f"could not {verb} the kernel rules of group {ctx.group} ({_explain(e)}): as root on the daemon's host, "
-                f"'nft delete table ip {K.table_name(ctx.group)}' and delete the rules commented "
-                f"{K.comment(ctx.group)} in 'nft -a list chain ip filter DOCKER-USER'") from None
-        try:
-            client.start(cid)
-            code = client.wait(cid, timeout=60).get("StatusCode")
-            if code != 0:
-                raise TessonError(_agent_words(client, cid, f"kernel-agent {verb}"))
-            return _printed(client, cid)
-        except TessonError:
-            raise
-        except Exception as e:
-            raise TessonError(f"kernel-agent {verb} for group {ctx.group}: {_explain(e)}") from None
-        finally:
-            try:
-                _remove_container(client, cid)
-            except Exception:
-                pass
-
-
-def _printed(client: Any, cid: str) -> dict:
-    """The JSON object a finished one-off printed on stdout ({} when none)."""
-    try:
-        text = client.logs(cid, stdout=True, stderr=False).decode(errors="replace").strip()
-        doc = json.loads(text.splitlines()[-1]) if text else {}
-    except Exception:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _agent_words(client: Any, cid: str, name: str) -> str:
-    """The agent's own error line (``tesson: ...``), else its last words."""
-    try:
-        text = client.logs(cid, stdout=False, stderr=True, tail=5).decode(errors="replace")
-    except Exception:
-        text = ""
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("tesson: "):
-            return f"{name}: {line[len('tesson: '):]}"
-    return f"{name} exited: {nio.last_words(client, cid)}"
 
 
 FRONTEND = KernelFrontend

@@ -50,6 +50,11 @@ user rules, which FORWARD jumps to first), the same match Docker writes for a pu
 
     iifname != BR oifname BR ip daddr SHARD tcp dport 80 accept comment "tesson-GROUP"
 
+Which shards are in the map (:func:`rotation`): the running, healthy ones, less those a ``scale``
+or ``update`` holds out (a shard being drained, a successor or a new shard not yet proven healthy).
+Taking a shard out is a rewrite without it; its established connections keep their conntrack
+entry, so they go on until the shard (or the client) closes them.
+
 Hazards
 -------
 - ``DOCKER-USER`` belongs to iptables (``iptables-nft``'s table ``ip filter``). A rule there that
@@ -110,6 +115,21 @@ class Backend:
 
     name: str
     address: str
+
+
+def rotation(shards: Iterable[tuple[int, Backend]], held: Iterable[int] = (), drained: bool = False) -> list[Backend]:
+    """The backends of the map, in shard order: every ``(index, backend)`` of ``shards`` (the running,
+    healthy shards) except the indexes ``held`` out by a ``scale`` or ``update`` (draining, or new and
+    not yet proven healthy); none at all when the group is ``drained`` (``stop``).
+
+    Held by index, not by container: an ``update`` takes shard 3 out, stops it and starts its
+    successor under the same index, which must stay out until the change puts it in, however
+    healthy it looks to the daemon. A shard that stops leaves the map whether held or not (it is
+    no longer in ``shards``)."""
+    if drained:
+        return []
+    out = set(held)
+    return [b for i, b in sorted(shards, key=lambda s: s[0]) if i not in out]
 
 
 def table_name(group: str) -> str:

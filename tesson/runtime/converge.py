@@ -4,8 +4,10 @@
 The phases, in :data:`plan.ORDER`: half-done rolling steps are finished or undone; stopped shards
 are started, dead or missing ones recreated and new ones created (a bounded pool), all checked
 half a second later as ``run`` checks (the settle check), and only the new ones that stayed up go
-into the front door (``fe.add_backends``); surplus shards leave the door (``fe.remove_backends``),
-are drained (their open connections get ``--drain-timeout`` to end), stopped and removed
+into the front door (``fe.add_backends``; until then they are held out, ``fe.hold_backends``, for
+a door that would take a running shard in by itself); surplus shards leave the door
+(``fe.remove_backends``), are drained (after the door's ``removal_lag``, their open connections get
+``--drain-timeout`` to end), stopped and removed
 (``fe.forget_backends``); kept shards on other CPUs are re-pinned live (``repin.container``); then the
 rolling replacement, ``parallel`` shards at a time: out of the door, drained, stopped and renamed
 ``GROUP-i.prev`` (kept), the successor created on the same index, CPUs and memory nodes, started,
@@ -36,7 +38,7 @@ from tesson.docker_client import explain, remove_container, unless_gone
 from tesson.errors import TessonError
 from tesson.runtime import plan as P
 from tesson.runtime.body import start_shard
-from tesson.runtime.drain import DRAIN_TIMEOUT, drain
+from tesson.runtime.drain import DRAIN_FLOOR, DRAIN_TIMEOUT, drain
 from tesson.runtime.pool import MAX_WORKERS, Batch, Cancelled, Interrupted, NoProgress, Progress, interrupts
 from tesson.runtime.repin import container as repin
 from tesson.runtime.run import new_run_id
@@ -164,6 +166,10 @@ class _Run:
         work = repairs + creates
         if not work:
             return
+        new_idx = {s.index for s in creates}
+        if new_idx:  # out of the door until found healthy, also for a door that follows the daemon
+            ctx.draining |= new_idx
+            self._door("hold_backends", sorted(new_idx))
         progress = Progress(len(work), "started")
         created: dict[int, str] = {}
         starts: dict[int, float] = {}
@@ -215,8 +221,14 @@ class _Run:
         self.out.lines.extend(done.values())
         new = [s.index for s in creates if s.index in done]
         self.brought_back += [s.index for s in repairs if s.index in done]
+        ctx.draining -= new_idx
         if done and self._door("after_start", list(done)) and new:
             self._door("add_backends", new)
+
+    def _lag(self) -> float:
+        """How long the front door's removal takes to be in effect (the drain waits it first)."""
+        lag = self.fe.removal_lag
+        return DRAIN_FLOOR if lag is None else lag
 
     def _door(self, hook: str, indexes: list[int]) -> bool:
         """Call a front-door hook; a failure is the frontend's error (reported), False."""
@@ -225,7 +237,10 @@ class _Run:
             return True
         except Exception as e:
             why = str(e) if isinstance(e, TessonError) else explain(e)
-            self.out.fe_error = f"{self.fe.kind} front door, {hook.replace('_', ' ')} {', '.join(map(self.ctx.shard_name, indexes))}: {why}"
+            if self.out.fe_error is None:  # the first is the cause (putting back what a failed removal took out fails too)
+                self.out.fe_error = f"{self.fe.kind} front door, {hook.replace('_', ' ')} {', '.join(map(self.ctx.shard_name, indexes))}: {why}"
+            else:
+                log.info("front door hook failed too", hook=hook, error=why)
             return False
 
     # -- surplus shards ---------------------------------------------------------------------------------
@@ -242,7 +257,7 @@ class _Run:
             return
 
         def one(step: P.Step, _batch: Batch) -> None:
-            drain(self.client, step.container_id, self.opts.drain_timeout)
+            drain(self.client, step.container_id, self.opts.drain_timeout, self._lag())
             unless_gone(self.client.stop, step.container_id, timeout=ctx.timeout)
             remove_container(self.client, step.container_id)
             with self.lock:
@@ -284,7 +299,10 @@ class _Run:
             self._door("add_backends", idx)
             self.out.stopped_at = chunk[0].name
             return False
-        self.pool(lambda s, _b: drain(client, s.container_id, self.opts.drain_timeout), chunk)
+        def drain_one(step: P.Step, _batch: Batch) -> None:
+            drain(client, step.container_id, self.opts.drain_timeout, self._lag())
+
+        self.pool(drain_one, chunk)
         aside: dict[int, str] = {}  # index -> previous container id, stopped and renamed
 
         def set_aside(step: P.Step, _batch: Batch) -> None:
@@ -316,8 +334,7 @@ class _Run:
                 and not self._put_back(s, created.get(s.index), aside[s.index])]
         ctx.draining -= set(idx)
         back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
-        if back and self._door("after_start", back):
-            self._door("add_backends", back)
+        back_in = not back or (self._door("after_start", back) and self._door("add_backends", back))
         for step in chunk:
             if step.index in good:
                 remove_container(client, aside[step.index])
@@ -329,7 +346,7 @@ class _Run:
         if bad:
             self.out.stopped_at = ", ".join(s.name for s in chunk if s.index in bad)
             return False
-        return True
+        return back_in  # a door that could not take them back: take no other shard out
 
     def _put_back(self, step: P.Step, successor: str | None, previous: str) -> bool:
         """Undo one rolling step: the successor goes, the previous container comes back."""
