@@ -186,10 +186,15 @@ def _shard_limits(topo, s, asked: dict, host: dict) -> dict:
             d["CpuShares"] = min(262144, 1024 * len(s.cpus))
     elif asked.get("CpuShares") is not None:
         d["CpuShares"] = asked["CpuShares"]
-    memory = d.get("Memory", host.get("Memory"))
-    if memory and d.get("MemoryReservation", 0) > memory:
-        d["MemoryReservation"] = memory  # Docker refuses a reservation above the limit
+    hold_reservation(d, d.get("Memory", host.get("Memory")), d.get("MemoryReservation", 0))
     return d
+
+
+def hold_reservation(d: dict, memory: int | None, reservation: int | None) -> None:
+    """Set ``d["MemoryReservation"]`` to ``memory`` when ``reservation`` is above that limit (Docker
+    refuses a reservation above the memory limit); leave ``d`` alone otherwise."""
+    if memory and (reservation or 0) > memory:
+        d["MemoryReservation"] = memory
 
 
 def limits(topo, shards, q: Quotas, config: dict | None = None) -> list[dict]:
@@ -235,9 +240,7 @@ def update_body(host: dict, want: dict) -> dict:
             out["MemorySwap"] = 2 * memory if old_swap == 2 * old_mem else memory + max(0, old_swap - old_mem)
     # held to the new limit: the one asked, or the container's own when a smaller 'auto' Memory
     # comes without a reservation of its own (a fixed --memory-reservation above it: Docker refuses)
-    reservation = out.get("MemoryReservation", int(host.get("MemoryReservation") or 0))
-    if memory and reservation > memory:
-        out["MemoryReservation"] = memory
+    hold_reservation(out, memory, out.get("MemoryReservation", int(host.get("MemoryReservation") or 0)))
     return out
 
 
