@@ -122,8 +122,14 @@ def _ssh_api_version(url: str, timeout: int) -> str:
     if shutil.which("ssh") is None:
         raise TessonError(f"{fail}: ssh:// needs this machine's ssh client (Debian: openssh-client)")
     u = urlparse(url)
-    argv = ["ssh", *(["-l", u.username] if u.username else []), *(["-p", str(u.port)] if u.port else []),
-            "--", u.hostname or "", "docker version --format '{{.Server.APIVersion}}'"]
+    try:
+        port = u.port  # urlparse checks it only when asked: "ssh://host:abc" or ":99999" raise here
+    except ValueError:
+        raise TessonError(f"{fail}: the port in {url} is not a number from 1 to 65535") from None
+    if not u.hostname:
+        raise TessonError(f"{fail}: {url} names no host (ssh://[USER@]HOST[:PORT])")
+    argv = ["ssh", *(["-l", u.username] if u.username else []), *(["-p", str(port)] if port else []),
+            "--", u.hostname, "docker version --format '{{.Server.APIVersion}}'"]
     try:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -102,12 +102,11 @@ def claim_from_labels(labels: dict) -> Claim | None:
         plan = [(cpulist.list_to_mask(c), cpulist.list_to_mask(m)) for c, m in raw]
         restrict = labels.get(L.CPUS_RESTRICT)
         limits = json.loads(labels.get(L.LIMITS) or "[]")
-        auto = json.loads(labels.get(L.LIMITS_AUTO) or "[]")
         unit = canonical_unit(labels.get(L.UNIT) or "core")
         return Claim(labels[L.GROUP], labels.get(L.EXCLUSIVE, ""), unit,
                      None if restrict is None else cpulist.list_to_mask(restrict), (),
-                     limits if isinstance(limits, list) else [], no_isolated=labels.get(L.NO_ISOLATED) == "1",
-                     limits_auto=[k for k in auto if isinstance(k, str)] if isinstance(auto, list) else [], plan=plan)
+                     limits if isinstance(limits, list) else [], no_isolated=L.no_isolated(labels),
+                     limits_auto=L.limits_auto(labels), plan=plan)
     except (KeyError, ValueError, TypeError, TessonError):
         return None
 

@@ -92,3 +92,19 @@ def filters(group: str | None = None, role: str | None = None, **more: str) -> d
     for name, value in more.items():
         terms.append(selector(globals()[name.upper()], value))
     return {"label": terms}
+
+
+def no_isolated(labels: dict) -> bool:
+    """Whether the group was made with ``run --no-isolated`` (:data:`NO_ISOLATED`)."""
+    return labels.get(NO_ISOLATED) == "1"
+
+
+def limits_auto(labels: dict) -> list[str]:
+    """The limits' keys computed from each shard's CPUs (:data:`LIMITS_AUTO`, a JSON list of
+    names); [] when absent. Raises ValueError for text that is not such a list."""
+    import json
+
+    keys = json.loads(labels.get(LIMITS_AUTO) or "[]")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"{LIMITS_AUTO} is not a list of names")
+    return keys

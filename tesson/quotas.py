@@ -186,10 +186,15 @@ def _shard_limits(topo, s, asked: dict, host: dict) -> dict:
             d["CpuShares"] = min(262144, 1024 * len(s.cpus))
     elif asked.get("CpuShares") is not None:
         d["CpuShares"] = asked["CpuShares"]
-    memory = d.get("Memory", host.get("Memory"))
-    if memory and d.get("MemoryReservation", 0) > memory:
-        d["MemoryReservation"] = memory  # Docker refuses a reservation above the limit
+    hold_reservation(d, d.get("Memory", host.get("Memory")), d.get("MemoryReservation", 0))
     return d
+
+
+def hold_reservation(d: dict, memory: int | None, reservation: int | None) -> None:
+    """Set ``d["MemoryReservation"]`` to ``memory`` when ``reservation`` is above that limit (Docker
+    refuses a reservation above the memory limit); leave ``d`` alone otherwise."""
+    if memory and (reservation or 0) > memory:
+        d["MemoryReservation"] = memory
 
 
 def limits(topo, shards, q: Quotas, config: dict | None = None) -> list[dict]:
@@ -233,15 +238,17 @@ def update_body(host: dict, want: dict) -> dict:
         old_mem, old_swap = int(host.get("Memory") or 0), int(host.get("MemorySwap") or 0)
         if old_swap > 0 and old_mem > 0:
             out["MemorySwap"] = 2 * memory if old_swap == 2 * old_mem else memory + max(0, old_swap - old_mem)
-    if memory and out.get("MemoryReservation", 0) > memory:
-        out["MemoryReservation"] = memory
+    # held to the new limit: the one asked, or the container's own when a smaller 'auto' Memory
+    # comes without a reservation of its own (a fixed --memory-reservation above it: Docker refuses)
+    hold_reservation(out, memory, out.get("MemoryReservation", int(host.get("MemoryReservation") or 0)))
     return out
 
 
 def current(host: dict, keys) -> dict:
-    """The values of ``keys`` (and ``MemorySwap`` with ``Memory``) a container's ``HostConfig`` has
-    now: what an undo of :func:`update_body` sends back."""
-    keys = list(keys) + (["MemorySwap"] if "Memory" in keys else [])
+    """The values of ``keys`` (and ``MemorySwap`` and ``MemoryReservation`` with ``Memory``: the
+    update may hold the reservation to a smaller limit) a container's ``HostConfig`` has now: what
+    an undo of :func:`update_body` sends back."""
+    keys = list(keys) + (["MemorySwap", "MemoryReservation"] if "Memory" in keys else [])
     return {k: int(host.get(k) or 0) for k in keys}
 
 

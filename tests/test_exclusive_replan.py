@@ -250,14 +250,21 @@ def test_update_body_sends_limit_swap_and_reservation_together():
     assert quotas.update_body(made, {"Memory": 300 * mib, "MemoryReservation": 300 * mib}) == {
         "Memory": 300 * mib, "MemoryReservation": 300 * mib, "MemorySwap": 600 * mib}
     assert quotas.update_body(made, {"Memory": 50 * mib, "CpuShares": 1024}) == {
-        "Memory": 50 * mib, "CpuShares": 1024, "MemorySwap": 100 * mib}
+        "Memory": 50 * mib, "CpuShares": 1024, "MemorySwap": 100 * mib, "MemoryReservation": 50 * mib}
     # no swap (swap limit = limit) stays none; unlimited swap (-1) is not touched
     assert quotas.update_body({"Memory": 100 * mib, "MemorySwap": 100 * mib}, {"Memory": 80 * mib})["MemorySwap"] == 80 * mib
     assert "MemorySwap" not in quotas.update_body({"Memory": 100 * mib, "MemorySwap": -1}, {"Memory": 80 * mib})
     # a reservation alone is held to the limit the container keeps (a config's own limit)
     assert quotas.update_body({"Memory": 64 * mib, "MemorySwap": 128 * mib}, {"MemoryReservation": 900 * mib}) == {
         "MemoryReservation": 64 * mib}
-    assert quotas.current(made, ["Memory", "CpuShares"]) == {"Memory": 100 * mib, "CpuShares": 2048, "MemorySwap": 200 * mib}
+    # an 'auto' limit that shrinks below a fixed reservation (--memory auto --memory-reservation
+    # 90m): the reservation comes down with it in the same update, else Docker refuses the update
+    assert quotas.update_body(made, {"Memory": 60 * mib}) == {
+        "Memory": 60 * mib, "MemorySwap": 120 * mib, "MemoryReservation": 60 * mib}
+    assert quotas.update_body(made, {"Memory": 150 * mib}) == {"Memory": 150 * mib, "MemorySwap": 300 * mib}
+    # the undo puts back everything the update may touch
+    assert quotas.current(made, ["Memory", "CpuShares"]) == {
+        "Memory": 100 * mib, "CpuShares": 2048, "MemorySwap": 200 * mib, "MemoryReservation": 100 * mib}
 
 
 def test_moves_carry_the_auto_limits_and_the_plan_repins_for_limits(two_root):

@@ -190,3 +190,17 @@ def test_an_ssh_daemon_that_cannot_be_reached_is_one_line(sshd, tmp_path, how, s
     assert r.returncode == 1, r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line.startswith(f"tesson: cannot reach the Docker daemon at DOCKER_HOST={url}: ") and says in line, line
+
+
+@pytest.mark.parametrize("url, says", [
+    ("ssh://root@127.0.0.1:abc", "is not a number from 1 to 65535"),
+    ("ssh://root@127.0.0.1:99999", "is not a number from 1 to 65535"),
+    ("ssh://", "names no host"),
+])
+def test_a_malformed_ssh_address_is_one_line(url, says):
+    """Refused before ssh runs: no traceback, one line naming the address."""
+    r = tesson_cmd("ls", env={"DOCKER_HOST": url}, timeout=60)
+    assert r.returncode == 1, r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith(f"tesson: cannot reach the Docker daemon at DOCKER_HOST={url}: ") and says in line, line
+    assert "Traceback" not in r.stderr

@@ -61,8 +61,10 @@ def shard_body(ctx: Context, fe: Frontend, shard: Shard) -> dict:
         host["CpusetMems"] = mems
     if 0 <= shard.index < len(ctx.limits) and isinstance(ctx.limits[shard.index], dict):
         host.update(ctx.limits[shard.index])  # quotas.limits already let the config's own values win
-    if host.get("Memory") and (host.get("MemoryReservation") or 0) > host["Memory"]:
-        host["MemoryReservation"] = host["Memory"]  # an 'auto' one that followed its CPUs past the config's limit
+    if host.get("MemoryReservation"):  # an 'auto' one that followed its CPUs past the config's limit
+        from tesson.quotas import hold_reservation
+
+        hold_reservation(host, host.get("Memory"), host["MemoryReservation"])
     if not host.get("RestartPolicy"):
         host["RestartPolicy"] = {"Name": "unless-stopped"}
     body["HostConfig"] = host
