@@ -24,7 +24,8 @@ the same documents; not ``/version`` (what docker-py asks), which makes the daem
 refuses API versions below 1.44, while 20.10 knows none above 1.41. A client made with
 ``version=UNVERSIONED`` skips the ping and asks unversioned paths, which the daemon serves at its
 current version (the one ``/_ping`` names): one round trip less, for a caller whose every ms counts
-(tesson.daemon_claims). The subset: ``ping``, ``version``, ``info``, ``containers``, ``networks``,
+(tesson.daemon_claims, which falls back to a versioned listing: the Engine API calls unversioned
+paths deprecated). The subset: ``ping``, ``version``, ``info``, ``containers``, ``networks``,
 ``inspect_container``, ``top``, ``logs``, ``exec_create``, ``exec_start``, ``exec_inspect``,
 ``get_archive``.
 
