@@ -285,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
-    except Exception as e:  # a bug: still one line, the traceback only when asked for
+    except Exception as e:  # the daemon's error, else a bug: still one line, the traceback only when asked for
+        from tesson import docker_client
+
+        if docker_client.is_daemon_error(e):
+            print(f"{prog}: {docker_client.explain(e)}", file=sys.stderr)
+            return 1
         if log.enabled("debug"):
             import traceback
 

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 
+from tesson.engine_lite import DEFAULT_SOCKET
 from tesson.errors import TessonError
 
 TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
@@ -32,20 +33,20 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+DEFAULT_HOST = "unix://" + DEFAULT_SOCKET  # DOCKER_HOST's default
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
 
 
 def target() -> str:
     """What we will try: DOCKER_HOST as given, else the default socket."""
-    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
 
 
 def describe_target() -> str:
     host = os.environ.get("DOCKER_HOST")
     if host:
         return f"DOCKER_HOST={host}"
-    return f"{DEFAULT_SOCKET.replace('unix://', '')} (DOCKER_HOST is not set)"
+    return f"{DEFAULT_SOCKET} (DOCKER_HOST is not set)"
 
 
 def is_remote(url: str | None = None) -> bool:
@@ -96,7 +97,7 @@ def connect(workers: int = 10, timeout: int = 60) -> APIClient:
         kwargs: dict[str, Any] = dict(kwargs_from_env())
     except Exception as e:  # a bad DOCKER_CERT_PATH and the like
         raise TessonError(f"cannot use the Docker settings in the environment: {e}") from None
-    kwargs.setdefault("base_url", DEFAULT_SOCKET)
+    kwargs.setdefault("base_url", DEFAULT_HOST)
     version = "auto"
     if str(kwargs["base_url"]).startswith("ssh://"):
         kwargs["use_ssh_client"] = True
@@ -179,15 +180,26 @@ def explain(exc: BaseException) -> str:
         if isinstance(text, bytes):
             text = text.decode(errors="replace")
         return " ".join(str(text).split())
+    if isinstance(exc, _lost_errors()):
+        return f"lost the Docker daemon at {describe_target()}: {_reason(exc)}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _lost_errors() -> tuple:
+    """The exception classes of a connection to the daemon lost or answered garbage, of the clients loaded."""
     lite = sys.modules.get("tesson.engine_lite")
     lost: tuple = (lite.ConnectionLost,) if lite is not None else ()
     if "requests" in sys.modules:
         import requests.exceptions
 
         lost += (requests.exceptions.RequestException,)
-    if isinstance(exc, lost):
-        return f"lost the Docker daemon at {describe_target()}: {_reason(exc)}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return lost
+
+
+def is_daemon_error(exc: BaseException) -> bool:
+    """Whether exc is the daemon's: an HTTP error answer, or a connection lost or cut short (what
+    :func:`explain` says in one line, not a bug of tesson's)."""
+    return isinstance(exc, _api_errors() + _lost_errors())
 
 
 def is_status(exc: BaseException, *codes: int) -> bool:

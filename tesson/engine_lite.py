@@ -16,16 +16,18 @@ container, where this path then applies. A method outside the subset (``logs(str
 anything a frontend asks that is not listed here) is handed to a docker-py ``APIClient`` on the
 same socket, made on first use, so a :class:`Client` can stand wherever an ``APIClient`` does.
 
-HTTP, the algorithm: one connection per request, HTTP/1.1 with ``Connection: close``: the daemon
-closes after the answer, so the answer is read to the end of the stream and then parsed; its body
-is decoded by ``Transfer-Encoding: chunked`` (Go's server chunks any body it did not measure
-before sending), else cut at ``Content-Length``, else taken whole (a hijacked exec stream). A
-connection per request costs a connect() on a local socket (tens of microseconds) and makes the
-client safe to share between threads (``logs`` reads every shard in parallel). API version: asked
-once with ``GET /_ping`` (its ``Api-Version`` header), the version docker-py's ``version="auto"``
-settles on, so the answers are the same documents; not ``/version`` (what docker-py asks), which
-makes the daemon run ``runc --version`` and the like (~20 ms here, against under 1 ms), and not a
-fixed version either: Docker 29 refuses API versions below 1.44, while 20.10 knows none above 1.41.
+HTTP: one connection per request, read as far as its framing says and no further; an answer cut
+short raises (:mod:`tesson.engine_http`). API version: asked once with ``GET /_ping`` (its
+``Api-Version`` header), the version docker-py's ``version="auto"`` settles on, so the answers are
+the same documents; not ``/version`` (what docker-py asks), which makes the daemon run ``runc
+--version`` and the like (~20 ms here, against under 1 ms), and not a fixed version either: Docker 29
+refuses API versions below 1.44, while 20.10 knows none above 1.41. A client made with
+``version=UNVERSIONED`` skips the ping and asks unversioned paths, which the daemon serves at its
+current version (the one ``/_ping`` names): one round trip less, for a caller whose every ms counts
+(tesson.daemon_claims, which falls back to a versioned listing: the Engine API calls unversioned
+paths deprecated). The subset: ``ping``, ``version``, ``info``, ``containers``, ``networks``,
+``inspect_container``, ``top``, ``logs``, ``exec_create``, ``exec_start``, ``exec_inspect``,
+``get_archive``.
 
 Hazards: a non-TTY container's log is a stream of frames, each an 8-byte header (stream id, three
 zero bytes, the payload's length, big-endian) and its payload: they are cut apart (docker-py joins
@@ -33,17 +35,21 @@ the payloads, stdout and stderr in the order written); a TTY container's log is 
 ``logs`` inspects the container first, as docker-py does. Errors are raised as docker-py raises
 them, in kind: :class:`APIError` (``status_code``, ``explanation``: the daemon's message) for an
 HTTP error, :class:`NotFound` for a 404, :class:`ConnectionLost` (an ``OSError`` whose cause is the
-socket's) when the daemon cannot be reached or drops the connection; tesson.docker_client's
+socket's) when the daemon cannot be reached, drops the connection, cuts its answer short or answers
+what is not JSON where JSON is due; tesson.docker_client's
 ``explain``/``is_status``/``unless_gone`` know them.
 """
 
 from __future__ import annotations
 
-import _socket  # socket's C core: the socket module adds enums, files and sendfile, none used here, for ~3-5 ms
 import json
 import os
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
+from tesson import engine_http
+from tesson.engine_http import ConnectionLost, dechunk  # noqa: F401 - re-exported (tesson.docker_client, tests)
+
+DEFAULT_SOCKET = "/var/run/docker.sock"  # the daemon's socket when DOCKER_HOST does not say (docker-py's default)
+UNVERSIONED = ""  # a Client's version: unversioned paths (the daemon's current version), no /_ping
 TIMEOUT = 60.0
 TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
 if TYPE_CHECKING:
@@ -67,10 +73,6 @@ class NotFound(APIError):
     """A 404: no such container, exec instance or path."""
 
 
-class ConnectionLost(ConnectionError):
-    """The daemon's socket could not be reached, or the connection broke (the cause is the socket's)."""
-
-
 def local_socket(environ: dict | None = None) -> str | None:
     """The path of the daemon's unix socket when docker-py would reach the daemon through one, with
     nothing but the path: ``DOCKER_HOST`` unset, empty or ``unix:///PATH``, and neither
@@ -78,7 +80,12 @@ def local_socket(environ: dict | None = None) -> str | None:
     env = os.environ if environ is None else environ
     if env.get("DOCKER_TLS_VERIFY") or env.get("DOCKER_CERT_PATH"):
         return None
-    host = env.get("DOCKER_HOST") or "unix://" + DEFAULT_SOCKET
+    return unix_path(env.get("DOCKER_HOST") or "unix://" + DEFAULT_SOCKET)
+
+
+def unix_path(host: str) -> str | None:
+    """The socket's path in a ``unix:///PATH`` Docker host URL; None for any other URL (a relative
+    path, a query, another scheme)."""
     if not host.startswith("unix:///"):
         return None
     path = host[len("unix://"):]
@@ -108,24 +115,6 @@ def convert_filters(filters: dict) -> str:
             value = [value]
         out[key] = [v if isinstance(v, str) else str(v) for v in value]
     return json.dumps(out)
-
-
-def dechunk(body: bytes) -> bytes:
-    """A ``Transfer-Encoding: chunked`` body decoded (trailers dropped); what a cut stream has."""
-    out, pos = [], 0
-    while True:
-        eol = body.find(b"\r\n", pos)
-        if eol < 0:
-            break
-        try:
-            size = int(body[pos:eol].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ConnectionLost(f"bad chunk size {body[pos:eol][:20]!r} in the daemon's answer") from None
-        if size == 0:
-            break
-        out.append(body[eol + 2:eol + 2 + size])
-        pos = eol + 2 + size + 2
-    return b"".join(out)
 
 
 def demultiplex(raw: bytes, demux: bool = False):
@@ -175,46 +164,13 @@ class Client:
 
     def request(self, method: str, target: str, body: bytes | None = None,
                 headers: dict | None = None) -> tuple[int, dict, bytes]:
-        """One request, its answer read to the end: ``(status, headers (lower-case names), body)``.
-        ConnectionLost when the socket cannot be reached or the answer is not HTTP."""
-        lines = [f"{method} {target} HTTP/1.1", "Host: docker", "User-Agent: tesson",
-                 *(f"{k}: {v}" for k, v in (headers or {"Connection": "close"}).items())]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        chunks = []
-        try:
-            sock.connect(self.path)
-            sock.sendall(data)
-            while True:
-                got = sock.recv(1 << 16)
-                if not got:
-                    break
-                chunks.append(got)
-        except OSError as e:
-            raise ConnectionLost(f"{self.path}: {e.strerror or e}") from e
-        finally:
-            sock.close()
-        raw = b"".join(chunks)
-        head, sep, rest = raw.partition(b"\r\n\r\n")
-        status_line, *fields = head.decode("latin-1").split("\r\n")
-        parts = status_line.split(" ", 2)
-        if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise ConnectionLost(f"{self.path}: not an HTTP answer ({raw[:40]!r})")
-        found = {}
-        for field in fields:
-            name, _, value = field.partition(":")
-            found[name.strip().lower()] = value.strip()
-        if "chunked" in found.get("transfer-encoding", "").lower():
-            rest = dechunk(rest)
-        elif found.get("content-length", "").isdigit():
-            rest = rest[:int(found["content-length"])]
-        return int(parts[1]), found, rest
+        """One request, its answer read as its framing says: ``(status, headers (lower-case names),
+        body)``. ConnectionLost when the socket cannot be reached, or the answer is cut short or not HTTP."""
+        return engine_http.request(self.path, self.timeout, method, target, body, headers)
 
     @property
     def api_version(self) -> str:
+        """The daemon's API version (asked on first use), or UNVERSIONED."""
         if self._version is None:
             self._version = self._ping()
         return self._version
@@ -227,7 +183,7 @@ class Client:
 
     def _url(self, path: str, *args: str, versioned: bool = True) -> str:
         path = path.format(*(quote(a, safe="/:") for a in args))
-        return f"/v{self.api_version}{path}" if versioned else path
+        return f"/v{self.api_version}{path}" if versioned and self.api_version else path
 
     @staticmethod
     def _error(status: int, body: bytes, target: str) -> APIError:
@@ -243,14 +199,21 @@ class Client:
         body = None
         if data is not None:
             body = json.dumps({k: v for k, v in data.items() if v is not None}).encode()
-            headers = {"Connection": "close", **(headers or {}), "Content-Type": "application/json"}
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         status, got, answer = self.request(method, target, body, headers)
         if status >= 400:
             raise self._error(status, answer, target)
         return got, answer
 
     def _json(self, target: str) -> Any:
-        return json.loads(self._call("GET", target)[1])
+        return self._decode(self._call("GET", target)[1], target)
+
+    def _decode(self, body: bytes, target: str) -> Any:
+        """A JSON answer's document; ConnectionLost (one line for every caller) when it is not JSON."""
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise ConnectionLost(f"{self.path}: the daemon's answer to {target.split('?')[0]} is not JSON ({e})") from None
 
     # -- the subset -------------------------------------------------------------------------------
 
@@ -326,8 +289,8 @@ class Client:
         data = {"Container": container, "User": user, "Privileged": privileged, "Tty": tty,
                 "AttachStdin": stdin, "AttachStdout": stdout, "AttachStderr": stderr, "Cmd": cmd,
                 "Env": environment, "WorkingDir": workdir, "DetachKeys": detach_keys}
-        _, body = self._call("POST", self._url("/containers/{0}/exec", _resource(container)), data)
-        return json.loads(body)
+        target = self._url("/containers/{0}/exec", _resource(container))
+        return self._decode(self._call("POST", target, data)[1], target)
 
     def exec_start(self, exec_id, detach: bool = False, tty: bool = False, stream: bool = False,
                    socket: bool = False, demux: bool = False):
@@ -343,13 +306,12 @@ class Client:
         return demultiplex(raw, demux)
 
     def exec_inspect(self, exec_id) -> dict:
-        exec_id = exec_id.get("Id") if isinstance(exec_id, dict) else exec_id
-        return self._json(self._url("/exec/{0}/json", exec_id))
+        return self._json(self._url("/exec/{0}/json", _resource(exec_id)))
 
     def get_archive(self, container: str, path: str, chunk_size: int | None = None, encode_stream: bool = False):
         """``(chunks, stat)``: a tar of ``path`` in the container (one chunk: it is read whole) and
         the path's stat from the ``X-Docker-Container-Path-Stat`` header (None when absent)."""
-        headers = {"Connection": "close", "Accept-Encoding": "gzip, deflate" if encode_stream else "identity"}
+        headers = {"Accept-Encoding": "gzip, deflate" if encode_stream else "identity"}
         got, body = self._call("GET", self._url("/containers/{0}/archive", _resource(container)) + query({"path": path}),
                                headers=headers)
         stat = got.get("x-docker-container-path-stat")
@@ -367,7 +329,7 @@ class Client:
         if self._docker_py is None:
             import docker
 
-            self._docker_py = docker.APIClient(base_url="unix://" + self.path, version=self.api_version,
+            self._docker_py = docker.APIClient(base_url="unix://" + self.path, version=self.api_version or "auto",
                                                timeout=int(self.timeout))
         return self._docker_py
 

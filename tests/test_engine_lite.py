@@ -75,6 +75,13 @@ def test_listings_are_docker_pys(made, lite, docker_client):
         assert ours, kw
     assert {c["Names"][0] for c in lite.containers(all=True, filters={"label": [LABEL]})} == {f"/{n}" for n in (PLAIN, TTY, LIVE)}
     assert lite.containers(all=True, filters={"label": [LABEL, "role=nothing"]}) == []
+    # run --dry-run's listing (tesson.daemon_claims): unversioned, the daemon's current version, the same summaries
+    from tesson import engine_lite
+
+    bare = engine_lite.Client(lite.path, version=engine_lite.UNVERSIONED)
+    for kw in ({"all": True, "filters": {"label": [LABEL]}}, {"all": True, "filters": {"label": [LABEL, "role=tty"]}}):
+        assert _steady(bare.containers(**kw)) == _steady(docker_client.containers(**kw)), kw
+    assert bare.api_version == engine_lite.UNVERSIONED and bare.version(api_version=False)["ApiVersion"] == lite.api_version
 
 
 def test_network_listings_are_docker_pys(lite, docker_client):

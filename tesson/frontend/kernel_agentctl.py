@@ -19,6 +19,7 @@ from tesson import log
 from tesson.docker_client import explain as _explain
 from tesson.docker_client import is_status as _is_status
 from tesson.docker_client import remove_container as _remove_container
+from tesson.engine_lite import DEFAULT_SOCKET, unix_path
 from tesson.errors import TessonError
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import nginx_io as nio
@@ -29,18 +30,14 @@ if TYPE_CHECKING:
     from tesson.frontend import Context
 
 READY_TIMEOUT = 20.0
-SOCKET_IN_AGENT = "/var/run/docker.sock"
+SOCKET_IN_AGENT = DEFAULT_SOCKET  # where the agent's client looks when DOCKER_HOST does not say
 ONEOFF_LABEL = "io.tesson.kernel-oneoff"  # on the short-lived containers that drain or purge
 
 
 def docker_socket() -> str:
     """The daemon's socket on its own machine, mounted into the agent: TESSON_DOCKER_SOCKET, the
-    path of a unix:// DOCKER_HOST, else /var/run/docker.sock."""
-    given = os.environ.get("TESSON_DOCKER_SOCKET")
-    if given:
-        return given
-    host = os.environ.get("DOCKER_HOST") or ""
-    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
+    path of a unix:// DOCKER_HOST, else the default socket."""
+    return os.environ.get("TESSON_DOCKER_SOCKET") or unix_path(os.environ.get("DOCKER_HOST") or "") or DEFAULT_SOCKET
 
 
 class AgentControl:

@@ -220,7 +220,6 @@ def status(group: str) -> dict:
         return {"table": None, "doors": [], "backends": [], "names": [], "held": held(),
                 "drained": os.path.exists(DRAINED)}
     got = K.read(listing)
-    names = []
     last = written() or {}
     by_addr = dict(zip(last.get("backends", []), last.get("names", [])))
     names = [by_addr.get(a, a) for a in got["backends"]]
