@@ -41,6 +41,8 @@ def scale(group: str, size: int, fsroot: str, fsroot_given: bool, include_isolat
             G.read_pins(client, grp)
             plan = P.plan(grp, want)
             grows = size > before
+            ctx = frontend.Context.for_group(grp, client, timeout=timeout, spec=want)
+            converge.hold(ctx, fe, plan)  # a door that cannot keep new shards out: refused, nothing changed
             undo = Undo()
             if moves and grows:  # an exclusive group takes more CPUs: the shared groups leave them first
                 repin.apply(client, moves, undo)
@@ -50,13 +52,22 @@ def scale(group: str, size: int, fsroot: str, fsroot_given: bool, include_isolat
             except BaseException:
                 undo.rollback()
                 raise
-            ctx = frontend.Context.for_group(grp, client, timeout=timeout, spec=want)
             out = converge.execute(ctx, fe, plan, converge.Options(drain_timeout=drain_timeout))
-            if moves and not grows:  # and get back what a smaller one gave back, once its shards are gone
+            held = moves if moves and not grows and out.unremoved else []
+            if held:  # surplus shards still run on the CPUs the moves would give: move nothing yet
+                moves = []
+            elif moves and not grows:  # the shared groups get back what a smaller one gave back
                 repin.apply(client, moves)
         finally:
             change.release(client, lock)
-    lines = report(out, grp.name, "scale")
+    try:
+        lines = report(out, grp.name, "scale")
+    except TessonError as e:
+        if not held:
+            raise
+        raise TessonError(f"{e}; the shared groups were not re-pinned onto the CPUs those shards still use "
+                          f"({', '.join(m.describe() for m in held)}): the same scale again does it once they "
+                          f"are gone") from None
     for line in lines:
         print(line)
     if moves:

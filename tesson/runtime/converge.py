@@ -63,6 +63,7 @@ class Outcome:
     fe_error: str | None = None  # the frontend could not be brought in line
     stopped_at: str = ""  # the rolling replacement stopped at this shard (its successor failed)
     replaced: list[int] = field(default_factory=list)  # indexes whose successor is in
+    unremoved: list[int] = field(default_factory=list)  # surplus indexes still there (their CPUs still used)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +109,23 @@ def execute(ctx: Context, fe: Frontend, plan: P.Plan, opts: Options | None = Non
         run.out.fe_error = f"{fe.kind} frontend could not be brought in line: {explain(e)}"
     run.out.lines.sort(key=line_order)
     return run.out
+
+
+def hold(ctx: Context, fe: Frontend, plan: P.Plan) -> None:
+    """Hold the plan's new shards out of the front door before a change alters anything (``scale``
+    up, ahead of its re-pins and spec record): TessonError, one line, when the door refuses (a kernel
+    door whose agent is down), and nothing is made. :func:`execute` then does not hold them again."""
+    new = sorted(s.index for s in plan.with_action(P.CREATE))
+    if not new:
+        return
+    ctx.draining |= set(new)
+    try:
+        fe.hold_backends(ctx, new)
+    except Exception as e:
+        ctx.draining -= set(new)
+        why = str(e) if isinstance(e, TessonError) else explain(e)
+        raise TessonError(f"{fe.kind} front door cannot keep new shards {', '.join(map(ctx.shard_name, new))} out "
+                          f"until they are healthy; nothing changed: {why}") from None
 
 
 class _Run:
@@ -165,9 +183,15 @@ class _Run:
         if not work:
             return
         new_idx = {s.index for s in creates}
-        if new_idx:  # out of the door until found healthy, also for a door that follows the daemon
+        if new_idx - ctx.draining:  # out of the door until found healthy (unless hold() did it already)
             ctx.draining |= new_idx
-            self.door("hold_backends", sorted(new_idx))
+            if not self.door("hold_backends", sorted(new_idx)):  # create none: a door that follows the
+                ctx.draining -= new_idx  # daemon would take them in unchecked
+                for s in creates:
+                    self.fail(s.name, "not created: the front door could not hold it out until it is healthy")
+                creates, new_idx, work = [], set(), repairs
+                if not work:
+                    return
         progress = Progress(len(work), "started")
         created: dict[int, str] = {}
         starts: dict[int, float] = {}
@@ -252,6 +276,7 @@ class _Run:
             ctx.draining -= set(door)
             for s in steps:
                 self.fail(s.name, "not removed: it could not be taken out of the front door first")
+            self.out.unremoved += [s.index for s in steps]
             return
 
         def one(step: P.Step, _batch: Batch) -> None:
@@ -264,6 +289,7 @@ class _Run:
         batch = self.pool(one, steps)
         for step, exc in batch.errors:
             self.fail(step.name, f"could not be removed: {explain(exc)}")
+            self.out.unremoved.append(step.index)
         gone = [s.index for s in steps if s.name == ctx.shard_name(s.index) and all(e[0] is not s for e in batch.errors)]
         if gone:
             self.door("forget_backends", gone)
@@ -302,4 +328,4 @@ class _Run:
         return f"; removed the half-made {', '.join(removed)}" if removed else ""
 
 
-__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute"]
+__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute", "hold"]
