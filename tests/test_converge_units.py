@@ -290,3 +290,23 @@ def test_surplus_shards_a_door_will_not_take_out_stay_and_are_named():
     out = converge.execute(frontend.Context.for_group(grp, OnlyLists([]), spec=spec(1)), door, plan)
     assert out.unremoved == [1, 2] and not out.lines and door.asked == [("remove", [1, 2])]
     assert out.failed == [f"web-{i} (not removed: it could not be taken out of the front door first)" for i in (1, 2)]
+
+
+def test_a_hold_is_let_go_when_the_change_fails_before_the_executor():
+    from tesson import frontend
+    from tesson.runtime import converge
+
+    class OpenDoor(ClosedDoor):
+        def hold_backends(self, ctx, indexes):
+            self.asked.append(("hold", sorted(ctx.draining)))
+
+    grp = group_of(spec(2), (0, "running"), (1, "running"))
+    plan = P.plan(grp, spec(4))
+    door = OpenDoor()
+    ctx = frontend.Context.for_group(grp, OnlyLists([]), spec=spec(4))
+    converge.hold(ctx, door, plan)
+    assert ctx.draining == {2, 3}
+    converge.let_go(ctx, door, plan)  # e.g. the spec record could not be written
+    assert not ctx.draining and door.asked == [("hold", [2, 3]), ("hold", [])]  # the door holds nothing now
+    converge.let_go(ctx, door, plan)
+    assert len(door.asked) == 2  # nothing held: nothing to let go

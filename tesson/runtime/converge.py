@@ -128,6 +128,20 @@ def hold(ctx: Context, fe: Frontend, plan: P.Plan) -> None:
                           f"until they are healthy; nothing changed: {why}") from None
 
 
+def let_go(ctx: Context, fe: Frontend, plan: P.Plan) -> None:
+    """Undo :func:`hold` when the change fails before :func:`execute`: the door holds out only what
+    ``ctx.draining`` still has (best effort: a door that fails here is logged, and let go by the
+    next ``repair``)."""
+    new = {s.index for s in plan.with_action(P.CREATE)}
+    if not new & ctx.draining:
+        return
+    ctx.draining -= new
+    try:
+        fe.hold_backends(ctx, sorted(ctx.draining))
+    except Exception as e:
+        log.warning("could not let go of the new shards' hold", error=str(e) if isinstance(e, TessonError) else explain(e))
+
+
 class _Run:
     def __init__(self, ctx: Context, fe: Frontend, opts: Options) -> None:
         self.ctx, self.fe, self.opts, self.client = ctx, fe, opts, ctx.docker
@@ -328,4 +342,4 @@ class _Run:
         return f"; removed the half-made {', '.join(removed)}" if removed else ""
 
 
-__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute", "hold"]
+__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute", "hold", "let_go"]
