@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from tesson.frontend import Context, Frontend
 
 
-
 @dataclass
 class Options:
     drain_timeout: float = DRAIN_TIMEOUT
