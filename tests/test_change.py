@@ -234,6 +234,36 @@ def test_scale_2_4_2_and_update_through_the_kernel_door_drop_no_request(group, i
     assert fe["in_rotation"] == [f"{group}-0", f"{group}-1"] and fe["held_out"] == [], fe  # no hold outlives a change
 
 
+def test_a_scale_up_the_kernel_door_cannot_hold_out_is_refused_and_leaves_nothing(group, images, docker_client):
+    """Without its agent the kernel door cannot keep new shards out until they are healthy: the scale
+    makes nothing (no shard, no spec record), says why in one line; after a repair it scales."""
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft for the kernel door")
+    a, _, _ = images
+    port = 28409
+    ok(tesson_cmd("run", "-g", group, "--lb", "kernel", "-n", "2", "-p", f"127.0.0.1:{port}:8080", "--lb-image", a, a,
+                  "demo-server", "--port", "8080", env=NO_GORB))
+
+    def containers():
+        found = docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
+        return sorted((c["Names"][0].lstrip("/"), c["Id"]) for c in found)
+
+    docker_client.stop(f"{group}-lb", timeout=2)
+    before = containers()
+    r = tesson_cmd("scale", "-g", group, "-n", "3")
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and f"{group}-2" in err[0] and "nothing changed" in err[0], err
+    assert f"kernel agent {group}-lb is not running" in err[0] and f"tesson repair -g {group}" in err[0], err
+    assert containers() == before  # no shard 2, no spec record, the lock gone
+    doc = ps_json(group)
+    assert doc["size"] == 2 and doc["change"] is None, doc
+    ok(tesson_cmd("repair", "-g", group))
+    up = ok(tesson_cmd("scale", "-g", group, "-n", "3"))
+    assert f"created {group}-2" in up.stdout, up.stdout
+    doc = ps_json(group)
+    assert doc["size"] == 3 and doc["frontend"]["in_rotation"] == [f"{group}-{i}" for i in range(3)], doc
+
+
 def test_an_update_whose_command_exits_at_once_stops_at_the_first_shard_and_the_group_keeps_serving(
         group, images, docker_client):
     a, _, bad = images

@@ -216,3 +216,97 @@ def test_update_env_sets_variables_in_the_config_and_refuses_a_bad_one():
 
 def test_lines_sort_by_shard_index():
     assert sorted(["removed web-10", "created web-2", "note"], key=line_order) == ["created web-2", "removed web-10", "note"]
+
+
+class ClosedDoor:
+    """A front door that refuses every change (a kernel door whose agent is down), and records what
+    it was asked."""
+
+    kind = "kernel"
+    removal_lag = 0.0
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, list[int]]] = []
+
+    def _refuse(self, hook: str, indexes: list[int]) -> None:
+        from tesson.errors import TessonError
+
+        self.asked.append((hook, list(indexes)))
+        raise TessonError("kernel agent web-lb is not running")
+
+    def hold_backends(self, ctx, indexes):
+        self._refuse("hold", indexes)
+
+    def remove_backends(self, ctx, indexes):
+        self._refuse("remove", indexes)
+
+    def after_start(self, ctx, indexes):
+        self.asked.append(("after_start", list(indexes)))
+
+    def repair(self, ctx, recreated):
+        return []
+
+
+class OnlyLists:
+    """A daemon that only lists containers: any other call (create, start, stop, remove) fails the test."""
+
+    def __init__(self, found: list[dict]) -> None:
+        self.found = found
+
+    def containers(self, **_kw):
+        return list(self.found)
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the executor called the daemon's {name}")
+
+
+def test_a_door_that_refuses_to_hold_new_shards_means_none_is_created():
+    from tesson import frontend
+    from tesson.runtime import converge
+
+    grp = group_of(spec(2), (0, "running"), (1, "running"))
+    want = spec(3)
+    plan = P.plan(grp, want)
+    assert actions(plan) == [(0, "keep"), (1, "keep"), (2, "create")]
+    door = ClosedDoor()
+    ctx = frontend.Context.for_group(grp, OnlyLists([]), spec=want)
+    with pytest.raises(converge.TessonError, match=r"cannot keep new shards web-2 out .*nothing changed: kernel agent"):
+        converge.hold(ctx, door, plan)
+    assert not ctx.draining and door.asked == [("hold", [2])]
+    out = converge.execute(ctx, door, plan)  # the executor alone (repair of a scale cut short): no create either
+    assert out.failed == ["web-2 (not created: the front door could not hold it out until it is healthy)"]
+    assert not out.lines and not ctx.draining and door.asked[-1] == ("hold", [2])
+    assert "kernel front door, hold backends web-2: kernel agent web-lb is not running" == out.fe_error
+
+
+def test_surplus_shards_a_door_will_not_take_out_stay_and_are_named():
+    from tesson import frontend
+    from tesson.runtime import converge
+
+    grp = group_of(spec(3), (0, "running"), (1, "running"), (2, "running"))
+    plan = P.plan(grp, spec(1))
+    assert actions(plan) == [(0, "keep"), (1, "remove"), (2, "remove")]
+    door = ClosedDoor()
+    out = converge.execute(frontend.Context.for_group(grp, OnlyLists([]), spec=spec(1)), door, plan)
+    assert out.unremoved == [1, 2] and not out.lines and door.asked == [("remove", [1, 2])]
+    assert out.failed == [f"web-{i} (not removed: it could not be taken out of the front door first)" for i in (1, 2)]
+
+
+def test_a_hold_is_let_go_when_the_change_fails_before_the_executor():
+    from tesson import frontend
+    from tesson.runtime import converge
+
+    class OpenDoor(ClosedDoor):
+        def hold_backends(self, ctx, indexes):
+            self.asked.append(("hold", sorted(ctx.draining)))
+
+    grp = group_of(spec(2), (0, "running"), (1, "running"))
+    plan = P.plan(grp, spec(4))
+    door = OpenDoor()
+    ctx = frontend.Context.for_group(grp, OnlyLists([]), spec=spec(4))
+    converge.hold(ctx, door, plan)
+    assert ctx.draining == {2, 3}
+    converge.let_go(ctx, door, plan)  # e.g. the spec record could not be written
+    assert not ctx.draining and door.asked == [("hold", [2, 3]), ("hold", [])]  # the door holds nothing now
+    converge.let_go(ctx, door, plan)
+    assert len(door.asked) == 2  # nothing held: nothing to let go

@@ -7,6 +7,11 @@ live) or gives the surplus back. Kept shards whose CPUs change are re-pinned in 
 new ones are created, settled and only then put in the front door, surplus ones leave the door, are
 drained and removed (:mod:`tesson.runtime.converge`). A group in the pool, or an exclusive one, is
 scaled holding the daemon's lock (no ``run`` plans on the CPUs meanwhile).
+
+A front door that cannot keep the new shards out until they are healthy (a kernel door whose agent
+is down) refuses the scale before anything changes: no re-pin, no spec record, no shard. A scale
+down whose surplus shards could not all be removed re-pins no shared group onto CPUs (those shards
+may still run there): the same scale again does it once they are gone.
 """
 
 from __future__ import annotations
@@ -41,22 +46,37 @@ def scale(group: str, size: int, fsroot: str, fsroot_given: bool, include_isolat
             G.read_pins(client, grp)
             plan = P.plan(grp, want)
             grows = size > before
-            undo = Undo()
-            if moves and grows:  # an exclusive group takes more CPUs: the shared groups leave them first
-                repin.apply(client, moves, undo)
-            try:
-                if plan.work or grp.size != size or moves:
-                    change.write_record(client, grp, want)
-            except BaseException:
-                undo.rollback()
-                raise
             ctx = frontend.Context.for_group(grp, client, timeout=timeout, spec=want)
+            converge.hold(ctx, fe, plan)  # a door that cannot keep new shards out: refused, nothing changed
+            undo = Undo()
+            try:
+                if moves and grows:  # an exclusive group takes more CPUs: the shared groups leave them first
+                    repin.apply(client, moves, undo)  # (a refusal puts back the re-pins it did, itself)
+                try:
+                    if plan.work or grp.size != size or moves:
+                        change.write_record(client, grp, want)
+                except BaseException:
+                    undo.rollback()
+                    raise
+            except BaseException:
+                converge.let_go(ctx, fe, plan)  # and the door holds out no shard that will not come
+                raise
             out = converge.execute(ctx, fe, plan, converge.Options(drain_timeout=drain_timeout))
-            if moves and not grows:  # and get back what a smaller one gave back, once its shards are gone
+            deferred = moves if moves and not grows and out.unremoved else []
+            if deferred:  # surplus shards still run on the CPUs the moves would give: move nothing yet
+                moves = []
+            elif moves and not grows:  # the shared groups get back what a smaller one gave back
                 repin.apply(client, moves)
         finally:
             change.release(client, lock)
-    lines = report(out, grp.name, "scale")
+    try:
+        lines = report(out, grp.name, "scale")
+    except TessonError as e:
+        if not deferred:
+            raise
+        raise TessonError(f"{e}; the shared groups were not re-pinned onto the CPUs those shards still use "
+                          f"({', '.join(m.describe() for m in deferred)}): the same scale again does it once they "
+                          f"are gone") from None
     for line in lines:
         print(line)
     if moves:

@@ -29,9 +29,9 @@ names it ``FRONTEND`` (``FRONTEND = NginxFrontend``). The runtime calls it at ea
 ``stop``:   ``fe.before_stop(ctx)``; every container of the group (shards and frontend containers
             labelled with the group) is stopped, or removed with ``--purge``; ``fe.after_stop(ctx)``.
 ``repair``: dead or vanished shards are recreated (``shape_shard`` again) and started,
-            ``fe.after_start`` for those that stayed up, then ``fe.repair(ctx, recreated)`` (always called, also when no shard needed it, and also
-            when some shard could not be repaired: it gets those that were). Any exception it
-            raises becomes one line; the repaired shards stay either way.
+            ``fe.after_start`` for those that stayed up, then ``fe.repair(ctx, recreated)``
+            (always, also when no shard needed it or some could not be repaired: it gets those
+            that were). An exception it raises becomes one line; the repaired shards stay.
 ``ps``:     ``fe.describe(ctx)`` -> the ``"frontend"`` JSON object and the table's ``Frontend:`` line.
 
 ``scale`` and ``update`` (and ``repair`` after an interrupted one) change a *live* group through
@@ -52,20 +52,19 @@ out of the front door and which come in, one set of shard indexes at a time::
 
 A ``scale`` up calls ``fe.hold_backends(ctx, [4, 5])`` before it creates shards 4 and 5 (they are
 in ``ctx.draining`` until their ``add_backends``): a door that takes running shards in by itself
-(the kernel agent follows the daemon's events) keeps them out until they are found healthy.
+(the kernel agent follows the daemon's events) keeps them out until they are found healthy; if
+it cannot, the scale is refused before anything is made. ``forget_backends`` is called only for
+shards really stopped (one whose stop failed is still in the door's keeping); ``add_backends``
+must be idempotent (a shard already in stays in).
 
 While a shard is out (between ``remove_backends`` or ``hold_backends`` and its ``add_backends``,
 or its removal) its index is in ``ctx.draining``: any hook that rebuilds the whole set of
 backends (an nginx reload for another shard, say) must leave those out. Hooks are called from
 one thread, in this order for a shard; several indexes in one call come from ``update --parallel
-K`` or a scale. ``run`` never calls them. Kinds: ``none`` does nothing; ``nginx`` reloads the
-balancer with the shards that are in (nginx's graceful reload: old workers finish their open
-connections, so nothing is dropped); ``gorb`` PATCHes the backends' weight to 0 (IPVS stops
-scheduling new connections, open ones go on), DELETEs them once forgotten, and PUTs them (at the
-successor's published port) when added; ``kernel`` has its agent rewrite the table without the
-shards of ``ctx.draining`` and hold those out until they are added (open connections keep their
-conntrack entry). A hook that fails raises TessonError: the executor then stops the change where
-it is, puts back what it took out, and reports.
+K`` or a scale. ``run`` never calls them. How each kind does it (an nginx graceful reload,
+Gorb's weight 0, the kernel agent's held-out set) is in its hooks' docstrings. A hook that fails
+raises TessonError: the executor then stops the change where it is, puts back what it took out,
+and reports.
 
 In ``stop``, ``repair`` and ``ps`` the frontend is rebuilt from the group's labels alone
 (:func:`for_group`), so everything it needs later (Gorb URI, lb settings) must be in the labels
@@ -309,12 +308,9 @@ class Frontend:
         balancer, or register backends with their published ports; ``ctx.undo.add`` each thing."""
 
     def after_start(self, ctx: Context, indexes: list[int]) -> None:
-        """The shards ``indexes`` were just started by tesson (``run``; ``start``, ``restart`` and
-        ``repair`` starting or recreating one; ``scale`` and ``update`` creating one or putting a
-        previous one back) and stayed up; ``ctx.started[i]`` is each one's inspect. Every start
-        gives a container a new network namespace: whatever the frontend keeps inside one (Gorb
-        dr's service address on the loopback) goes in here, before the shard joins the front door.
-        Default: nothing."""
+        """The shards ``indexes`` were just started by tesson (any verb) and stayed up
+        (``ctx.started[i]``): set up what the frontend keeps in their new network namespace (Gorb
+        dr's service address on the loopback), before they join the door. Default: nothing."""
 
     def before_stop(self, ctx: Context) -> None:
         """Before the group's containers stop (e.g. withdraw Gorb services). ``ctx.state`` is the
@@ -325,44 +321,27 @@ class Frontend:
         not be withdrawn). The runtime then removes the group's networks with ``--purge``."""
 
     def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
-        """After ``repair`` recreated (or restarted) the shards ``recreated`` (inspects in
-        ``ctx.started``; ``ctx.state`` is the group as found before). Bring the frontend back in
-        line (recreate a dead balancer, reload it, re-register backends, drop stale ones) and
-        return one line per thing done, for the user."""
+        """Bring the frontend back in line (a dead balancer, stale backends...) after the shards
+        ``recreated`` came back (``ctx.started``; ``ctx.state``: the group as found); one line per thing done."""
         return []
 
+    # scale/update (the module docstring gives their order and contract). Default: nothing.
     def remove_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """Take shards out of the front door before they are drained and stopped (``scale`` down,
-        each rolling ``update`` step): no new connection may reach them once this returns (or
-        within the moment the runtime's drain starts with), connections already open must not be
-        cut. ``ctx.draining`` already holds ``indexes``. Default: nothing (no front door)."""
+        """No new connection to these shards once this returns; open ones are not cut."""
 
     def hold_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """Shards about to be created (``scale`` up; already in ``ctx.draining``): a door that takes
-        running shards in by itself keeps these out until :meth:`add_backends`. Default: nothing
-        (a door that only takes in what it is told, like nginx and Gorb)."""
+        """Keep shards about to be created out, for a door that takes running shards in by itself."""
 
     def forget_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """The shards ``indexes`` went out of the door and their containers are stopped (and removed
-        by a ``scale`` down, or kept aside as ``GROUP-INDEX.prev`` by an ``update``): drop whatever
-        the door still keeps of them (e.g. Gorb's DELETE of the backend). They are still in
-        ``ctx.draining`` during the call; an update's successors come under the same indexes later,
-        through :meth:`add_backends`. Called only for shards really stopped (not for one whose stop
-        failed: it is still in the door's keeping). Default: nothing."""
+        """Their containers are stopped: drop whatever the door still keeps of them."""
 
     def add_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """Put shards into the front door once they are up and healthy: new ones (``scale`` up),
-        successors (``update``), or the previous version put back after a failed step.
-        ``ctx.started[i]`` is each one's inspect after start; they are no longer in
-        ``ctx.draining``. Must be idempotent (a shard already in stays in). Default: nothing."""
+        """Up and healthy (``ctx.started[i]``): send them connections. Idempotent."""
 
     def describe(self, ctx: Context) -> dict:
-        """For ``ps``: ``{"kind": ..., "status": ..., "ports": ["0.0.0.0:8080->80/tcp", ...], ...}``.
-
-        It is the JSON ``"frontend"`` object; the table shows kind, status and ports. Never raise
-        for a frontend that cannot be reached: say so in ``status``. ``"degraded"``, when set, says
-        in a few words why the front door does not reach every running shard (``balancer
-        missing``): ``ps`` then calls a running group degraded."""
+        """``ps``'s ``"frontend"`` object: ``{"kind", "status", "ports": ["0.0.0.0:8080->80/tcp"], ...}``
+        (the table shows the three). Never raises: an unreachable frontend says so in ``status``;
+        ``"degraded"`` (``balancer missing``) says why the door misses a running shard."""
         return {"kind": self.kind, "status": "-", "ports": []}
 
 

@@ -9,13 +9,11 @@ a door that would take a running shard in by itself); surplus shards leave the d
 (``fe.remove_backends``), are drained (after the door's ``removal_lag``, their open connections get
 ``--drain-timeout`` to end), stopped and removed
 (``fe.forget_backends``); kept shards on other CPUs are re-pinned live (``repin.container``); then the
-rolling replacement, ``parallel`` shards at a time: out of the door, drained, stopped and renamed
-``GROUP-i.prev`` (kept), the successor created on the same index, CPUs and memory nodes, started,
-healthy (its Docker healthcheck when the image has one, else the settle check), set up by
-``fe.after_start`` (as every shard this executor starts), into the door,
-and only then the previous container removed. A successor that does not become healthy is
-removed, the previous container renamed back, started and put back in the door, and the rolling
-stops there. Last, ``fe.repair`` brings the frontend in line as ``repair`` always did.
+rolling replacement, ``parallel`` shards at a time (:mod:`tesson.runtime.rolling`: out of the door,
+drained, set aside as ``GROUP-i.prev``, the successor started, healthy and in the door before the
+previous one is removed; a successor that fails puts the previous one back and stops the rolling).
+Every shard this executor starts is set up by ``fe.after_start`` before it joins the door. Last,
+``fe.repair`` brings the frontend in line as ``repair`` always did.
 
 Every shard is tried in the phases before the rolling one, and what was brought up is kept
 whatever happens to the others; the :class:`Outcome` says what was done and what failed, and the
@@ -33,10 +31,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tesson import cpulist, log, names
+from tesson import cpulist, log
 from tesson.docker_client import explain, remove_container, unless_gone
 from tesson.errors import TessonError
 from tesson.runtime import plan as P
+from tesson.runtime import rolling
 from tesson.runtime.body import start_shard
 from tesson.runtime.drain import DRAIN_FLOOR, DRAIN_TIMEOUT, drain
 from tesson.runtime.pool import MAX_WORKERS, Batch, Cancelled, Interrupted, NoProgress, Progress, interrupts
@@ -47,14 +46,12 @@ from tesson.runtime.settle import down_reason, settle_check
 if TYPE_CHECKING:
     from tesson.frontend import Context, Frontend
 
-HEALTH_TIMEOUT = 60.0  # seconds a successor with a Docker healthcheck gets to become healthy
-
 
 @dataclass
 class Options:
     drain_timeout: float = DRAIN_TIMEOUT
     parallel: int = 1  # update --parallel K
-    health_timeout: float = HEALTH_TIMEOUT
+    health_timeout: float = rolling.HEALTH_TIMEOUT
     workers: int = MAX_WORKERS
 
 
@@ -65,6 +62,7 @@ class Outcome:
     fe_error: str | None = None  # the frontend could not be brought in line
     stopped_at: str = ""  # the rolling replacement stopped at this shard (its successor failed)
     replaced: list[int] = field(default_factory=list)  # indexes whose successor is in
+    unremoved: list[int] = field(default_factory=list)  # surplus indexes still there (their CPUs still used)
 
     @property
     def ok(self) -> bool:
@@ -91,7 +89,7 @@ def execute(ctx: Context, fe: Frontend, plan: P.Plan, opts: Options | None = Non
             run.bring_up(plan.with_action(P.RESTART) + plan.with_action(P.RECREATE), plan.with_action(P.CREATE))
             run.remove(plan.with_action(P.REMOVE))
             run.repin(plan.with_action(P.REPIN))
-            run.replace(plan.with_action(P.REPLACE))
+            rolling.replace(run, plan.with_action(P.REPLACE))
     except KeyboardInterrupt:
         with interrupts(ignore=True):
             half = run.half_made(plan.with_action(P.RECREATE) + plan.with_action(P.CREATE))
@@ -110,6 +108,37 @@ def execute(ctx: Context, fe: Frontend, plan: P.Plan, opts: Options | None = Non
         run.out.fe_error = f"{fe.kind} frontend could not be brought in line: {explain(e)}"
     run.out.lines.sort(key=line_order)
     return run.out
+
+
+def hold(ctx: Context, fe: Frontend, plan: P.Plan) -> None:
+    """Hold the plan's new shards out of the front door before a change alters anything (``scale``
+    up, ahead of its re-pins and spec record): TessonError, one line, when the door refuses (a kernel
+    door whose agent is down), and nothing is made. :func:`execute` then does not hold them again."""
+    new = sorted(s.index for s in plan.with_action(P.CREATE))
+    if not new:
+        return
+    ctx.draining |= set(new)
+    try:
+        fe.hold_backends(ctx, new)
+    except Exception as e:
+        ctx.draining -= set(new)
+        why = str(e) if isinstance(e, TessonError) else explain(e)
+        raise TessonError(f"{fe.kind} front door cannot keep new shards {', '.join(map(ctx.shard_name, new))} out "
+                          f"until they are healthy; nothing changed: {why}") from None
+
+
+def let_go(ctx: Context, fe: Frontend, plan: P.Plan) -> None:
+    """Undo :func:`hold` when the change fails before :func:`execute`: the door holds out only what
+    ``ctx.draining`` still has (best effort: a door that fails here is logged, and let go by the
+    next ``repair``)."""
+    new = {s.index for s in plan.with_action(P.CREATE)}
+    if not new & ctx.draining:
+        return
+    ctx.draining -= new
+    try:
+        fe.hold_backends(ctx, sorted(ctx.draining))
+    except Exception as e:
+        log.warning("could not let go of the new shards' hold", error=str(e) if isinstance(e, TessonError) else explain(e))
 
 
 class _Run:
@@ -158,7 +187,7 @@ class _Run:
             except Exception as e:
                 self.fail(step.name, f"its previous version could not be put back: {explain(e)}")
         if restored:
-            self._door("after_start", restored)
+            self.door("after_start", restored)
 
     # -- start, recreate, create --------------------------------------------------------------------
     def bring_up(self, repairs: list[P.Step], creates: list[P.Step]) -> None:
@@ -167,9 +196,15 @@ class _Run:
         if not work:
             return
         new_idx = {s.index for s in creates}
-        if new_idx:  # out of the door until found healthy, also for a door that follows the daemon
+        if new_idx - ctx.draining:  # out of the door until found healthy (unless hold() did it already)
             ctx.draining |= new_idx
-            self._door("hold_backends", sorted(new_idx))
+            if not self.door("hold_backends", sorted(new_idx)):  # create none: a door that follows the
+                ctx.draining -= new_idx  # daemon would take them in unchecked
+                for s in creates:
+                    self.fail(s.name, "not created: the front door could not hold it out until it is healthy")
+                creates, new_idx, work = [], set(), repairs
+                if not work:
+                    return
         progress = Progress(len(work), "started")
         created: dict[int, str] = {}
         starts: dict[int, float] = {}
@@ -222,15 +257,15 @@ class _Run:
         new = [s.index for s in creates if s.index in done]
         self.brought_back += [s.index for s in repairs if s.index in done]
         ctx.draining -= new_idx
-        if done and self._door("after_start", list(done)) and new:
-            self._door("add_backends", new)
+        if done and self.door("after_start", list(done)) and new:
+            self.door("add_backends", new)
 
-    def _lag(self) -> float:
+    def lag(self) -> float:
         """How long the front door's removal takes to be in effect (the drain waits it first)."""
         lag = self.fe.removal_lag
         return DRAIN_FLOOR if lag is None else lag
 
-    def _door(self, hook: str, indexes: list[int]) -> bool:
+    def door(self, hook: str, indexes: list[int]) -> bool:
         """Call a front-door hook; a failure is the frontend's error (reported), False."""
         try:
             getattr(self.fe, hook)(self.ctx, sorted(indexes))
@@ -250,14 +285,15 @@ class _Run:
         ctx = self.ctx
         door = [s.index for s in steps if s.name == ctx.shard_name(s.index)]
         ctx.draining |= set(door)
-        if door and not self._door("remove_backends", door):
+        if door and not self.door("remove_backends", door):
             ctx.draining -= set(door)
             for s in steps:
                 self.fail(s.name, "not removed: it could not be taken out of the front door first")
+            self.out.unremoved += [s.index for s in steps]
             return
 
         def one(step: P.Step, _batch: Batch) -> None:
-            drain(self.client, step.container_id, self.opts.drain_timeout, self._lag())
+            drain(self.client, step.container_id, self.opts.drain_timeout, self.lag())
             unless_gone(self.client.stop, step.container_id, timeout=ctx.timeout)
             remove_container(self.client, step.container_id)
             with self.lock:
@@ -266,9 +302,10 @@ class _Run:
         batch = self.pool(one, steps)
         for step, exc in batch.errors:
             self.fail(step.name, f"could not be removed: {explain(exc)}")
+            self.out.unremoved.append(step.index)
         gone = [s.index for s in steps if s.name == ctx.shard_name(s.index) and all(e[0] is not s for e in batch.errors)]
         if gone:
-            self._door("forget_backends", gone)
+            self.door("forget_backends", gone)
         ctx.draining -= set(door)
 
     # -- live re-pinning ------------------------------------------------------------------------------
@@ -281,113 +318,6 @@ class _Run:
 
         for step, exc in self.pool(one, steps).errors:
             self.fail(step.name, f"could not be re-pinned: {explain(exc)}")
-
-    # -- the rolling replacement ------------------------------------------------------------------------
-    def replace(self, steps: list[P.Step]) -> None:
-        k = max(1, self.opts.parallel)
-        for n in range(0, len(steps), k):
-            if not self._replace_some(steps[n:n + k]):
-                return
-
-    def _replace_some(self, chunk: list[P.Step]) -> bool:
-        """One rolling step for ``chunk``; False when a successor failed (the rolling stops)."""
-        ctx, client = self.ctx, self.client
-        idx = [s.index for s in chunk]
-        ctx.draining |= set(idx)
-        if not self._door("remove_backends", idx):
-            ctx.draining -= set(idx)
-            self._door("add_backends", idx)
-            self.out.stopped_at = chunk[0].name
-            return False
-        def drain_one(step: P.Step, _batch: Batch) -> None:
-            drain(client, step.container_id, self.opts.drain_timeout, self._lag())
-
-        self.pool(drain_one, chunk)
-        aside: dict[int, str] = {}  # index -> previous container id, stopped and renamed
-
-        def set_aside(step: P.Step, _batch: Batch) -> None:
-            unless_gone(client.stop, step.container_id, timeout=ctx.timeout)
-            client.rename(step.container_id, names.previous_name(ctx.group, step.index))
-            with self.lock:
-                aside[step.index] = step.container_id
-
-        batch = self.pool(set_aside, chunk)
-        self._door("forget_backends", sorted(aside))
-        created: dict[int, str] = {}
-        starts: dict[int, float] = {}
-        from tesson.frontend import Undo
-
-        undo = Undo()
-        made = self.pool(lambda s, b: start_shard(ctx, self.fe, s.shard, b, NoProgress(), created, starts, undo),
-                         [s for s in chunk if s.index in aside])
-        bad: dict[int, str] = {s.index: f"could not be stopped and set aside: {explain(e)}" for s, e in batch.errors}
-        bad.update({s.index: f"its successor could not be started: {explain(e)}" for s, e in made.errors})
-        started = {i: cid for i, cid in created.items() if i in starts}
-        bad.update({i: f"its successor {why}" for i, why in self._health(started, starts).items()})
-        good = [i for i in idx if i not in bad]
-        for step, _exc in batch.errors:  # stopped but not set aside: it is still GROUP-i, start it again
-            try:
-                client.start(step.container_id)
-            except Exception as e:
-                log.warning("could not start a shard again", shard=step.name, error=explain(e))
-        lost = [s.index for s in chunk if s.index in bad and s.index in aside
-                and not self._put_back(s, created.get(s.index), aside[s.index])]
-        ctx.draining -= set(idx)
-        back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
-        back_in = not back or (self._door("after_start", back) and self._door("add_backends", back))
-        for step in chunk:
-            if step.index in good:
-                remove_container(client, aside[step.index])
-                self.out.replaced.append(step.index)
-                self.out.lines.append(f"replaced {step.name} (cpus {cpulist.format(step.shard.cpus)})")
-        for step in chunk:
-            if step.index in bad:
-                self.fail(step.name, bad[step.index])
-        if bad:
-            self.out.stopped_at = ", ".join(s.name for s in chunk if s.index in bad)
-            return False
-        return back_in  # a door that could not take them back: take no other shard out
-
-    def _put_back(self, step: P.Step, successor: str | None, previous: str) -> bool:
-        """Undo one rolling step: the successor goes, the previous container comes back."""
-        client = self.client
-        try:
-            if successor:
-                unless_gone(client.stop, successor, timeout=2)
-                remove_container(client, successor)
-            client.rename(previous, step.name)
-            client.start(previous)
-            self.ctx.started[step.index] = client.inspect_container(previous)
-            self.out.lines.append(f"put the previous version of {step.name} back")
-            return True
-        except Exception as e:
-            self.fail(step.name, f"its previous version ({names.previous_name(self.ctx.group, step.index)}) "
-                                 f"could not be put back: {explain(e)}")
-            return False
-
-    def _health(self, created: dict[int, str], starts: dict[int, float]) -> dict[int, str]:
-        """Which successors are not healthy, and why: the settle check for all, then, for an image
-        with a Docker healthcheck, its verdict (``healthy`` within ``health_timeout``)."""
-        ctx = self.ctx
-        down = settle_check(ctx, created, starts, self.opts.workers)
-        out = {i: down_reason(ctx, created, i, d, self.began) for i, d in down.items()}
-        deadline = time.monotonic() + self.opts.health_timeout
-        for i, cid in sorted(created.items()):
-            if i in out:
-                continue
-            while ((ctx.started.get(i) or {}).get("State") or {}).get("Health"):
-                health = ctx.started[i]["State"]["Health"]
-                status = health.get("Status")
-                if status == "healthy":
-                    break
-                if status == "unhealthy" or not ctx.started[i]["State"].get("Running") or time.monotonic() > deadline:
-                    probes = health.get("Log") or [{}]
-                    last = " ".join(str(probes[-1].get("Output") or "").split())[:200]
-                    out[i] = f"did not become healthy ({status}{': ' + last if last else ''})"
-                    break
-                time.sleep(0.2)
-                ctx.started[i] = self.client.inspect_container(cid)
-        return out
 
     def half_made(self, steps: list[P.Step]) -> str:
         """After Ctrl-C: remove shards this invocation created that never started."""
@@ -411,4 +341,4 @@ class _Run:
         return f"; removed the half-made {', '.join(removed)}" if removed else ""
 
 
-__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute"]
+__all__ = ["DRAIN_TIMEOUT", "Options", "Outcome", "execute", "hold", "let_go"]
