@@ -381,9 +381,22 @@ def list_groups(client: APIClient, name: str | None = None) -> list[Group]:
     for c in containers:
         by_group.setdefault((c.get("Labels") or {}).get(L.GROUP, ""), []).append(c)
     groups = [_from_containers(g, cs) for g, cs in sorted(by_group.items()) if g]
+    repinned = any(not g.exclusive for g in groups) and _exclusive_on_daemon(client, containers, name)
     for grp in groups:
-        _true_pins(client, grp)
+        if repinned and not grp.exclusive:
+            read_pins(client, grp)  # the pool may have moved its shards live, labels unchanged
+        else:
+            _true_pins(client, grp)
     return groups
+
+
+def _exclusive_on_daemon(client: APIClient, listed: list[dict], name: str | None) -> bool:
+    """Whether any exclusive group is on the daemon: while one is, the shared pool's shards may
+    sit elsewhere than their labels say (tesson.sharing re-pins them live). The listing of every
+    group tells; a listing of one group asks the daemon once more (one cheap listing)."""
+    if name is None:
+        return any(L.EXCLUSIVE in (c.get("Labels") or {}) for c in listed)
+    return bool(client.containers(all=True, quiet=True, filters={"label": [L.EXCLUSIVE]}))
 
 
 def find(client: APIClient, name: str) -> Group | None:

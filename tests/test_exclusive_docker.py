@@ -99,6 +99,10 @@ def test_exclusive_repins_shared_live_and_gives_back_on_purge(docker_client, sha
     ps = json.loads(tesson_cmd("ps", "-g", ex, "--json").stdout)[0]
     assert ps["exclusive"] == "packed" and ps["shards"][0]["limits"] == {"Memory": host["Memory"], "CpuShares": 1024}
     assert "LIMITS" in tesson_cmd("ps", "-g", ex).stdout
+    # ps of the shared group says where its shards are now (moved live: their labels still say 0, 1)
+    for args in (("-g", shared), ()):
+        docs = {d["group"]: d for d in json.loads(tesson_cmd("ps", *args, "--json").stdout)}
+        assert [s["cpus"] for s in docs[shared]["shards"]] == [[1], [1]], args
 
     # taking the last CPU would leave the shared group none: refused, nothing moved or made
     r = _run("t12-greedy", "--exclusive", image=shard_image)
@@ -113,6 +117,7 @@ def test_exclusive_repins_shared_live_and_gives_back_on_purge(docker_client, sha
         now = docker_client.inspect_container(f"{shared}-{i}")
         assert now["Id"] == before[i]["Id"] and now["State"]["StartedAt"] == before[i]["State"]["StartedAt"]
         assert _pins_inside(docker_client, f"{shared}-{i}") == str(i)
+    assert [s["cpus"] for s in json.loads(tesson_cmd("ps", "-g", shared, "--json").stdout)[0]["shards"]] == [[0], [1]]
 
 
 def test_cpus_restricts_a_shared_group(docker_client, shard_image, cleanup):
