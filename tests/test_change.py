@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import docker
 import pytest
 
 from tests.conftest import ROOT, remove_group, require, tesson_cmd
@@ -49,7 +50,17 @@ def images(docker_client, tesson_image):
             pass
         docker_client.inspect_image(tag)
         out.append(tag)
-    return tuple(out)
+    yield tuple(out)
+    _remove_images(docker_client, out[1:])
+
+
+def _remove_images(docker_client, tags) -> None:
+    """The tests' own derived images go at the end (a layer each over the tesson image)."""
+    for tag in tags:
+        try:
+            docker_client.remove_image(tag, force=True)
+        except docker.errors.NotFound:
+            pass
 
 
 def ok(r):
@@ -482,7 +493,8 @@ def health_images(docker_client, images):
             pass
         docker_client.inspect_image(tag)
         out[key] = tag
-    return out
+    yield out
+    _remove_images(docker_client, out.values())
 
 
 def run_kernel_group(group: str, image: str, port: int, n: int = 2) -> None:
