@@ -90,6 +90,11 @@ def docker_api():
         return None
 
 
+def group_containers(client, group: str) -> list[dict]:
+    """The group's containers, running or not (by label)."""
+    return client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
+
+
 def remove_group(client, group: str) -> None:
     """Remove everything a test's group left: its containers and networks (by label) and, for a
     kernel-door group, its nft table (which outlives the containers and would keep sending the
@@ -107,6 +112,15 @@ def docker_client():
     client = docker_api()
     require(client is not None, "no Docker daemon answers (start dockerd)")
     return client
+
+
+@pytest.fixture
+def cleanup(docker_client):
+    """Groups a test names; whatever is left of them is removed afterwards (:func:`remove_group`)."""
+    groups: list[str] = []
+    yield groups
+    for g in groups:
+        remove_group(docker_client, g)
 
 
 # --- A second endpoint to the same daemon: tcp://127.0.0.1:PORT (docker-py's path, a "remote" daemon) ---
@@ -246,6 +260,14 @@ def http_get(host: str, port: int, path: str = "/cgi-bin/id", timeout: float = 5
 def parse_shard_answer(text: str) -> dict:
     """``key=value`` lines of the shard CGI into a dict."""
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def pins_inside(client, name: str) -> str:
+    """``Cpus_allowed_list`` as the shard container ``name`` reads it in its own /proc/self/status
+    (its CGI answer on the host port published for 8080)."""
+    info = client.inspect_container(name)
+    port = int(info["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
+    return parse_shard_answer(http_get("127.0.0.1", port))["Cpus_allowed_list"]
 
 
 # --- The tesson image, built the CI way ------------------------------------------------------------

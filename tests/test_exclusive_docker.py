@@ -14,28 +14,9 @@ import sys
 import pytest
 
 from tesson import daemon_lock
-from tests.conftest import ROOT, http_get, parse_shard_answer, tesson_cmd
+from tests.conftest import ROOT, group_containers, pins_inside, tesson_cmd
 
 pytestmark = pytest.mark.docker
-
-
-def _containers(client, group):
-    return client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
-
-
-@pytest.fixture
-def cleanup(docker_client):
-    groups: list[str] = []
-    yield groups
-    for g in groups:
-        for c in _containers(docker_client, g):
-            docker_client.remove_container(c["Id"], force=True, v=True)
-
-
-def _pins_inside(client, name):
-    info = client.inspect_container(name)
-    port = int(info["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
-    return parse_shard_answer(http_get("127.0.0.1", port))["Cpus_allowed_list"]
 
 
 def _run(group, *opts, image):
@@ -56,13 +37,13 @@ def test_two_concurrent_exclusive_runs_get_cpu0_and_cpu1_a_third_is_refused(dock
              for g in (a, b)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    got = sorted(_pins_inside(docker_client, f"{g}-0") for g in (a, b))
+    got = sorted(pins_inside(docker_client, f"{g}-0") for g in (a, b))
     assert got == ["0", "1"]
     r = _run(c, "--exclusive", "-n", "1", image=shard_image)
     assert r.returncode == 1
     line = _one_line(r)
     assert "no free core unit is left" in line and f"{a} holds" in line and f"{b} holds" in line, line
-    assert _containers(docker_client, c) == [] and docker_client.containers(all=True, filters={"name": "^/tesson-lock$"}) == []
+    assert group_containers(docker_client, c) == [] and docker_client.containers(all=True, filters={"name": "^/tesson-lock$"}) == []
     # the map: both CPUs marked by their exclusive holder
     r = tesson_cmd("topology", "--groups", "--format", "json")
     assert r.returncode == 0, r.stderr
@@ -79,7 +60,7 @@ def test_exclusive_repins_shared_live_and_gives_back_on_purge(docker_client, sha
     r = _run(shared, "-u", "pu", image=shard_image)
     assert r.returncode == 0, r.stderr
     before = {i: docker_client.inspect_container(f"{shared}-{i}") for i in (0, 1)}
-    assert [_pins_inside(docker_client, f"{shared}-{i}") for i in (0, 1)] == ["0", "1"]
+    assert [pins_inside(docker_client, f"{shared}-{i}") for i in (0, 1)] == ["0", "1"]
 
     dry = tesson_cmd("run", "--dry-run", "--format", "json", "-g", ex, "--exclusive", "-n", "1", "img")
     assert dry.returncode == 0, dry.stderr
@@ -89,11 +70,11 @@ def test_exclusive_repins_shared_live_and_gives_back_on_purge(docker_client, sha
 
     r = _run(ex, "--exclusive", "-n", "1", "--memory", "auto", "--cpu-shares", "auto", image=shard_image)
     assert r.returncode == 0, r.stderr
-    assert _pins_inside(docker_client, f"{ex}-0") == "0"
+    assert pins_inside(docker_client, f"{ex}-0") == "0"
     for i in (0, 1):
         now = docker_client.inspect_container(f"{shared}-{i}")
         assert now["Id"] == before[i]["Id"] and now["State"]["StartedAt"] == before[i]["State"]["StartedAt"]
-        assert now["HostConfig"]["CpusetCpus"] == "1" and _pins_inside(docker_client, f"{shared}-{i}") == "1"
+        assert now["HostConfig"]["CpusetCpus"] == "1" and pins_inside(docker_client, f"{shared}-{i}") == "1"
     host = docker_client.inspect_container(f"{ex}-0")["HostConfig"]
     assert host["CpuShares"] == 1024 and host["Memory"] > 0
     ps = json.loads(tesson_cmd("ps", "-g", ex, "--json").stdout)[0]
@@ -107,8 +88,8 @@ def test_exclusive_repins_shared_live_and_gives_back_on_purge(docker_client, sha
     # taking the last CPU would leave the shared group none: refused, nothing moved or made
     r = _run("t12-greedy", "--exclusive", image=shard_image)
     assert r.returncode == 1 and f"would leave shared group {shared} without any CPU" in _one_line(r)
-    assert _containers(docker_client, "t12-greedy") == []
-    assert _pins_inside(docker_client, f"{shared}-0") == "1"
+    assert group_containers(docker_client, "t12-greedy") == []
+    assert pins_inside(docker_client, f"{shared}-0") == "1"
 
     r = tesson_cmd("stop", "-g", ex, "--purge")
     assert r.returncode == 0, r.stderr
@@ -116,7 +97,7 @@ def test_exclusive_repins_shared_live_and_gives_back_on_purge(docker_client, sha
     for i in (0, 1):
         now = docker_client.inspect_container(f"{shared}-{i}")
         assert now["Id"] == before[i]["Id"] and now["State"]["StartedAt"] == before[i]["State"]["StartedAt"]
-        assert _pins_inside(docker_client, f"{shared}-{i}") == str(i)
+        assert pins_inside(docker_client, f"{shared}-{i}") == str(i)
     assert [s["cpus"] for s in json.loads(tesson_cmd("ps", "-g", shared, "--json").stdout)[0]["shards"]] == [[0], [1]]
 
 
@@ -125,7 +106,7 @@ def test_cpus_restricts_a_shared_group(docker_client, shard_image, cleanup):
     cleanup.append(g)
     r = _run(g, "-u", "pu", "--cpus", "1", image=shard_image)
     assert r.returncode == 0, r.stderr
-    assert _pins_inside(docker_client, f"{g}-0") == "1" and len(_containers(docker_client, g)) == 1
+    assert pins_inside(docker_client, f"{g}-0") == "1" and len(group_containers(docker_client, g)) == 1
     bad = tesson_cmd("run", "--dry-run", "--cpus", "7", "img")
     assert bad.returncode == 1 and "CPU 7 is not allowed" in _one_line(bad)
     assert tesson_cmd("run", "--dry-run", "--cpus", "3-1", "img").returncode == 2
@@ -140,7 +121,7 @@ def test_lock_waits_times_out_and_takes_over_a_dead_holder(docker_client, shard_
     try:
         r = tesson_cmd("run", "-g", g, "--lb", "none", shard_image, env={"TESSON_LOCK_WAIT": "1"})
         assert r.returncode == 1 and "holds the daemon's lock" in _one_line(r) and "docker rm tesson-lock" in r.stderr
-        assert _containers(docker_client, g) == []
+        assert group_containers(docker_client, g) == []
         # a holder that is gone (a pid that exited) is taken over at once
         docker_client.remove_container(cid, force=True)
         p = subprocess.Popen(["true"])

@@ -11,28 +11,9 @@ import json
 
 import pytest
 
-from tests.conftest import http_get, parse_shard_answer, tesson_cmd
+from tests.conftest import group_containers, pins_inside, tesson_cmd
 
 pytestmark = pytest.mark.docker
-
-
-def _containers(client, group):
-    return client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
-
-
-@pytest.fixture
-def cleanup(docker_client):
-    groups: list[str] = []
-    yield groups
-    for g in groups:
-        for c in _containers(docker_client, g):
-            docker_client.remove_container(c["Id"], force=True, v=True)
-
-
-def _pins_inside(client, name):
-    info = client.inspect_container(name)
-    port = int(info["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
-    return parse_shard_answer(http_get("127.0.0.1", port))["Cpus_allowed_list"]
 
 
 def _run(group, *opts, image):
@@ -64,10 +45,10 @@ def test_repair_recreates_a_repinned_shard_where_the_pool_has_it_not_on_the_excl
     pool, ex = "t12r-pool", "t12r-excl"
     cleanup.extend([pool, ex])
     _run(pool, "-u", "pu", image=shard_image)
-    assert [_pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)] == ["0", "1"]
+    assert [pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)] == ["0", "1"]
     _run(ex, "--exclusive", "-n", "1", "--cpus", "1", image=shard_image)
-    assert _pins_inside(docker_client, f"{ex}-0") == "1"
-    assert [_pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)] == ["0", "0"]  # re-pinned live
+    assert pins_inside(docker_client, f"{ex}-0") == "1"
+    assert [pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)] == ["0", "0"]  # re-pinned live
     labels = docker_client.inspect_container(f"{pool}-1")["Config"]["Labels"]
     assert labels["io.tesson.cpus"] == "1"  # the labels still say where it started
 
@@ -76,7 +57,7 @@ def test_repair_recreates_a_repinned_shard_where_the_pool_has_it_not_on_the_excl
     r = tesson_cmd("repair", "-g", pool)
     assert r.returncode == 0, r.stderr
     assert f"recreated {pool}-1 (cpus 0)" in r.stdout, r.stdout
-    assert _pins_inside(docker_client, f"{pool}-1") == "0"
+    assert pins_inside(docker_client, f"{pool}-1") == "0"
     assert docker_client.containers(all=True, filters={"name": "^/tesson-lock$"}) == []
     # a repair with nothing to do leaves both where they are
     r = tesson_cmd("repair", "-g", pool)
@@ -85,13 +66,13 @@ def test_repair_recreates_a_repinned_shard_where_the_pool_has_it_not_on_the_excl
     # scale over the same pool: the new shard too stays off the exclusive CPU
     r = tesson_cmd("scale", "-g", pool, "-n", "3", "--drain-timeout", "0")
     assert r.returncode == 0, r.stderr
-    assert [_pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1, 2)] == ["0", "0", "0"]
-    assert _pins_inside(docker_client, f"{ex}-0") == "1"
+    assert [pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1, 2)] == ["0", "0", "0"]
+    assert pins_inside(docker_client, f"{ex}-0") == "1"
 
     # the exclusive group gone, the pool is the whole machine again: the three spread over both CPUs
     r = tesson_cmd("stop", "-g", ex, "--purge")
     assert r.returncode == 0, r.stderr
-    pins = sorted(_pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1, 2))
+    pins = sorted(pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1, 2))
     assert set(pins) == {"0", "1"}, pins
 
 
@@ -119,7 +100,7 @@ def test_auto_limits_follow_a_live_repin_and_come_back(docker_client, shard_imag
     assert 0 < small < big and abs(2 * small - big) <= 2 << 20  # half the node's share, MiB-rounded
     assert host["MemoryReservation"] == small and host["MemorySwap"] == 2 * small
     assert _limits_inside(docker_client, name) == {"Memory": small, "MemoryReservation": small, "CpuShares": 1024}
-    assert _pins_inside(docker_client, name) == "1"
+    assert pins_inside(docker_client, name) == "1"
     # a repair finds it where it should be, with the limits it should have: nothing to do
     r = tesson_cmd("repair", "-g", pool)
     assert r.returncode == 0 and "nothing to repair" in r.stdout, r.stdout + r.stderr
@@ -133,7 +114,7 @@ def test_auto_limits_follow_a_live_repin_and_come_back(docker_client, shard_imag
     assert (host["CpusetCpus"], host["Memory"], host["MemoryReservation"], host["MemorySwap"], host["CpuShares"]) == (
         "0-1", big, big, 2 * big, 2048)
     assert _limits_inside(docker_client, name) == {"Memory": big, "MemoryReservation": big, "CpuShares": 2048}
-    assert _pins_inside(docker_client, name) == "0-1"
+    assert pins_inside(docker_client, name) == "0-1"
 
 
 def test_repair_moves_a_shard_back_with_its_limits_and_scale_makes_new_ones_with_theirs(docker_client, shard_image, cleanup):
@@ -153,11 +134,11 @@ def test_repair_moves_a_shard_back_with_its_limits_and_scale_makes_new_ones_with
     assert r.returncode == 0, r.stderr
     new = docker_client.inspect_container(f"{pool}-1")["HostConfig"]
     assert (new["CpusetCpus"], new["Memory"], new["CpuShares"]) == ("1", small, 1024)
-    assert _pins_inside(docker_client, f"{pool}-1") == "1"
+    assert pins_inside(docker_client, f"{pool}-1") == "1"
     r = tesson_cmd("scale", "-g", pool, "-n", "1", "--drain-timeout", "0")
     assert r.returncode == 0, r.stderr
 
-    for c in _containers(docker_client, ex):
+    for c in group_containers(docker_client, ex):
         docker_client.remove_container(c["Id"], force=True, v=True)
     made = docker_client.inspect_container(name)
     r = tesson_cmd("repair", "-g", pool)
@@ -167,7 +148,7 @@ def test_repair_moves_a_shard_back_with_its_limits_and_scale_makes_new_ones_with
     assert now["Id"] == made["Id"] and now["State"]["StartedAt"] == made["State"]["StartedAt"]
     host = now["HostConfig"]
     assert (host["CpusetCpus"], host["Memory"], host["MemorySwap"], host["CpuShares"]) == ("0-1", big, 2 * big, 2048)
-    assert _limits_inside(docker_client, name)["Memory"] == big and _pins_inside(docker_client, name) == "0-1"
+    assert _limits_inside(docker_client, name)["Memory"] == big and pins_inside(docker_client, name) == "0-1"
 
 
 def test_scale_of_an_exclusive_group_that_would_starve_a_shared_one_is_refused(docker_client, shard_image, cleanup):
@@ -177,19 +158,19 @@ def test_scale_of_an_exclusive_group_that_would_starve_a_shared_one_is_refused(d
     labels = docker_client.inspect_container(f"{pool}-0")["Config"]["Labels"]
     assert labels["io.tesson.no-isolated"] == "1"  # recorded: every later plan of the group leaves them out
     _run(ex, "--exclusive", "-n", "1", image=shard_image)
-    held = _pins_inside(docker_client, f"{ex}-0")
-    before = {c["Id"] for c in _containers(docker_client, ex)}
+    held = pins_inside(docker_client, f"{ex}-0")
+    before = {c["Id"] for c in group_containers(docker_client, ex)}
     r = tesson_cmd("scale", "-g", ex, "-n", "2", "--drain-timeout", "0")
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert f"would leave shared group {pool} without any CPU (nothing was changed)" in lines[0], lines[0]
-    assert {c["Id"] for c in _containers(docker_client, ex)} == before
-    assert _pins_inside(docker_client, f"{ex}-0") == held
-    assert {_pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)} == {str(1 - int(held))}
+    assert {c["Id"] for c in group_containers(docker_client, ex)} == before
+    assert pins_inside(docker_client, f"{ex}-0") == held
+    assert {pins_inside(docker_client, f"{pool}-{i}") for i in (0, 1)} == {str(1 - int(held))}
     assert docker_client.containers(all=True, filters={"name": f"^/({ex}-lock|tesson-lock)$"}) == []
     # the shared group's own scale keeps --no-isolated in its new spec record
     r = tesson_cmd("scale", "-g", pool, "-n", "3", "--drain-timeout", "0")
     assert r.returncode == 0, r.stderr
-    spec = [c for c in _containers(docker_client, pool) if c["Labels"].get("io.tesson.role") == "spec"]
+    spec = [c for c in group_containers(docker_client, pool) if c["Labels"].get("io.tesson.role") == "spec"]
     assert len(spec) == 1 and spec[0]["Labels"]["io.tesson.no-isolated"] == "1" and spec[0]["Labels"]["io.tesson.size"] == "3"

@@ -9,19 +9,15 @@ import subprocess
 import pytest
 
 from tesson.commands.ps import FIELDS
-from tests.conftest import tesson_cmd
+from tests.conftest import group_containers, tesson_cmd
 
 pytestmark = pytest.mark.docker
 
 G = "t15-ps"
 
 
-def _containers(client, group):
-    return client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
-
-
 def _purge(client, group):
-    for c in _containers(client, group):
+    for c in group_containers(client, group):
         client.remove_container(c["Id"], force=True, v=True)
     for n in client.networks(filters={"label": [f"io.tesson.group={group}"]}):
         client.remove_network(n["Id"])
@@ -43,7 +39,7 @@ def group(docker_client, shard_image):
 
 
 def _shards(client):
-    return {int(c["Labels"]["io.tesson.shard"]): c for c in _containers(client, G)}
+    return {int(c["Labels"]["io.tesson.shard"]): c for c in group_containers(client, G)}
 
 
 def test_format_fields(group, docker_client, shard_image):
@@ -135,10 +131,10 @@ def test_group_given_positionally(group, docker_client):
     out = _ok(tesson_cmd("repair", G))
     assert f"restarted {G}-0" in out
     _ok(tesson_cmd("stop", G, "-t", "1"))
-    assert {c["State"] for c in _containers(docker_client, G)} == {"exited"}
+    assert {c["State"] for c in group_containers(docker_client, G)} == {"exited"}
     _ok(tesson_cmd("start", G))
-    assert {c["State"] for c in _containers(docker_client, G)} == {"running"}
+    assert {c["State"] for c in group_containers(docker_client, G)} == {"running"}
     r = tesson_cmd("stop", "t15-nosuch")
     assert r.returncode == 1 and "t15-nosuch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     _ok(tesson_cmd("stop", "--purge", G, "-t", "1"))
-    assert _containers(docker_client, G) == []
+    assert group_containers(docker_client, G) == []

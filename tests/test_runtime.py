@@ -14,29 +14,13 @@ import threading
 import pytest
 
 from tesson import cpulist
-from tests.conftest import ROOT, http_get, parse_shard_answer, read_pty, tesson_cmd
+from tests.conftest import ROOT, group_containers, http_get, parse_shard_answer, read_pty, tesson_cmd
 
 pytestmark = pytest.mark.docker
 
 
-def _containers(client, group):
-    return client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
-
-
 def _networks(client, group):
     return client.networks(filters={"label": [f"io.tesson.group={group}"]})
-
-
-@pytest.fixture
-def cleanup(docker_client):
-    """Groups a test names; whatever is left of them is removed afterwards (by label, ours only)."""
-    groups: list[str] = []
-    yield groups
-    for g in groups:
-        for c in _containers(docker_client, g):
-            docker_client.remove_container(c["Id"], force=True, v=True)
-        for n in _networks(docker_client, g):
-            docker_client.remove_network(n["Id"])
 
 
 def _plan(group, *opts):
@@ -105,12 +89,12 @@ def test_run_pins_every_shard_then_ps_and_stop(docker_client, shard_image, clean
 
     r = tesson_cmd("stop", "-g", g, "-t", "5")
     assert r.returncode == 0, r.stderr
-    assert {c["State"] for c in _containers(docker_client, g)} == {"exited"}
+    assert {c["State"] for c in group_containers(docker_client, g)} == {"exited"}
     assert _ps(g)["status"] == "stopped 0/2"
     assert tesson_cmd("stop", "-g", g).returncode == 0  # stopping a stopped group succeeds
     r = tesson_cmd("stop", "-g", g, "--purge")
     assert r.returncode == 0, r.stderr
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
     r = tesson_cmd("ps", "-g", g)  # a group that is not there: nothing, as `docker ps` (issue 15)
     assert r.returncode == 0 and r.stdout == "", r.stderr
 
@@ -143,7 +127,7 @@ def test_config_fields_and_command_reach_the_container(docker_client, shard_imag
     answer = parse_shard_answer(http_get("127.0.0.1", _published(docker_client, info["Id"], "8081/tcp")))
     assert answer["Cpus_allowed_list"] == host["CpusetCpus"]
     assert tesson_cmd("stop", "-g", g, "--purge", "-t", "1").returncode == 0
-    assert _containers(docker_client, g) == []
+    assert group_containers(docker_client, g) == []
 
 
 def test_a_failing_shard_leaves_nothing_behind(docker_client, shard_image, cleanup, tmp_path):
@@ -155,7 +139,7 @@ def test_a_failing_shard_leaves_nothing_behind(docker_client, shard_image, clean
     assert r.returncode == 1
     line = _one_line(r)
     assert f"shard {g}-" in line and "already allocated" in line and str(port) in line
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
     # a host port held by another process, bound through the config
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
@@ -166,11 +150,11 @@ def test_a_failing_shard_leaves_nothing_behind(docker_client, shard_image, clean
                                    "HostConfig": {"PortBindings": {"8080/tcp": [{"HostPort": str(taken)}]}}}))
         r = tesson_cmd("run", "-g", g, "-n", "1", "--lb", "none", "-c", str(cfg), shard_image)
     assert r.returncode == 1 and f"shard {g}-0 failed to start" in _one_line(r) and str(taken) in r.stderr
-    assert _containers(docker_client, g) == []
+    assert group_containers(docker_client, g) == []
     # a command that does not exist
     r = tesson_cmd("run", "-g", g, "-n", "2", "--lb", "none", shard_image, "/no/such/program", "-x")
     assert r.returncode == 1 and "/no/such/program" in _one_line(r)
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
 
 def test_ps_shows_a_killed_shard_and_repair_brings_it_back(docker_client, shard_image, cleanup):
@@ -233,7 +217,7 @@ def test_bad_input_is_one_line_with_the_right_exit_code(docker_client, shard_ima
     # reached is the usual one line naming it
     r = tesson_cmd("run", "-g", g, "--lb", "none", shard_image, env={"DOCKER_HOST": "tcp://192.0.2.1:2375"})
     assert r.returncode == 1 and "192.0.2.1:2375" in _one_line(r) and "--fsroot" not in r.stderr
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
 
 def test_group_name_in_use_and_concurrent_runs(docker_client, shard_image, cleanup):
@@ -250,7 +234,7 @@ def test_group_name_in_use_and_concurrent_runs(docker_client, shard_image, clean
     assert codes == [0, 1], results
     loser = next(err for code, err in results if code == 1)
     assert "already in use" in loser and "tesson stop -g t3-race" in loser
-    assert len(_containers(docker_client, "t3-race")) == 2
+    assert len(group_containers(docker_client, "t3-race")) == 2
     # a group in use is refused, naming it
     r = tesson_cmd("run", "-g", "t3-race", "--lb", "none", shard_image)
     assert r.returncode == 1 and "already in use" in _one_line(r)
@@ -258,7 +242,7 @@ def test_group_name_in_use_and_concurrent_runs(docker_client, shard_image, clean
     other = [spawn("t3-race-a"), spawn("t3-race-b")]
     assert [p.wait(timeout=120) for p in other] == [0, 0], [p.stderr.read() for p in other]
     for g in ("t3-race", "t3-race-a", "t3-race-b"):
-        assert len(_containers(docker_client, g)) == 2
+        assert len(group_containers(docker_client, g)) == 2
         assert tesson_cmd("stop", "-g", g, "--purge").returncode == 0
 
 
@@ -304,7 +288,7 @@ def test_only_one_of_two_simultaneous_claims_wins(docker_client, shard_image, cl
     for t in threads:
         t.join(60)
     assert sorted(o.split(":")[0] for o in outcome) == ["lost", "won"], outcome
-    assert sorted(c["Names"][0] for c in _containers(docker_client, g)) == [f"/{g}-0", f"/{g}-1"]
+    assert sorted(c["Names"][0] for c in group_containers(docker_client, g)) == [f"/{g}-0", f"/{g}-1"]
 
 
 @pytest.mark.parametrize("failure", ["interrupt", "error"])
@@ -326,7 +310,7 @@ def test_frontend_failure_or_ctrl_c_undoes_everything(docker_client, shard_image
 
         def after_shards(self, ctx):
             seen["started"] = sorted(ctx.started)
-            seen["containers"] = len(_containers(ctx.docker, g))
+            seen["containers"] = len(group_containers(ctx.docker, g))
             if failure == "interrupt":
                 raise KeyboardInterrupt
             raise TessonError("balancer would not start")
@@ -338,7 +322,7 @@ def test_frontend_failure_or_ctrl_c_undoes_everything(docker_client, shard_image
         assert isinstance(e.value, runtime.Interrupted) and e.value.exit_code == 130
     else:
         assert "balancer would not start" in str(e.value) and "removed what this run made (3 containers, 1 network)" in str(e.value)
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
 
 def test_ctrl_c_in_the_middle_cleans_up(docker_client, shard_image, cleanup):
@@ -352,12 +336,12 @@ def test_ctrl_c_in_the_middle_cleans_up(docker_client, shard_image, cleanup):
     p = subprocess.Popen([sys.executable, "-m", "tesson", "run", "-g", g, "-n", "12", "--force", "-u", "pu", "--lb", "none",
                           shard_image], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
-    while not _containers(docker_client, g) and time.monotonic() < deadline and p.poll() is None:
+    while not group_containers(docker_client, g) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.02)
     p.send_signal(signal.SIGINT)
     code = p.wait(timeout=60)
     err = p.stderr.read()
-    left = _containers(docker_client, g)
+    left = group_containers(docker_client, g)
     if code == 0:
         assert len(left) == 12
     else:
@@ -397,13 +381,13 @@ def test_a_command_that_exits_at_once_fails_the_run_and_leaves_nothing(docker_cl
     assert r.returncode == 1, (r.stdout, r.stderr)
     line = _one_line(r)
     assert f"shard {g}-0 exited right after it started (exit code 1" in line and "it logged nothing" in line
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
     # what it said last, and its own exit code, even once Docker has restarted it
     r = tesson_cmd("run", "-g", g, "-n", "1", *front, shard_image, "sh", "-c", "echo t3 gave up >&2; exit 7")
     assert r.returncode == 1
     line = _one_line(r)
     assert f"shard {g}-0 exited right after it started (exit code 7" in line and "last log line: t3 gave up" in line
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
 
 def test_a_shard_that_exits_with_restart_policy_no_fails_the_run(docker_client, shard_image, cleanup, tmp_path):
@@ -417,7 +401,7 @@ def test_a_shard_that_exits_with_restart_policy_no_fails_the_run(docker_client, 
     line = _one_line(r)
     assert f"shard {g}-1 exited right after it started (exit code 4)" in line and "t3 shard one quits" in line
     assert f"{g}-0 " not in line.split(";")[0]  # the healthy shard is not blamed
-    assert _containers(docker_client, g) == []
+    assert group_containers(docker_client, g) == []
 
 
 def test_a_foreign_container_named_group_0_is_not_called_a_group(docker_client, shard_image, cleanup):
@@ -432,7 +416,7 @@ def test_a_foreign_container_named_group_0_is_not_called_a_group(docker_client, 
         assert "tesson stop" not in line and "choose another -g" in line
         # the stranger's container is untouched, and the run made nothing
         assert docker_client.inspect_container(f"{g}-0")["Id"] == foreign
-        assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+        assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
         assert docker_client.containers(all=True, filters={"name": f"^/{g}-1$"}) == []
     finally:
         docker_client.remove_container(foreign, force=True)
@@ -573,7 +557,7 @@ def test_stop_purge_removes_the_networks_of_a_group_whose_frontend_is_unknown(do
     make()
     r = tesson_cmd("stop", "-g", g, "--purge", "-t", "1")
     assert r.returncode == 0, r.stderr
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
     net = make()
     stranger = docker_client.create_container(shard_image, name="t3r-stranger",
@@ -588,6 +572,6 @@ def test_stop_purge_removes_the_networks_of_a_group_whose_frontend_is_unknown(do
         assert line.startswith("tesson: ")
         assert f"group {g}: its containers are removed, but network {net_name} was not removed" in line
         assert f"'docker network rm {net_name}'" in line
-        assert _containers(docker_client, g) == [] and [n["Id"] for n in _networks(docker_client, g)] == [net]
+        assert group_containers(docker_client, g) == [] and [n["Id"] for n in _networks(docker_client, g)] == [net]
     finally:
         docker_client.remove_container(stranger, force=True)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, read_pty, tesson_cmd
+from tests.conftest import ROOT, group_containers, read_pty, tesson_cmd
 
 pytestmark = pytest.mark.docker
 
@@ -26,16 +26,12 @@ G = "t15-verbs"
 SHARD_CMD = ["sh", "-c", 'for i in 1 2 3; do echo "line $i of $TESSON_UID"; sleep 0.1; done; exec /start']
 
 
-def _containers(client, group):
-    return client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]})
-
-
 def _networks(client, group):
     return client.networks(filters={"label": [f"io.tesson.group={group}"]})
 
 
 def _purge(client, group):
-    for c in _containers(client, group):
+    for c in group_containers(client, group):
         client.remove_container(c["Id"], force=True, v=True)
     for n in _networks(client, group):
         client.remove_network(n["Id"])
@@ -203,7 +199,7 @@ def test_top_lists_every_shards_processes(group):
 
 
 def test_stop_then_start_in_place(group, docker_client, shard_image):
-    before = {c["Names"][0]: c["Id"] for c in _containers(docker_client, G)}
+    before = {c["Names"][0]: c["Id"] for c in group_containers(docker_client, G)}
     _ok(tesson_cmd("stop", "-g", G, "-t", "1"))
     assert "stopped 0/2" in _ok(tesson_cmd("ls"))
     # run of a stopped group points to start
@@ -211,7 +207,7 @@ def test_stop_then_start_in_place(group, docker_client, shard_image):
     assert r.returncode == 1 and f"tesson start {G}" in _one_line(r)
     out = _ok(tesson_cmd("start", G))
     assert out.splitlines()[-1] == f"group {G}: running 2/2"
-    after = {c["Names"][0]: c["Id"] for c in _containers(docker_client, G)}
+    after = {c["Names"][0]: c["Id"] for c in group_containers(docker_client, G)}
     assert after == before  # the same containers, started again
     out = _ok(tesson_cmd("exec", "--index", "1", G, "grep", "Cpus_allowed_list", "/proc/self/status"))
     assert out.split()[-1] == group[1]
@@ -222,13 +218,13 @@ def test_restart_starts_every_shard_again(group, docker_client):
     def started():
         return {i: docker_client.inspect_container(f"{G}-{i}")["State"]["StartedAt"] for i in (0, 1)}
 
-    ids = {c["Id"] for c in _containers(docker_client, G)}
+    ids = {c["Id"] for c in group_containers(docker_client, G)}
     before = started()
     out = _ok(tesson_cmd("restart", "-t", "1", G))
     assert out.splitlines()[-1] == f"group {G}: restarted, running 2/2"
     after = started()
     assert all(after[i] != before[i] for i in (0, 1)), (before, after)
-    assert {c["Id"] for c in _containers(docker_client, G)} == ids
+    assert {c["Id"] for c in group_containers(docker_client, G)} == ids
 
 
 def test_version_names_tesson_and_the_daemon(docker_client):
@@ -319,7 +315,7 @@ def test_pull_never_refuses_a_missing_image(docker_client):
     g = "t15-pull-never"
     r = tesson_cmd("run", "-g", g, "--lb", "none", "--pull", "never", UNREACHABLE)
     assert r.returncode == 1 and "--pull never" in _one_line(r)
-    assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+    assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
 
 
 def test_pull_missing_uses_the_local_image(docker_client, local_tag):
@@ -347,6 +343,6 @@ def test_failed_pull_is_one_line_and_leaves_nothing(docker_client, local_tag, im
         line = _one_line(r)
         assert line.startswith(f"tesson: cannot pull image {image!r}: ") and "127.0.0.1:1" in line, line
         assert "connection refused" in line
-        assert _containers(docker_client, g) == [] and _networks(docker_client, g) == []
+        assert group_containers(docker_client, g) == [] and _networks(docker_client, g) == []
     finally:
         _purge(docker_client, g)
