@@ -223,6 +223,17 @@ def remove_container(client: APIClient, cid: str) -> None:
     unless_gone(client.remove_container, cid, force=True, v=True)
 
 
+def create_named(client: APIClient, body: dict, name: str, what: str) -> str:
+    """Create container ``name`` from ``body`` (a front door's own container; ``what`` names it in
+    errors, e.g. "balancer web-lb"); its id. A name taken is one line saying so (Docker's 409)."""
+    try:
+        return client.create_container_from_config(body, name=name)["Id"]
+    except Exception as e:
+        if is_status(e, 409):
+            raise TessonError(f"a container named {name} exists already: remove it first") from None
+        raise TessonError(f"{what} could not be created: {explain(e)}") from None
+
+
 def docker_py_module(name: str) -> Any:
     """docker-py's module ``docker.NAME`` (one that imports nothing of docker-py itself: ``utils.ports``,
     ``_version``), loaded from its file under a private name without importing the package, whose

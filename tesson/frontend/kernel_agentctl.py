@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from tesson import labels as L
 from tesson import log
+from tesson.docker_client import create_named
 from tesson.docker_client import explain as _explain
-from tesson.docker_client import is_status as _is_status
 from tesson.docker_client import remove_container as _remove_container
 from tesson.engine_lite import DEFAULT_SOCKET, unix_path
 from tesson.errors import TessonError
@@ -73,12 +73,7 @@ class AgentControl:
         client, name = ctx.docker, lb_name(ctx.group)
         labels = {**ctx.labels, **self.labels(), L.ROLE: L.ROLE_LB, L.GROUP: ctx.group}
         body = self._agent_body(ctx, ["run"], labels, restart=True)
-        try:
-            cid = client.create_container_from_config(body, name=name)["Id"]
-        except Exception as e:
-            if _is_status(e, 409):
-                raise TessonError(f"a container named {name} exists already: remove it first") from None
-            raise TessonError(f"kernel agent {name} could not be created: {_explain(e)}") from None
+        cid = create_named(client, body, name, f"kernel agent {name}")
         if record:
             ctx.undo.add(f"kernel agent {name}", lambda: _remove_container(client, cid))
         try:

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from tesson import IMAGE_ENV, cpulist
 from tesson import ports as P
-from tesson.docker_client import explain, is_status, remove_container
+from tesson.docker_client import create_named, explain, is_status, remove_container
 from tesson.errors import TessonError
 from tesson.frontend import Context
 from tesson.frontend import nginx_conf as nc
@@ -72,12 +72,7 @@ def create(ctx: Context, name: str, body: dict, files: bytes, host: bool, record
     fails; else (repair) a balancer that does not start is removed at once. A host port that is
     taken (Docker's publishing, or in the host network nginx's bind()) is named in the error."""
     client = ctx.docker
-    try:
-        cid = client.create_container_from_config(body, name=name)["Id"]
-    except Exception as e:
-        if is_status(e, 409):
-            raise TessonError(f"a container named {name} exists already: remove it first") from None
-        raise TessonError(f"balancer {name} could not be created: {explain(e)}") from None
+    cid = create_named(client, body, name, f"balancer {name}")
     if record:
         ctx.undo.add(f"balancer {name}", lambda: remove_container(client, cid))
     from tesson.runtime.body import start_container  # the runtime (~25 ms of imports) is not ps's
