@@ -10,6 +10,10 @@ Reading stops when the framing says the body is complete: a daemon (or a proxy) 
 connection open after a complete answer costs nothing. A connection per request costs a connect()
 on a local socket (tens of microseconds) and makes a client safe to share between threads.
 
+A request can also be sent now and its answer read later (:func:`send`, :class:`Pending`), so the
+daemon's work overlaps the caller's: ``run --dry-run`` asks for the listing of the groups before it
+reads the topology.
+
 Hazards: an answer cut short (the daemon restarted, a proxy dropped it) must not pass for a whole
 one, or ``logs`` prints a truncated log silently and a JSON reader fails on half a document:
 a chunked body whose final chunk never came, or a body shorter than its ``Content-Length``, raises
@@ -134,10 +138,34 @@ def read_answer(reader: Reader, where: str) -> tuple[int, dict, bytes]:
     return status, found, body
 
 
-def request(path: str, timeout: float, method: str, target: str, body: bytes | None = None,
-            headers: dict | None = None) -> tuple[int, dict, bytes]:
-    """One request to the daemon at the unix socket ``path``, its answer read as its framing says.
-    ConnectionLost when the socket cannot be reached, the answer is cut short or is not HTTP."""
+class Pending:
+    """A request sent whose answer is not read yet: the daemon works on it (on another CPU) while the
+    caller does something else, and :meth:`answer` reads it. A Pending holds its connection until
+    :meth:`answer` or :meth:`close`."""
+
+    def __init__(self, sock, path: str) -> None:
+        self.sock, self.path = sock, path
+
+    def answer(self) -> tuple[int, dict, bytes]:
+        """``(status, headers, body)`` as :func:`request` returns them (ConnectionLost alike); the
+        connection is closed after."""
+        try:
+            return read_answer(Reader(self.sock.recv), self.path)
+        except ConnectionLost:
+            raise
+        except OSError as e:
+            raise ConnectionLost(f"{self.path}: {e.strerror or e}") from e
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def send(path: str, timeout: float, method: str, target: str, body: bytes | None = None,
+         headers: dict | None = None) -> Pending:
+    """Send one request to the daemon at the unix socket ``path``, and return without reading its
+    answer (:class:`Pending`). ConnectionLost when the socket cannot be reached."""
     given = dict(headers or {})
     upgrade = any(k.lower() == "upgrade" for k in given)
     fields = {"Host": "docker", "User-Agent": "tesson",
@@ -153,10 +181,14 @@ def request(path: str, timeout: float, method: str, target: str, body: bytes | N
     try:
         sock.connect(path)
         sock.sendall(data)
-        return read_answer(Reader(sock.recv), path)
-    except ConnectionLost:
-        raise
     except OSError as e:
-        raise ConnectionLost(f"{path}: {e.strerror or e}") from e
-    finally:
         sock.close()
+        raise ConnectionLost(f"{path}: {e.strerror or e}") from e
+    return Pending(sock, path)
+
+
+def request(path: str, timeout: float, method: str, target: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """One request to the daemon at the unix socket ``path``, its answer read as its framing says.
+    ConnectionLost when the socket cannot be reached, the answer is cut short or is not HTTP."""
+    return send(path, timeout, method, target, body, headers).answer()

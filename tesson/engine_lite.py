@@ -229,17 +229,33 @@ class Client:
     def containers(self, quiet: bool = False, all: bool = False, trunc: bool = False, latest: bool = False,
                    since: str | None = None, before: str | None = None, limit: int = -1, size: bool = False,
                    filters: dict | None = None) -> list[dict]:
+        return self.containers_later(quiet, all, trunc, latest, since, before, limit, size, filters)()
+
+    def containers_later(self, quiet: bool = False, all: bool = False, trunc: bool = False, latest: bool = False,
+                         since: str | None = None, before: str | None = None, limit: int = -1, size: bool = False,
+                         filters: dict | None = None):
+        """:meth:`containers`, asked now: returns a function that reads the answer (and raises
+        as :meth:`containers` would), so the daemon lists while the caller works."""
         params = {"limit": 1 if latest else limit, "all": 1 if all else 0, "size": 1 if size else 0,
                   "trunc_cmd": 1 if trunc else 0, "since": since, "before": before}
         if filters:
             params["filters"] = convert_filters(filters)
-        found = self._json(self._url("/containers/json") + query(params))
-        if quiet:
-            return [{"Id": c["Id"]} for c in found]
-        if trunc:
-            for c in found:
-                c["Id"] = c["Id"][:12]
-        return found
+        target = self._url("/containers/json") + query(params)
+        pending = engine_http.send(self.path, self.timeout, "GET", target)
+
+        def answer() -> list[dict]:
+            status, _, body = pending.answer()
+            if status >= 400:
+                raise self._error(status, body, target)
+            found = self._decode(body, target)
+            if quiet:
+                return [{"Id": c["Id"]} for c in found]
+            if trunc:
+                for c in found:
+                    c["Id"] = c["Id"][:12]
+            return found
+
+        return answer
 
     def networks(self, names: list[str] | None = None, ids: list[str] | None = None,
                  filters: dict | None = None) -> list[dict]:

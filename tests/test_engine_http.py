@@ -183,6 +183,29 @@ def test_the_dry_run_listing_is_one_unversioned_request(daemon, monkeypatch):
     assert daemon_claims.list_containers() == (None, f"{cut.path}: {cut.path}: the daemon's answer was cut short")
 
 
+def test_the_listing_is_asked_when_made_and_read_when_wanted(daemon, monkeypatch):
+    """run --dry-run makes its Listing before it reads the topology: the request must be on the
+    daemon's side by then (so the daemon lists meanwhile), and the answer read only by result()."""
+    from tesson import daemon_claims
+
+    answered = threading.Event()
+
+    def script(method, target):
+        answered.set()
+        return whole(LISTING), False
+
+    d = daemon(script)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{d.path}")
+    listing = daemon_claims.Listing()
+    assert answered.wait(5), "the request was not sent when the Listing was made"
+    assert [(m, t.split("?")[0]) for m, t, _ in d.requests] == [("GET", "/containers/json")]
+    assert listing.result() == (json.loads(LISTING), "")
+    assert len(d.requests) == 1
+    # no daemon at the path: the Listing says why at once and result() gives it
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{d.path}.missing")
+    assert daemon_claims.Listing().result() == (None, f"{d.path}.missing: No such file or directory")
+
+
 def test_the_verbs_say_a_cut_answer_in_one_line(daemon):
     d = daemon(_pinged(chunked(LISTING[:9], final=False)))
     env = {"DOCKER_HOST": f"unix://{d.path}"}

@@ -55,14 +55,19 @@ def main(args) -> int:
     from tesson.topology.render import render_text
 
     src = probe.for_args(args)
+    listing = None
+    if getattr(args, "groups", False):  # asked first: the daemon lists while the topology is read
+        from tesson import daemon_claims
+
+        listing = daemon_claims.Listing()
     topo = topology.read(src.fsroot, include_isolated=not args.no_isolated)
-    if getattr(args, "groups", False):
-        from tesson import daemon_claims, holdings
+    if listing is not None:
+        from tesson import holdings
         from tesson.errors import TessonError
 
         # groups are planned on the whole topology (isolated CPUs too: tesson.holdings.own_cpus)
         whole = topo if not topo.isolated or not args.no_isolated else topology.read(src.fsroot)
-        claims, why = daemon_claims.load(whole)
+        claims, why = listing.claims(whole)
         if claims is None:
             raise TessonError(f"--groups asks the Docker daemon, which cannot be reached: {why}")
         held = holdings.holders(whole, claims)
