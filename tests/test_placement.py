@@ -255,6 +255,10 @@ def test_cli_dry_run_default_and_aliases(tmp_path):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["unit"] == "core" and [s["cpus"] for s in doc["shards"]] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    # the layout: a key per line, a shard per line (tesson.commands.run.plan_json)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}" and '  "unit": "core",' in lines
+    assert [json.loads(x.strip().rstrip(",")) for x in lines if x.startswith("    {")] == doc["shards"]
     r = tesson_cmd("--fsroot", root, "run", "--dry-run", "-u", "socket", "--format", "json", "app")
     doc = json.loads(r.stdout)
     assert doc["unit"] == "package" and [s["mems"] for s in doc["shards"]] == [[0], [1]]

@@ -170,12 +170,15 @@ def run_request(args: argparse.Namespace, ask: bool = True) -> RunRequest:
     )
 
 
-def dry_run(req: RunRequest) -> Placement:
-    """The plan ``run`` would make now, next to the groups on the daemon; when no daemon answers, on
-    the whole machine (and a note on stderr says so)."""
-    from tesson import daemon_claims
+def dry_run(req: RunRequest, listing=None) -> Placement:
+    """The plan ``run`` would make now, next to the groups on the daemon (``listing``: a
+    tesson.daemon_claims.Listing already asked, else one asked now); when no daemon answers, on the
+    whole machine (and a note on stderr says so)."""
+    if listing is None:
+        from tesson import daemon_claims
 
-    claims, why = daemon_claims.load(req.topology)
+        listing = daemon_claims.Listing()
+    claims, why = listing.claims(req.topology)
     if claims is None:
         print(f"tesson: note: no Docker daemon reachable ({why}): planned on the whole machine, as if no "
               f"group held any CPU", file=sys.stderr)
@@ -195,6 +198,21 @@ def _frontend_asked(req: RunRequest) -> bool:
     from tesson.request import FrontendOptions
 
     return bool(req.ports or req.config or req.frontend != FrontendOptions("auto"))
+
+
+def plan_json(doc: dict) -> str:
+    """The plan's document, one key per line and one object per line in its lists (``"shards"``,
+    ``"repins"``): as readable as ``indent=2`` for a few shards and much shorter for many, and made
+    by the json module's C encoder (``indent`` falls back to the Python one: 14 ms against 2 for an
+    exclusive dry run's 400 re-pins). One write: json.dump writes every token."""
+    lines = []
+    for key, value in doc.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            items = ",\n".join(f"    {json.dumps(x)}" for x in value)
+            lines.append(f"  {json.dumps(key)}: [\n{items}\n  ]")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
@@ -226,7 +244,7 @@ def print_plan(plan: Placement, fmt: str, out: TextIO = sys.stdout) -> None:
             doc["repins"] = [{"group": m.group, "shard": m.index, "from": list(m.old_cpus), "to": list(m.cpus),
                               "mems": list(m.mems), **({"limits": m.limits} if m.limits else {})}
                              for m in plan.repins]
-        out.write(json.dumps(doc, indent=2) + "\n")  # one write: json.dump writes every token
+        out.write(plan_json(doc))
         return
     from tesson import cpulist  # only here: it imports typing, which --format json need not pay for
     from tesson.commands import write_table
@@ -323,6 +341,11 @@ def start(req: RunRequest, fe: Frontend | None = None,
 
 
 def main(args: argparse.Namespace) -> int:
+    listing = None
+    if args.dry_run:  # the groups on the daemon, asked first: the daemon lists while the topology is read
+        from tesson import daemon_claims
+
+        listing = daemon_claims.Listing()
     req = run_request(args, ask=not args.dry_run)
     # A dry run checks all a run checks before the daemon, the frontend's options too; with none of
     # them given (no -p, -c, --lb*, --gorb*) there is nothing to check, and the dry run stays light.
@@ -331,7 +354,7 @@ def main(args: argparse.Namespace) -> int:
             from tesson import frontend
 
             frontend.check(req)
-        print_plan(dry_run(req), args.format)
+        print_plan(dry_run(req, listing), args.format)
         return 0
     from tesson import frontend
     from tesson.commands import ps
