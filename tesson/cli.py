@@ -6,7 +6,16 @@ Parsing imports nothing heavy; each verb's module is imported only when that ver
 
 from __future__ import annotations
 
-import argparse
+import gc
+
+# A command is a short process that allocates many objects that live as long as it does (argparse's
+# parsers, the topology's tree, the daemon's listing) and makes almost no reference cycles; at the
+# default threshold (700) the cyclic collector walks them over and over: 10-20 ms of a 256-CPU
+# `run --dry-run` (benchmarks/README.md, issue 12). Collections still happen, less often, in the
+# verbs that run for long (kernel-agent, demo-server, logs -f).
+gc.set_threshold(50_000, 20, 20)
+
+import argparse  # after the collector's threshold: its imports allocate too
 import os
 import sys
 
