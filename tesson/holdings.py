@@ -121,10 +121,11 @@ def _rank(labels: dict) -> tuple[int, int]:
     return (1 if role == L.ROLE_SHARD else 0), 0
 
 
-def mark_foreign(topo, claim: Claim, labels: dict) -> Claim:
+def mark_foreign(topo, claim: Claim, labels: dict, mid: str | None = None) -> Claim:
     """Mark ``claim`` foreign when its plan names CPUs ``topo`` does not have, or it was planned for
-    another machine, or by a tesson without the pool (no ``io.tesson.machine``)."""
-    if claim.cpuset & ~topo.cpuset or labels.get(L.MACHINE) != machine_id(topo):
+    another machine, or by a tesson without the pool (no ``io.tesson.machine``). ``mid``:
+    ``machine_id(topo)`` when the caller has it already."""
+    if claim.cpuset & ~topo.cpuset or labels.get(L.MACHINE) != (mid or machine_id(topo)):
         claim.foreign = True
     return claim
 
@@ -145,13 +146,14 @@ def claims_from_containers(summaries: list[dict], topo=None) -> list[Claim]:
         if name not in by_group or _rank(labels) > _rank(by_group[name]):
             by_group[name] = labels
     out = []
+    mid = machine_id(topo) if topo is not None else None
     for name in sorted(by_group):
         claim = claim_from_labels(by_group[name])
         if claim is None:
             continue
         claim.containers = ids.get(name, {})
         if topo is not None:
-            mark_foreign(topo, claim, by_group[name])
+            mark_foreign(topo, claim, by_group[name], mid)
         out.append(claim)
     return out
 
