@@ -35,12 +35,34 @@ from tesson.placement import Shard, canonical_unit, plan
 
 
 def machine_id(topo) -> str:
-    """A short fingerprint of the machine a plan is made for: all its CPUs (allowed or not) and its
-    NUMA nodes' sizes, so a tesson in a cgroup-limited container and one on the host agree."""
+    """A short fingerprint of the machine a plan is made for: all its CPUs (allowed or online or
+    not) and its NUMA nodes' ids, so a tesson in a cgroup-limited container and one on the host
+    agree. Only what cannot change while the machine runs: a node's memory does (a VM's balloon
+    takes pages from MemTotal, memory is hot-plugged), and a fingerprint that moved with it made
+    every group planned before look foreign, so the pool ignored the exclusive groups' CPUs."""
+    import zlib
+
+    nodes = ",".join(str(n.id) for n in topo.numa_nodes)
+    return f"m{zlib.crc32(f'{topo.root.complete:x}/{nodes}'.encode()):08x}"
+
+
+def _machine_id_with_memory(topo) -> str:
+    """The fingerprint tesson wrote before (the nodes' memory sizes in it), still recognised for
+    the groups it labelled: it matches as long as their memory has not changed since."""
     import zlib
 
     nodes = ",".join(f"{n.id}:{n.memory_bytes}" for n in topo.numa_nodes)
     return f"{zlib.crc32(f'{topo.root.complete:x}/{nodes}'.encode()):08x}"
+
+
+def same_machine(topo, label: str | None, mid: str | None = None) -> bool:
+    """Whether a group's ``io.tesson.machine`` names ``topo``'s machine (``mid``: its
+    :func:`machine_id`, when the caller has it already)."""
+    if not label:
+        return False
+    if label.startswith("m"):
+        return label == (mid or machine_id(topo))
+    return label == _machine_id_with_memory(topo)
 
 
 class Claim:
@@ -125,7 +147,7 @@ def mark_foreign(topo, claim: Claim, labels: dict, mid: str | None = None) -> Cl
     """Mark ``claim`` foreign when its plan names CPUs ``topo`` does not have, or it was planned for
     another machine, or by a tesson without the pool (no ``io.tesson.machine``). ``mid``:
     ``machine_id(topo)`` when the caller has it already."""
-    if claim.cpuset & ~topo.cpuset or labels.get(L.MACHINE) != (mid or machine_id(topo)):
+    if claim.cpuset & ~topo.cpuset or not same_machine(topo, labels.get(L.MACHINE), mid):
         claim.foreign = True
     return claim
 

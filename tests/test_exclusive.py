@@ -237,6 +237,27 @@ def test_claims_from_labels_foreign_and_machine(tmp_path_factory):
     assert o.foreign and holdings.exclusive_mask([c, o]) == c.cpuset
 
 
+def test_machine_id_survives_a_memory_change_and_knows_the_old_labels(tmp_path_factory):
+    """A VM's balloon or a memory hot-plug changes a node's MemTotal while the machine runs: the
+    fingerprint must not move with it (every group would turn foreign, and the pool would ignore
+    the exclusive groups' CPUs), but must still tell machines with other CPUs or nodes apart."""
+    from tests import sysfs_builder
+
+    def read(name, **kw):
+        return topology.read(str(sysfs_builder.build(tmp_path_factory.mktemp(name), **kw)))
+
+    small, big = read("small", mem_kb=4 << 20), read("big", mem_kb=8 << 20)
+    assert [n.memory_bytes for n in small.numa_nodes] != [n.memory_bytes for n in big.numa_nodes]
+    assert holdings.machine_id(small) == holdings.machine_id(big)
+    assert holdings.machine_id(read("cores", cores=4)) != holdings.machine_id(small)
+    assert holdings.machine_id(read("nodes", numa_per_package=2)) != holdings.machine_id(small)
+    # a label written by the tesson before (memory in it) is this machine's while the memory is the same
+    old = holdings._machine_id_with_memory(small)
+    assert holdings.same_machine(small, old) and not holdings.same_machine(big, old)
+    assert holdings.same_machine(big, holdings.machine_id(small))
+    assert not holdings.same_machine(small, None) and not holdings.same_machine(small, "")
+
+
 def test_quotas_auto_and_fit(tmp_path_factory):
     topo = topology.read(str(dumps.unpack("16amd64-8n2c", tmp_path_factory)))
     total = sum(n.memory_bytes for n in topo.numa_nodes)
