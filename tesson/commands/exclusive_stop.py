@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def purge_exclusive(client: Any, ctx, fe, grp, fsroot: str = "/") -> int:
-    """Remove the group's containers and re-pin the shared groups; returns how many shards moved."""
-    from tesson import daemon_claims, daemon_lock, holdings, runtime, topology
+def purge_exclusive(client: Any, ctx, fe, grp, where: tuple = ("/", False)) -> int:
+    """Remove the group's containers and re-pin the shared groups; returns how many shards moved.
+    ``where``: (fsroot, fsroot_given); the topology is the daemon host's (tesson.probe's rule, as
+    every command that places shards reads it: tesson.runtime.replan.topology_of)."""
+    from tesson import daemon_claims, daemon_lock, holdings, runtime
     from tesson.errors import TessonError
+    from tesson.runtime.replan import topology_of
 
     image = grp.image or "busybox"
     with daemon_lock.held(client, image):
@@ -19,7 +22,7 @@ def purge_exclusive(client: Any, ctx, fe, grp, fsroot: str = "/") -> int:
         if errors:
             raise TessonError(f"group {grp.name}: {len(errors)} of {n} could not be removed: {'; '.join(errors)} "
                               f"(it still holds its CPUs; run the stop again)")
-        topo = topology.read(fsroot)
+        topo = topology_of(client, where)
         after, why = daemon_claims.load(topo, client)
         if after is None:
             raise TessonError(f"group {grp.name} is removed, but the groups on the daemon could not be listed "

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 
 
-def stop(group: str, purge: bool = False, timeout: int = 10, fsroot: str = "/", gorb: str | None = None) -> int:
+def stop(group: str, purge: bool = False, timeout: int = 10, where: tuple = ("/", False),
+         gorb: str | None = None) -> int:
+    """``where``: (fsroot, fsroot_given), where an exclusive group's purge reads the topology
+    (tesson.probe's rule: the daemon's host)."""
     from tesson import docker_client, frontend, names, runtime
     from tesson import group as G
     from tesson.cli import program_name
@@ -28,7 +31,7 @@ def stop(group: str, purge: bool = False, timeout: int = 10, fsroot: str = "/", 
     if purge and grp.exclusive and grp.spec is not None:
         from tesson.commands.exclusive_stop import purge_exclusive
 
-        moved = purge_exclusive(client, ctx, fe, grp, fsroot)
+        moved = purge_exclusive(client, ctx, fe, grp, where)
         note = f"; {moved} shared shard{'s' if moved != 1 else ''} re-pinned onto the CPUs it gave back" if moved else ""
         print(f"group {name}: removed {n} container{'s' if n != 1 else ''}{note}")
         return 0
@@ -40,4 +43,5 @@ def stop(group: str, purge: bool = False, timeout: int = 10, fsroot: str = "/", 
 
 
 def main(args: argparse.Namespace) -> int:
-    return stop(args.group, purge=args.purge, timeout=args.time, fsroot=args.fsroot, gorb=args.gorb or None)
+    return stop(args.group, purge=args.purge, timeout=args.time, where=(args.fsroot, args.fsroot_given),
+                gorb=args.gorb or None)
