@@ -13,11 +13,15 @@ on every command alike:
   tesson logs --tail 1 G  against  docker logs --tail 1 G-0   (tesson reads both shards' logs)
 
 and, for reference, the floor of any tesson command: `tesson --version` (interpreter and CLI
-skeleton, no daemon call), `python -c pass`, and the imports a verb no longer pays on the local
+skeleton, no daemon call), `python -c pass`, `python -c "import argparse"` (any CLI built on
+argparse pays it), and the imports a verb no longer pays on the local
 socket: `python -c "import docker"` and `python -c "import requests"` (what ps still imports for a
 group behind Gorb, whose client is requests). With --plugin-image, also `docker tesson ps -g G`
 through the CLI plugin (installed into a temporary DOCKER_CONFIG, running that image) against
-`docker ps`, and that plugin's floor, a container start: `docker run --rm --entrypoint true IMAGE`.
+`docker ps` (and `docker tesson ls`, `docker tesson logs --tail 1 G`), that plugin's floor, a
+container start: `docker run --rm --entrypoint true IMAGE`, and the floor of any plugin, installed
+beside it: `docker noop` (a sh script that does nothing: what the docker CLI costs to run a
+plugin) and `docker pynoop ps` (a Python script that imports argparse and parses its verb).
 Reports the median and best of each command and the ratios of the medians (target: at most
 1.3x). The group is removed at the end. No hyperfine needed: each run is a fork/exec timed with
 time.perf_counter, output discarded.
@@ -57,6 +61,34 @@ def _run(argv: list[str], env: dict | None = None) -> float:
     return took
 
 
+NOOP_SH = """#!/bin/sh
+if [ "$1" = docker-cli-plugin-metadata ]; then
+  echo '{"SchemaVersion":"0.1.0","Vendor":"bench","Version":"0","ShortDescription":"does nothing"}'
+fi
+"""
+
+NOOP_PY = """#!{python}
+import sys
+if sys.argv[1:2] == ["docker-cli-plugin-metadata"]:  # the CLI asks first: answered before any import
+    print('{{"SchemaVersion":"0.1.0","Vendor":"bench","Version":"0","ShortDescription":"parses, does nothing"}}')
+    sys.exit(0)
+import argparse
+p = argparse.ArgumentParser(prog="docker pynoop")
+p.add_argument("verb")
+p.parse_args(sys.argv[2:])
+"""
+
+
+def _floor_plugins(where: Path, python: str) -> None:
+    """Two plugins beside tesson's, the floors of any plugin: ``docker noop``, a POSIX sh script that
+    prints its metadata and does nothing (what the docker CLI alone costs to run a plugin), and
+    ``docker pynoop``, a Python script that imports argparse and parses its verb (what a plugin in
+    Python with an argparse command line costs before it does anything)."""
+    for name, text in (("docker-noop", NOOP_SH), ("docker-pynoop", NOOP_PY.format(python=python))):
+        (where / name).write_text(text)
+        (where / name).chmod(0o755)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
@@ -83,6 +115,7 @@ def main() -> int:
         "tesson logs --tail 1 G": [t, "logs", "--tail", "1", GROUP],
         "tesson --version": [t, "--version"],
         "python -c pass": [py, "-c", "pass"],
+        "python -c 'import argparse'": [py, "-c", "import argparse"],
         "python -c 'import docker'": [py, "-c", "import docker"],
         "python -c 'import requests'": [py, "-c", "import requests"],
     }
@@ -93,10 +126,17 @@ def main() -> int:
         subprocess.run([str(ROOT / "docker-plugin" / "install"), f"{config}/cli-plugins"], check=True,
                        capture_output=True)
         plugin_env = {**ENV, "DOCKER_CONFIG": config, "TESSON_IMAGE": args.plugin_image}
+        _floor_plugins(Path(config) / "cli-plugins", py)
         commands["docker tesson ps -g G"] = ["docker", "tesson", "ps", "-g", GROUP]
+        commands["docker tesson ls"] = ["docker", "tesson", "ls"]
+        commands["docker tesson logs --tail 1 G"] = ["docker", "tesson", "logs", "--tail", "1", GROUP]
         commands["docker run --rm --entrypoint true IMAGE"] = ["docker", "run", "--rm", "--entrypoint", "true",
                                                                args.plugin_image]
-        envs["docker tesson ps -g G"] = plugin_env
+        commands["docker noop (sh plugin)"] = ["docker", "noop"]
+        commands["docker pynoop (python plugin)"] = ["docker", "pynoop", "ps"]
+        for name in commands:
+            if name.startswith("docker ") and name.split()[1] in ("tesson", "noop", "pynoop"):
+                envs[name] = plugin_env
     try:
         for name, argv in commands.items():  # warm-up (writes .pyc), and each must work before it is timed
             _run(argv, envs.get(name))
@@ -125,11 +165,16 @@ def main() -> int:
     met = True
     pairs = [("tesson ps -g G", "docker ps"), ("tesson ls", "docker ps"),
              ("tesson logs --tail 1 G", "docker logs --tail 1 G-0"), ("tesson --version", "docker ps")]
+    floors = {"tesson --version", "python -c 'import argparse'", "docker noop (sh plugin)",
+              "docker pynoop (python plugin)"}
+    pairs.append(("python -c 'import argparse'", "docker ps"))
     if args.plugin_image:
-        pairs.append(("docker tesson ps -g G", "docker ps"))
+        pairs += [("docker tesson ps -g G", "docker ps"), ("docker tesson ls", "docker ps"),
+                  ("docker tesson logs --tail 1 G", "docker logs --tail 1 G-0"),
+                  ("docker noop (sh plugin)", "docker ps"), ("docker pynoop (python plugin)", "docker ps")]
     for ours, theirs in pairs:
         ratio = med[ours] / med[theirs]
-        goal = ours != "tesson --version"  # the floor is shown, not judged
+        goal = ours not in floors  # a floor is shown, not judged
         met &= ratio <= TARGET or not goal
         verdict = ("met" if ratio <= TARGET else "missed") + f" (<= {TARGET}x)" if goal else "floor"
         print(f"| `{ours}` / `{theirs}` | {ratio:.2f}x | {best[ours] / best[theirs]:.2f}x | {verdict} |")
