@@ -171,3 +171,31 @@ def test_listening_is_recorded_and_forgotten(tmp_path, monkeypatch):
         t.join()
     assert T.listening() == {"b", "c"} | {f"x{i}" for i in range(8)}  # writers take turns: none lost
     assert T.note_listening(reset=True) == set() == T.listening()
+
+
+def test_past_the_bound_a_shard_stays_out_is_tried_slower_and_still_enters_when_it_listens(monkeypatch):
+    monkeypatch.setattr(L, "BOUND", 0.3)
+    monkeypatch.setattr(L, "SLOW", 0.5)
+    tries: list[float] = []
+    real = L.accepts
+
+    def counted(address: str, port: int, timeout: float = L.CONNECT_TIMEOUT) -> bool:
+        tries.append(time.monotonic())
+        return real(address, port, timeout)
+
+    monkeypatch.setattr(L, "accepts", counted)
+    port, q = free_port(), queue.Queue()
+    prober = L.Prober("c", "g-0", "127.0.0.1", [port], q)
+    prober.start()
+    server = None
+    try:
+        time.sleep(1.6)  # 0.3 s of tries every 0.1 s, then every 0.5 s
+        assert q.empty() and not prober.ok and prober.is_alive()  # past the bound: still out, still tried
+        gaps = [b - a for a, b in zip(tries, tries[1:])]
+        assert min(gaps[:2]) < 0.2 and gaps[-1] > 0.4, gaps
+        server = listen_on(port)
+        assert q.get(timeout=2) == ("listening", "c")
+    finally:
+        prober.cancel()
+        if server:
+            server.close()

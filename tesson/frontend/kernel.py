@@ -11,7 +11,10 @@
   :mod:`kernel_rules`) with the running, healthy shards in rotation, turns ``route_localnet`` on
   for the group's bridge only, then follows the daemon's events for the group's containers and
   rewrites the table (one transaction) whenever a shard dies, stops, is removed, turns unhealthy or
-  comes back. The run waits until the agent says it wrote the table, or fails with its one line.
+  comes back. A shard without a Docker healthcheck comes in only once it accepts connections on
+  the group's TCP ports (:mod:`kernel_listen`: DNAT cannot retry another shard as nginx does).
+  The run waits until the agent says it wrote the table, or fails with its one line (not for the
+  shards that do not listen yet: they come in by themselves).
 
 The rules are the data path: they stay in force when the agent stops or dies (Docker restarts it;
 at start it writes the table again from the daemon's state).
@@ -22,14 +25,17 @@ rewritten without them before the call returns, so new connections go elsewhere 
 the open ones keep their conntrack entry; and the agent keeps them out, whatever the daemon's
 events say, until a ``sync`` without them (a shard that stops leaves the rotation either way).
 New shards of a ``scale`` up are held out the same way from before they are created, so none
-gets a connection before the change found it healthy. Without a running agent the change is
-refused (``tesson repair`` brings the agent back first).
+gets a connection before the change found it healthy. Once let go, a shard without a Docker
+healthcheck enters when it listens, and ``add_backends`` waits for that (up to
+``kernel_listen.BOUND``). Without a running agent the change is refused (``tesson repair``
+brings the agent back first).
 
 ``stop`` asks the agent to take every shard out of rotation (and keep them out), then stops it
 with the rest; ``stop --purge`` removes the table and the DOCKER-USER accepts (in a one-off
 container of the image: the daemon's host is where the rules are), then the network. ``repair``
 recreates a missing or dead agent, or has the running one write the table again. ``ps`` asks the
-running agent what the kernel has (``nft -j list table``).
+running agent what the kernel has (``nft -j list table``), and which shards are held out or not
+listening yet.
 
 Needs: fixed host ports (``-p 8080:80``; no ephemeral port or range), tcp or udp, IPv4.
 
