@@ -655,3 +655,82 @@ def test_an_update_with_the_kernel_agent_stopped_changes_no_shard_and_says_why(g
     ok(tesson_cmd("update", "-g", group, "--image", b, "--drain-timeout", "0", env=NO_GORB))
     doc = ps_json(group)
     assert doc["image"] == b and doc["status"] == "running 2/2" and doc["frontend"]["held_out"] == [], doc
+
+
+# -- the kernel door admits a shard once it listens ------------------------------------------------
+
+LATE = 2.5  # seconds the late image sleeps before its server starts (no healthcheck)
+
+
+@pytest.fixture(scope="session")
+def late_image(docker_client, images):
+    """The tesson image whose command starts ``LATE`` seconds after its container (no healthcheck)."""
+    tag = "t14-test:late"
+    line = f'ENTRYPOINT ["sh", "-c", "sleep {LATE}; exec tesson \\"$@\\"", "sh"]'
+    for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {images[0]}\n{line}\n".encode()), tag=tag, rm=True,
+                                 network_mode="none", decode=True):
+        pass
+    docker_client.inspect_image(tag)
+    yield tag
+    _remove_images(docker_client, [tag])
+
+
+def _accepts(addr: str, port: int = 8080) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((addr, port), timeout=0.3).close()
+        return True
+    except OSError:
+        return False
+
+
+def change_watching_admissions(*args: str) -> tuple[subprocess.CompletedProcess, float, list, list]:
+    """A tesson command run while every address in the kernel door's map is checked, every ~50 ms, to
+    accept a connection: (result, seconds it took, addresses found in the map not accepting (still
+    in it after the try), the maps seen)."""
+    group = args[args.index("-g") + 1]
+    began = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "tesson", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, **NO_GORB})
+    deaf, maps = [], []
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        m = nft_backends(group) or []
+        maps.append(m)
+        deaf += [a for a in m if not _accepts(a) and a in (nft_backends(group) or [])]
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - began, deaf, maps
+
+
+def test_an_update_and_a_scale_to_a_late_listener_through_the_kernel_door_drop_no_request(group, images, late_image,
+                                                                                           docker_client):
+    """Successors and new shards that run ``LATE`` s before they listen: each enters the map only once
+    it accepts (the change waits for it), and wrk through the door meanwhile sees no error."""
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    a = images[0]
+    port = 28410
+    run_kernel_group(group, a, port)
+    wrk = Wrk(port)
+    try:
+        upd, upd_took, upd_deaf, _ = change_watching_admissions("update", "-g", group, "--image", late_image,
+                                                                "--drain-timeout", "1")
+        ok(upd)
+        assert f"replaced {group}-0" in upd.stdout and f"replaced {group}-1" in upd.stdout, upd.stdout
+        up, up_took, up_deaf, _ = change_watching_admissions("scale", "-g", group, "-n", "3")
+        ok(up)
+        assert f"created {group}-2" in up.stdout, up.stdout
+    finally:
+        result = wrk.stop()
+    assert result["requests"] > 500, result["text"]
+    assert result["socket_errors"] == 0 and result["non2xx"] == 0, result["text"]
+    assert upd_deaf == [] and up_deaf == [], (upd_deaf, up_deaf)  # never a closed port in the map
+    # the change waited for each to listen: one shard at a time for the update
+    assert upd_took > 2 * LATE and up_took > LATE, (upd_took, up_took)
+    final = shard_states(docker_client, group)
+    assert sorted(nft_backends(group)) == sorted(addr for _, _, addr in final.values()) and len(final) == 3
+    fe = ps_json(group)["frontend"]
+    assert fe["in_rotation"] == [f"{group}-{i}" for i in range(3)] and fe["not_listening"] == [], fe
+    print(f"update of 2 shards took {upd_took:.1f}s, scale 2 -> 3 {up_took:.1f}s; wrk: {result['requests']} requests, "
+          f"{result['socket_errors']} socket errors")

@@ -3,8 +3,8 @@
 
 - ``run``: hold every host port of the group with a bound socket, write the table, say so
   (``/run/tesson-agent/ready``), then follow the daemon's events for the group's containers and
-  rewrite the table whenever the set of running, healthy shards changes. Every 30 s it also checks
-  the daemon's state, in case an event was missed. SIGTERM ends it; the rules stay.
+  rewrite the table whenever the set of running, healthy, listening shards changes. Every 30 s it
+  also checks the daemon's state, in case an event was missed. SIGTERM ends it; the rules stay.
 - ``sync [--out 3,4]``: write the table once from the daemon's state, with the shards ``--out``
   held out of rotation (and none without it): ``scale`` and ``update`` take shards out of the door
   and put them back this way, ``repair`` with no ``--out`` (see *Held shards*). ``drain``: take
@@ -25,6 +25,16 @@ a shard being drained stays out when an event comes, and the successor an ``upda
 under the same index stays out until the change says it is healthy. A shard that stops leaves
 the rotation as before, held or not. A change cut short leaves its holds; ``repair`` (a ``sync``
 without ``--out``) or the next change clears them.
+
+Listening shards (:mod:`tesson.frontend.kernel_listen`): a running shard without a Docker
+healthcheck enters the rotation only once it accepts a TCP connection on every TCP door's port,
+whoever writes: at its ``start`` event, at the agent's start and periodic check, when a hold is let
+go. The agent's start and an exec'd ``sync`` try each waiting shard once before they write; the
+running agent then gives each shard still waiting a prober thread (every 0.1 s for 30 s, then
+every 2 s, the shard out meanwhile), which wakes the event loop when it listens. Once found
+listening, a container stays admitted until it dies (``die``, ``destroy``: forgotten, so its next
+start is checked again); the agent's start forgets them all. Held shards are checked too, so a
+hold let go admits at once a shard that listens already. UDP-only groups: no check.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import time
 
 from tesson import log, nft
 from tesson.errors import TessonError
+from tesson.frontend import kernel_listen as L
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import kernel_table as T
 from tesson.frontend.kernel_table import status, write, written
@@ -81,6 +92,7 @@ def hold_ports(doors) -> list[socket.socket]:
 
 DOWN = {"die", "destroy", "pause", "health_status: unhealthy"}  # the shard is out, whatever a list says
 UP = {"start", "restart", "unpause", "health_status: healthy"}
+FORGET = {"die", "destroy"}  # its process is gone: found listening no more, its next start is checked again
 RECHECK = (0.3, 1.5)  # seconds after an event: look again (the daemon's list may lag its events)
 
 
@@ -119,12 +131,39 @@ def _events(client, group: str, q: queue.Queue) -> None:
         time.sleep(1.0)
 
 
+def admit(w: T.Wanted) -> T.Wanted:
+    """Try every shard of ``w`` that waits to listen once (all at once); those that accept are
+    recorded (:data:`kernel_table.LISTENING`) and admitted."""
+    if not w.waiting:
+        return w
+    ok = L.probe_once({x.cid: x.backend.address for x in w.waiting}, L.tcp_ports(w.doors))
+    if ok:
+        T.note_listening(add=ok)
+    return w.admitted(ok)
+
+
+def follow_probes(w: T.Wanted, probers: dict[str, L.Prober], q: queue.Queue) -> None:
+    """One prober per shard that waits to listen (a new one when its address changed); those whose
+    shard no longer waits (down, gone, paused) are cancelled."""
+    waiting = {x.cid: x for x in w.waiting}
+    for cid in list(probers):
+        x = waiting.get(cid)
+        if x is None or x.backend.address != probers[cid].address:
+            probers.pop(cid).cancel()
+    for cid, x in waiting.items():
+        if cid not in probers:
+            p = L.Prober(cid, x.backend.name, x.backend.address, L.tcp_ports(w.doors), q)
+            probers[cid] = p
+            p.start()
+
+
 def run(group: str) -> int:
     """Hold the ports, write the table, then follow the events (see the module's docstring).
 
     A ``die`` event comes before the daemon's container list says the shard exited, so the ids of
     shards an event said are down are kept out of rotation until an event says they are up; and the
-    state is read again a moment after each event, until it agrees."""
+    state is read again a moment after each event, until it agrees. Probers (shards that do not
+    listen yet) report on the same queue as the events."""
     from tesson import docker_client
 
     client = docker_client.connect()
@@ -134,38 +173,61 @@ def run(group: str) -> int:
             os.unlink(path)
         except FileNotFoundError:
             pass
+    T.note_listening(reset=True)  # a restart may have missed deaths: every shard is checked again
     w = T.wanted(client, group)
     sockets = hold_ports(w.doors)  # noqa: F841 - held for the agent's life
     check_other_tables(group, w.doors)
-    write(group, w)
+    write(group, admit(w))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the rules stay; nft's transaction is whole or nothing
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_events, args=(client, group, q), daemon=True).start()
     down: set[str] = set()
+    probers: dict[str, L.Prober] = {}
     rechecks: list[float] = []
+    first = True
     while True:
         now = time.monotonic()
         wait = min([RESYNC] + [max(0.0, t - now) for t in rechecks])
-        try:
-            items = [q.get(timeout=wait)]
-        except queue.Empty:
-            items = []
+        items = []
+        if not first:  # the first pass starts the probers of the shards the start found waiting
+            try:
+                items = [q.get(timeout=wait)]
+            except queue.Empty:
+                pass
+        first = False
         while not q.empty():  # a burst of events: one rewrite
             items.append(q.get_nowait())
         now = time.monotonic()
         rechecks = [t for t in rechecks if t > now]
+        heard, forget = set(), set()
         for action, cid in items:
+            if action == "listening":
+                p = probers.get(cid)
+                if p is not None and p.ok:  # not a prober cancelled since (the shard died)
+                    del probers[cid]
+                    heard.add(cid)
+                continue
             if action in DOWN:
                 down.add(cid)
             elif action in UP:
                 down.discard(cid)
-        if items:
+            if action in FORGET:
+                forget.add(cid)
+                heard.discard(cid)
+                if cid in probers:
+                    probers.pop(cid).cancel()
             rechecks = sorted(set(rechecks) | {now + d for d in RECHECK})
+        if heard or forget:
+            T.note_listening(add=heard, drop=forget)
         try:
             w = T.wanted(client, group, down)
         except Exception as e:
             log.warning("could not read the group's state", error=str(e))
             continue
+        stale = {i for i in T.listening() if w.states.get(i) in ("exited", "dead")}  # a death the events missed
+        if stale:
+            T.note_listening(drop=stale)
+        follow_probes(w, probers, q)
         if T.up_to_date(group, w):
             continue
         try:
@@ -220,6 +282,8 @@ def main(args) -> int:
             w = T.wanted(client, group, doors=known)
         except (OSError, APIError) as e:  # the local socket's client (tesson.engine_lite)
             raise TessonError(f"the daemon's state: {getattr(e, 'strerror', None) or e}") from None
+        if args.action == "sync":  # a shard a hold let go of enters now if it listens (else the agent's prober)
+            w = admit(w)
         if args.action == "drain":
             os.makedirs(T.STATE_DIR, exist_ok=True)
             open(T.DRAINED, "w").close()

@@ -53,7 +53,8 @@ out of the front door and which come in, one set of shard indexes at a time::
 A ``scale`` up calls ``fe.hold_backends(ctx, [4, 5])`` before it creates shards 4 and 5 (they are
 in ``ctx.draining`` until their ``add_backends``): a door that takes running shards in by itself
 (the kernel agent follows the daemon's events) keeps them out until they are found healthy; if
-it cannot, the scale is refused before anything is made. ``forget_backends`` is called only for
+it cannot, the scale is refused before anything is made. ``add_backends`` may take a while: the
+kernel door's returns once the shards accept connections (DNAT cannot retry another shard). ``forget_backends`` is called only for
 shards really stopped (one whose stop failed is still in the door's keeping); ``add_backends``
 must be idempotent (a shard already in stays in).
 

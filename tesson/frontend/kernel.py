@@ -11,7 +11,10 @@
   :mod:`kernel_rules`) with the running, healthy shards in rotation, turns ``route_localnet`` on
   for the group's bridge only, then follows the daemon's events for the group's containers and
   rewrites the table (one transaction) whenever a shard dies, stops, is removed, turns unhealthy or
-  comes back. The run waits until the agent says it wrote the table, or fails with its one line.
+  comes back. A shard without a Docker healthcheck comes in only once it accepts connections on
+  the group's TCP ports (:mod:`kernel_listen`: DNAT cannot retry another shard as nginx does).
+  The run waits until the agent says it wrote the table, or fails with its one line (not for the
+  shards that do not listen yet: they come in by themselves).
 
 The rules are the data path: they stay in force when the agent stops or dies (Docker restarts it;
 at start it writes the table again from the daemon's state).
@@ -22,14 +25,17 @@ rewritten without them before the call returns, so new connections go elsewhere 
 the open ones keep their conntrack entry; and the agent keeps them out, whatever the daemon's
 events say, until a ``sync`` without them (a shard that stops leaves the rotation either way).
 New shards of a ``scale`` up are held out the same way from before they are created, so none
-gets a connection before the change found it healthy. Without a running agent the change is
-refused (``tesson repair`` brings the agent back first).
+gets a connection before the change found it healthy. Once let go, a shard without a Docker
+healthcheck enters when it listens, and ``add_backends`` waits for that (up to
+``kernel_listen.BOUND``). Without a running agent the change is refused (``tesson repair``
+brings the agent back first).
 
 ``stop`` asks the agent to take every shard out of rotation (and keep them out), then stops it
 with the rest; ``stop --purge`` removes the table and the DOCKER-USER accepts (in a one-off
 container of the image: the daemon's host is where the rules are), then the network. ``repair``
 recreates a missing or dead agent, or has the running one write the table again. ``ps`` asks the
-running agent what the kernel has (``nft -j list table``).
+running agent what the kernel has (``nft -j list table``), and which shards are held out or not
+listening yet.
 
 Needs: fixed host ports (``-p 8080:80``; no ephemeral port or range), tcp or udp, IPv4.
 
@@ -51,6 +57,7 @@ from tesson.docker_client import remove_container as _remove_container
 from tesson.docker_client import unless_gone
 from tesson.errors import TessonError, UsageError
 from tesson.frontend import Context
+from tesson.frontend import kernel_listen as listen
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import nginx as _nginx
 from tesson.frontend import nginx_io as nio
@@ -63,6 +70,7 @@ if TYPE_CHECKING:
 
 KIND = "kernel"
 ADD_TIMEOUT = 5.0  # seconds add_backends waits for the daemon's list to show a started shard
+LISTEN_TIMEOUT = listen.BOUND  # seconds add_backends waits for a shard the agent says does not listen yet
 
 
 def doors_of(ports: Iterable[Port]) -> list[K.Door]:
@@ -219,28 +227,47 @@ class KernelFrontend(AgentControl, _nginx.NginxFrontend):
         comes under it) and is let go by the next ``add_backends`` or the final repair."""
 
     def add_backends(self, ctx: Context, indexes: list[int]) -> None:
-        """Rewrite the table with every running shard not in ``ctx.draining``; TessonError when one
-        of ``indexes`` is still not in rotation a moment later (not running, or no address)."""
-        deadline = time.monotonic() + ADD_TIMEOUT
+        """Rewrite the table with every running shard not in ``ctx.draining``, and wait until each of
+        ``indexes`` is in rotation. One without a Docker healthcheck enters once it accepts
+        connections (:mod:`kernel_listen`): while the agent says it is not listening yet, this
+        waits up to ``kernel_listen.BOUND`` seconds, asking the agent what the kernel has; one
+        neither in rotation nor waiting (not running, no address yet) gets ``ADD_TIMEOUT`` seconds
+        of syncs (the daemon's list lags a start by a moment). TessonError when time is up."""
+        began = time.monotonic()
+        cid = self._running_agent(ctx, indexes)
+        wrote = self._exec(ctx, cid, "sync", *self._out_args(ctx))
         while True:
-            wrote = self._rotate(ctx, indexes)
             missing = sorted(set(map(ctx.shard_name, indexes)) - set(wrote.get("names") or []))
             if not missing:
                 return
-            if time.monotonic() > deadline:  # the daemon's list lags a start by a moment at most
-                raise TessonError(f"{', '.join(missing)} not in rotation after {ADD_TIMEOUT:.0f}s: not running on the "
+            absent = [n for n in missing if n not in (wrote.get("waiting") or [])]
+            deaf = not absent
+            took = time.monotonic() - began
+            if deaf and took > LISTEN_TIMEOUT:
+                ports = ", ".join(f"{p}/tcp" for p in listen.tcp_ports(self.doors))
+                raise TessonError(f"{', '.join(missing)} not in rotation after {LISTEN_TIMEOUT:.0f}s: not listening on "
+                                  f"{ports} (the kernel door admits a shard once it accepts connections; see docker logs "
+                                  f"{missing[0]}); tesson ps -g {ctx.group} says when it does")
+            if absent and took > ADD_TIMEOUT:
+                raise TessonError(f"{', '.join(absent)} not in rotation after {ADD_TIMEOUT:.0f}s: not running on the "
                                   f"group's network {network_name(ctx.group)} (see tesson ps -g {ctx.group})")
             time.sleep(0.2)
+            # waiting to listen: the agent admits it (no rewrite needed); else sync again
+            wrote = self._status(ctx, cid) if deaf else self._exec(ctx, cid, "sync", *self._out_args(ctx))
 
     def _rotate(self, ctx: Context, indexes: list[int]) -> dict:
         """``kernel-agent sync [--out ctx.draining]`` in the running agent: what it wrote."""
+        return self._exec(ctx, self._running_agent(ctx, indexes), "sync", *self._out_args(ctx))
+
+    def _running_agent(self, ctx: Context, indexes: list[int]) -> str:
+        """The running agent's id; TessonError (naming the shards to move) when it does not run."""
         agent = unless_gone(ctx.docker.inspect_container, lb_name(ctx.group))
         state = (agent or {}).get("State") or {}
         if agent is None or not state.get("Running") or state.get("Restarting"):
             raise TessonError(f"kernel agent {lb_name(ctx.group)} is {'missing' if agent is None else 'not running'}, "
                               f"so {', '.join(map(ctx.shard_name, indexes))} cannot be moved in or out of the door: "
                               f"'tesson repair -g {ctx.group}' brings it back")
-        return self._exec(ctx, agent["Id"], "sync", *self._out_args(ctx))
+        return agent["Id"]
 
     @staticmethod
     def _out_args(ctx: Context) -> list[str]:
@@ -269,11 +296,15 @@ class KernelFrontend(AgentControl, _nginx.NginxFrontend):
         total = len(ctx.shards) or len(names)
         status = f"running, {len(names)}/{total} shards in rotation"
         held = [ctx.shard_name(i) for i in st.get("held") or []]
-        if held:
-            status += f" ({', '.join(held)} held out by a scale or update)"
+        deaf = [n for n in st.get("waiting") or [] if n not in names]  # running, out until it listens
+        why = [f"{', '.join(held)} held out by a scale or update"] if held else []
+        why += [f"{', '.join(deaf)} not listening yet"] if deaf else []
+        if why:
+            status += f" ({'; '.join(why)})"
         if st.get("drained"):
             status = "drained (stopped): no shard in rotation"
-        return {**out, "status": status, "in_rotation": names, "held_out": held, "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
+        return {**out, "status": status, "in_rotation": names, "held_out": held, "not_listening": deaf,
+                "ports": [str(K.Door(**d)) for d in st.get("doors", [])] or out["ports"]}
 
     # -- helpers -----------------------------------------------------------------------------------
 

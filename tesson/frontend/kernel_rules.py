@@ -50,8 +50,10 @@ user rules, which FORWARD jumps to first), the same match Docker writes for a pu
 
     iifname != BR oifname BR ip daddr SHARD tcp dport 80 accept comment "tesson-GROUP"
 
-Which shards are in the map (:func:`rotation`): the running, healthy ones, less those a ``scale``
-or ``update`` holds out (a shard being drained, a successor or a new shard not yet proven healthy).
+Which shards are in the map (:func:`rotation`): the running, healthy ones (without a Docker
+healthcheck: found accepting connections, :mod:`kernel_listen`; the daemon's list is read by
+:func:`kernel_table.shards`), less those a ``scale`` or ``update`` holds out (a shard being
+drained, a successor or a new shard not yet proven healthy).
 Taking a shard out is a rewrite without it; its established connections keep their conntrack
 entry, so they go on until the shard (or the client) closes them.
 
@@ -119,7 +121,7 @@ class Backend:
 
 def rotation(shards: Iterable[tuple[int, Backend]], held: Iterable[int] = (), drained: bool = False) -> list[Backend]:
     """The backends of the map, in shard order: every ``(index, backend)`` of ``shards`` (the running,
-    healthy shards) except the indexes ``held`` out by a ``scale`` or ``update`` (draining, or new and
+    healthy or listening shards: :func:`kernel_table.shards`) except the indexes ``held`` out by a ``scale`` or ``update`` (draining, or new and
     not yet proven healthy); none at all when the group is ``drained`` (``stop``).
 
     Held by index, not by container: an ``update`` takes shard 3 out, stops it and starts its
