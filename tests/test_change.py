@@ -734,3 +734,36 @@ def test_an_update_and_a_scale_to_a_late_listener_through_the_kernel_door_drop_n
     assert fe["in_rotation"] == [f"{group}-{i}" for i in range(3)] and fe["not_listening"] == [], fe
     print(f"update of 2 shards took {upd_took:.1f}s, scale 2 -> 3 {up_took:.1f}s; wrk: {result['requests']} requests, "
           f"{result['socket_errors']} socket errors")
+
+
+def test_an_update_whose_successor_never_listens_puts_the_previous_version_back(group, images, docker_client):
+    """A successor that runs but never listens is never taken into the kernel door: past the door's
+    bound the update stops, and the previous version (the same container) serves again, in the map."""
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    a = images[0]
+    deaf = "t14-test:deaf"
+    line = 'ENTRYPOINT ["sh", "-c", "exec sleep 3600", "sh"]'
+    for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=deaf, rm=True,
+                                 network_mode="none", decode=True):
+        pass
+    try:
+        run_kernel_group(group, a, 28411)
+        before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+        r = tesson_cmd("update", "-g", group, "--image", deaf, "--drain-timeout", "0", env=NO_GORB, timeout=180)
+        assert r.returncode == 1, r.stdout + r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and f"stopped at {group}-0" in err[0] and "not taken into the front door" in err[0] \
+            and "not listening" in err[0], err
+        assert "its previous version serves again" in err[0] and "no shard was replaced" in err[0], err
+        print(err[0])
+        now = shard_inspects(docker_client, group)
+        assert {n: i["Id"] for n, i in now.items()} == before  # the same containers, nothing of deaf left
+        assert all(i["State"]["Running"] and i["Config"]["Image"] == a for i in now.values()), now
+        states = shard_states(docker_client, group)
+        deadline = time.monotonic() + 30
+        while sorted(nft_backends(group) or []) != sorted(addr for _, _, addr in states.values()):
+            assert time.monotonic() < deadline, (nft_backends(group), states)
+            time.sleep(0.2)
+        assert ps_json(group)["image"] == a
+    finally:
+        _remove_images(docker_client, [deaf])

@@ -6,7 +6,9 @@ CPUs and memory nodes, started, healthy (:func:`health`: its Docker healthcheck 
 one, else the settle check), set up by ``fe.after_start`` and put in the door (``fe.add_backends``),
 and only then the previous container removed. A successor that does not become healthy is removed,
 the previous container renamed back, started and put back in the door (:func:`put_back`), and the
-rolling stops there; so does a door that refuses to take a chunk out (nothing is touched then).
+rolling stops there; so it does when the door does not take a healthy successor in (the kernel door
+admits a shard only once it listens, within a bound), and when it refuses to take a chunk out
+(nothing is touched then).
 
 The functions work on the executor's run (``converge._Run``: its context, frontend, outcome, pool
 and door hooks); a process that dies halfway leaves a ``.prev`` container, which the next plan
@@ -87,6 +89,17 @@ def replace_some(run: _Run, chunk: list[P.Step]) -> bool:
     ctx.draining -= set(idx)
     back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
     back_in = not back or (run.door("after_start", back) and run.door("add_backends", back))
+    if not back_in and good:
+        # The door did not take the successors in (the kernel door: one never listened within its
+        # bound): healthy or not, they do not serve, so their previous versions come back.
+        why = run.out.fe_error or "the front door did not take it in"
+        for i in good:
+            bad[i] = f"its successor was not taken into the front door ({why})"
+        returned = [s.index for s in chunk if s.index in good and put_back(run, s, created.get(s.index), aside[s.index])]
+        lost += [i for i in good if i not in returned]
+        good = []
+        if returned:
+            run.door("after_start", returned) and run.door("add_backends", returned)
     for step in chunk:
         if step.index in good:
             remove_container(client, aside[step.index])
