@@ -5,7 +5,8 @@ benchmarking addresses, never this machine's LAN); the other end sits in a netwo
 by the test, the client. The Gorb stand-in's recorded state shows the services and the dr backends
 at the shards' macvlan addresses; each shard's loopback address and ARP settings are read from
 inside its network namespace; the client reaches every shard's macvlan address directly, and ARP
-for the service address is answered by the parent only.
+for the service address is answered by the parent only. A shard Docker restarts by itself gets
+the service address back from the group's VIP agent, without repair.
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ def vip_back_after(docker_client, name: str, want: list[str], limit: float = 5.0
 def test_every_start_puts_the_vip_back_on_the_shards_loopback(wire, gorb, group, shard_image, tesson_image, docker_client):
     """Docker gives a container a new network namespace at every start (restart, stop + start,
     recreate, its restart policy): tesson's every start puts the VIP back, repair also on a shard
-    Docker restarted by itself, and shards made by scale and update get it and a dr backend."""
+    Docker restarted by itself while the VIP agent was stopped, and shards made by scale and
+    update get it and a dr backend."""
     ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "2", "--gorb-forward", "dr",
                   "--macvlan-range", RANGE, "-p", "8080", shard_image, env=NO_ENV_GORB))
     want = [f"{PARENT_IP}/32"]
