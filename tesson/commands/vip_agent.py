@@ -50,9 +50,12 @@ class Keeper:
         self.labels = labels  # the step containers' labels (the group's)
         self.done: dict[str, str] = {}  # container id -> StartedAt of the start whose namespace has the VIPs
 
-    def running_shards(self) -> list[str]:
+    def running_shards(self) -> set[str]:
+        """The ids of the group's running shards; what is remembered of any other goes."""
         found = self.client.containers(filters={**L.filters(group=self.group, role=L.ROLE_SHARD), "status": ["running"]})
-        return [c["Id"] for c in found]
+        ids = {c["Id"] for c in found}
+        self.done = {cid: started for cid, started in self.done.items() if cid in ids}
+        return ids
 
     def due(self, ids) -> dict[str, tuple[str, str]]:
         """Of these containers, the running ones whose current start is not seen to:
@@ -120,7 +123,7 @@ def run(group: str, vips: list[str]) -> int:
         ok = read = False
         try:
             if full:
-                ids |= set(keeper.running_shards())
+                ids |= keeper.running_shards()
             read = True
             todo = keeper.due(ids)
             ok = keeper.step(todo) if todo else True
