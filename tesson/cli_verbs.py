@@ -40,6 +40,7 @@ VERBS = {
 # Verbs no user types: left out of the help and of completion.
 HIDDEN_VERBS = {
     "kernel-agent": "kernel_agent",  # the kernel front door's agent, in its GROUP-lb container
+    "vip-agent": "vip_agent",  # Gorb dr's VIP agent, in its GROUP-vip container
 }
 
 # Verbs that take the group positionally (``tesson logs web``) or with -g (ps: optionally).
@@ -347,6 +348,13 @@ def _agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None)  # sync: the shard indexes held out of rotation ("3,4")
 
 
+def _vip_agent_options(p: argparse.ArgumentParser) -> None:
+    # run: see tesson/commands/vip_agent.py
+    p.add_argument("action", choices=("run",))
+    p.add_argument("--group", default="")
+    p.add_argument("--vip", action="append", default=[])  # a service address to keep on the shards' lo
+
+
 def _no_options(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -372,6 +380,7 @@ VERB_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "update": update_options,
     "version": _version_options,
     "kernel-agent": _agent_options,
+    "vip-agent": _vip_agent_options,
 }
 USAGE = {
     "run": "tesson run [OPTIONS] IMAGE [COMMAND [ARG...]]",

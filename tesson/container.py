@@ -88,6 +88,17 @@ class Container:
         return self.running and not (self.raw.get("RestartCount") or 0)
 
     @property
+    def started_at(self) -> str:
+        """An inspect's ``State.StartedAt``: when its current run began ("" when never started).
+        Each start has its own, and its own network namespace."""
+        return ((self.raw.get("State") or {}).get("StartedAt") or "") if self.inspected else ""
+
+    @property
+    def created(self) -> str:
+        """An inspect's ``Created`` timestamp."""
+        return self.raw.get("Created") or ""
+
+    @property
     def ports(self) -> list[str]:
         """A summary's ports as ``docker ps`` shows them (``0.0.0.0:32768->80/tcp``, or ``80/tcp``
         when not published), sorted by container port."""
@@ -112,6 +123,23 @@ class Container:
         """Its IP address on a network ("" when it has none there)."""
         nets = (self.raw.get("NetworkSettings") or {}).get("Networks") or {}
         return (nets.get(network) or {}).get("IPAddress", "")
+
+
+def daemon_ns(text: str) -> int:
+    """A daemon timestamp (``2024-05-01T10:00:00.123456789Z``: RFC 3339 in UTC, up to nine digits
+    of fraction, trailing zeros cut) in nanoseconds since the epoch, exact (a float would round);
+    0 for one it cannot read and for Docker's zero time (``0001-01-01T00:00:00Z``, never started)."""
+    from datetime import datetime, timezone
+
+    whole, _, frac = text.rstrip("Z").partition(".")
+    try:
+        if not text.endswith("Z") or not (frac.isdigit() or not frac):
+            return max(0, int(datetime.fromisoformat(text).timestamp() * 10**9))  # an offset: not the daemon's way
+        base = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return 0
+    secs = int((base - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds())
+    return max(0, secs * 10**9 + int((frac + "000000000")[:9]))
 
 
 def last_log_lines(client: Any, cid: str, count: int = 1, tail: int = 20, until: float | None = None) -> list[str]:

@@ -42,6 +42,15 @@ def target() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
 
 
+def docker_socket() -> str:
+    """The daemon's socket on its own machine, as an agent container mounts it (the kernel door's,
+    Gorb dr's VIP agent): TESSON_DOCKER_SOCKET, the path of a unix:// DOCKER_HOST, else the
+    default socket."""
+    from tesson.engine_lite import unix_path
+
+    return os.environ.get("TESSON_DOCKER_SOCKET") or unix_path(os.environ.get("DOCKER_HOST") or "") or DEFAULT_SOCKET
+
+
 def describe_target() -> str:
     host = os.environ.get("DOCKER_HOST")
     if host:

@@ -73,6 +73,7 @@ ROLE_SPEC = "spec"  # a created, never started container whose labels are the gr
 ROLE_LOCK = "lock"
 ROLE_MACVLAN = "macvlan"  # a device's macvlan network, shared by the dr groups on it
 ROLE_LO_STEP = "lo-step"  # the one-shot step that puts a dr group's service address on a shard's lo
+ROLE_VIP_AGENT = "vip-agent"  # GROUP-vip: a dr group's agent, the step again on every start of a shard
 ROLE_PROBE = "probe"  # a topology probe container (tesson.probe), gone once it answered
 
 

@@ -1,7 +1,7 @@
 """Names Docker sees: group names, and the container and network names made from them.
 
-A group ``GROUP`` has shards ``GROUP-0`` ... ``GROUP-N-1``, its balancer ``GROUP-lb`` and its
-network ``tesson-GROUP``; after a ``scale`` or ``update`` also its spec record ``GROUP-spec.GEN``,
+A group ``GROUP`` has shards ``GROUP-0`` ... ``GROUP-N-1``, its balancer ``GROUP-lb`` (or, with
+Gorb in dr mode, its VIP agent ``GROUP-vip``) and its network ``tesson-GROUP``; after a ``scale`` or ``update`` also its spec record ``GROUP-spec.GEN``,
 while one runs its lock ``GROUP-lock``, and during a rolling step the replaced shard's previous
 container ``GROUP-INDEX.prev``. The default group name is made from the image name.
 """
@@ -47,6 +47,11 @@ def shard_name(group: str, index: int) -> str:
 def lb_name(group: str) -> str:
     """``GROUP-lb``: the embedded balancer's container."""
     return f"{group}-lb"
+
+
+def vip_agent_name(group: str) -> str:
+    """``GROUP-vip``: a Gorb dr group's VIP agent (tesson.frontend.vip_agentctl)."""
+    return f"{group}-vip"
 
 
 def network_name(group: str) -> str:

@@ -5,7 +5,8 @@ benchmarking addresses, never this machine's LAN); the other end sits in a netwo
 by the test, the client. The Gorb stand-in's recorded state shows the services and the dr backends
 at the shards' macvlan addresses; each shard's loopback address and ARP settings are read from
 inside its network namespace; the client reaches every shard's macvlan address directly, and ARP
-for the service address is answered by the parent only.
+for the service address is answered by the parent only. A shard Docker restarts by itself gets
+the service address back from the group's VIP agent, without repair.
 """
 
 from __future__ import annotations
@@ -203,10 +204,35 @@ def macvlan_ip(docker_client, name: str) -> str:
     return docker_client.inspect_container(name)["NetworkSettings"]["Networks"][f"tesson-macvlan-{PARENT}"]["IPAddress"]
 
 
+def wait_restarted(docker_client, name: str, old_pid: int) -> dict:
+    """The shard's inspect once Docker has started it again (a new process), within 10 s."""
+    for _ in range(500):
+        now = docker_client.inspect_container(name)
+        if now["State"]["Running"] and now["State"]["Pid"] not in (0, old_pid) and not now["State"]["Restarting"]:
+            return now
+        time.sleep(0.02)
+    raise AssertionError(f"{name} was not restarted by Docker in 10 s")
+
+
+def vip_back_after(docker_client, name: str, want: list[str], limit: float = 5.0) -> float:
+    """Seconds from the shard's current start (Docker's StartedAt, the daemon's clock: this
+    machine's) until its loopback has ``want``, read inside its namespace every 20 ms; fails after
+    ``limit`` seconds."""
+    from tesson.container import daemon_ns
+
+    started = daemon_ns(docker_client.inspect_container(name)["State"]["StartedAt"]) / 1e9
+    while True:
+        if lo_vips(docker_client, name) == want:
+            return time.time() - started
+        assert time.time() - started < limit, f"{name}: no {want} on lo {limit} s after Docker started it"
+        time.sleep(0.02)
+
+
 def test_every_start_puts_the_vip_back_on_the_shards_loopback(wire, gorb, group, shard_image, tesson_image, docker_client):
     """Docker gives a container a new network namespace at every start (restart, stop + start,
     recreate, its restart policy): tesson's every start puts the VIP back, repair also on a shard
-    Docker restarted by itself, and shards made by scale and update get it and a dr backend."""
+    Docker restarted by itself while the VIP agent was stopped, and shards made by scale and
+    update get it and a dr backend."""
     ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "2", "--gorb-forward", "dr",
                   "--macvlan-range", RANGE, "-p", "8080", shard_image, env=NO_ENV_GORB))
     want = [f"{PARENT_IP}/32"]
@@ -231,18 +257,17 @@ def test_every_start_puts_the_vip_back_on_the_shards_loopback(wire, gorb, group,
     r = ok(tesson_cmd("repair", group, env=NO_ENV_GORB))
     assert f"recreated {shards[0]}" in r.stdout and lo_vips(docker_client, shards[0]) == want
     backends_ok(shards)
-    # the shard's process dies: Docker's restart policy brings it back in a bare namespace; repair
-    # finds it without the VIP and says so (the other shard had it: left alone)
+    # the shard's process dies while the group's VIP agent is stopped: Docker's restart policy
+    # brings it back in a bare namespace, and nothing puts the VIP back; repair finds it without
+    # the VIP and says so (the other shard had it: left alone), and makes the agent again
+    docker_client.stop(f"{group}-vip", timeout=1)
     old = docker_client.inspect_container(shards[1])
     os.kill(old["State"]["Pid"], 9)
-    for _ in range(100):
-        now = docker_client.inspect_container(shards[1])
-        if now["State"]["Pid"] not in (0, old["State"]["Pid"]) and not now["State"]["Restarting"]:
-            break
-        time.sleep(0.1)
+    now = wait_restarted(docker_client, shards[1], old["State"]["Pid"])
     assert now["RestartCount"] >= 1 and lo_vips(docker_client, shards[1]) == []
     r = ok(tesson_cmd("repair", group, env=NO_ENV_GORB))
     assert f"put the service address back on {shards[1]}'s loopback" in r.stdout, r.stdout
+    assert f"recreated VIP agent {group}-vip (it was exited)" in r.stdout, r.stdout
     assert shards[0] not in r.stdout.replace(f"{shards[0]}-", "")  # its VIP was there: nothing said
     assert all(lo_vips(docker_client, n) == want for n in shards)
     # scale: the new shard gets the VIP and a dr backend at its macvlan address
@@ -257,6 +282,89 @@ def test_every_start_puts_the_vip_back_on_the_shards_loopback(wire, gorb, group,
     backends_ok(shards)
     assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}", "io.tesson.role=lo-step"]}) == []
     ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+
+
+def test_a_shard_docker_restarts_by_itself_gets_its_vip_back_from_the_agent(wire, gorb, group, shard_image, tesson_image,
+                                                                             docker_client):
+    """The group's VIP agent (GROUP-vip) puts the VIP back on a shard Docker restarted by itself
+    (its restart policy after a crash, a docker restart that bypasses tesson) within 5 s, without
+    repair; it holds the daemon's socket and nothing else; ps shows it; stop --purge leaves
+    nothing of it."""
+    ok(tesson_cmd("--gorb", gorb.uri(PARENT), "run", "-g", group, "-n", "2", "--gorb-forward", "dr",
+                  "--macvlan-range", RANGE, "-p", "8080", shard_image, env=NO_ENV_GORB))
+    want, shards, agent = [f"{PARENT_IP}/32"], [f"{group}-0", f"{group}-1"], f"{group}-vip"
+    info = docker_client.inspect_container(agent)
+    hc = info["HostConfig"]
+    assert info["State"]["Running"] and info["Config"]["Labels"]["io.tesson.role"] == "vip-agent"
+    assert info["Config"]["Cmd"][-4:] == ["--group", group, "--vip", PARENT_IP]
+    assert hc["NetworkMode"] == "none" and hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd") and not hc.get("Privileged")
+    assert hc["RestartPolicy"]["Name"] == "unless-stopped" and hc["Binds"] == ["/var/run/docker.sock:/var/run/docker.sock"]
+    assert all(not docker_client.inspect_container(n)["HostConfig"].get("CapAdd") for n in shards)
+    (doc,) = json.loads(ok(tesson_cmd("ps", "-g", group, "--json", env=NO_ENV_GORB)).stdout)
+    assert doc["frontend"]["macvlan"]["agent"] == {"container": agent, "state": "running"}
+    assert f"VIP agent {agent} running" in ok(tesson_cmd("ps", "-g", group, env=NO_ENV_GORB)).stdout
+    # a crash: Docker's restart policy starts the shard again in a new namespace; the agent puts the
+    # VIP back (three times, to see the spread)
+    took = []
+    for _ in range(3):
+        old = docker_client.inspect_container(shards[1])
+        os.kill(old["State"]["Pid"], 9)
+        wait_restarted(docker_client, shards[1], old["State"]["Pid"])
+        took.append(vip_back_after(docker_client, shards[1], want))
+    # docker restart, bypassing tesson
+    docker_client.restart(shards[0], timeout=1)
+    took.append(vip_back_after(docker_client, shards[0], want))
+    print(f"VIP back after Docker's own restart: {', '.join(f'{t:.2f}' for t in took)} s")
+    assert docker_client.inspect_container(shards[1])["RestartCount"] >= 3
+    for _ in range(100):  # the agent says so once its step container is removed, a moment after the VIP is there
+        logs = docker_client.logs(agent).decode()
+        if logs.count("put the service address back") >= 4:
+            break
+        time.sleep(0.05)
+    assert logs.count("put the service address back") == 4, logs
+    # ...and no step container is left behind; the shards are still Gorb's dr backends
+    assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}", "io.tesson.role=lo-step"]}) == []
+    assert dr_backends(gorb, group) == {f"{n}-8080-tcp": (macvlan_ip(docker_client, n), 8080, "dr") for n in shards}
+    # without its agent the group is degraded, and repair makes the agent again
+    docker_client.stop(agent, timeout=1)
+    (doc,) = json.loads(ok(tesson_cmd("ps", "-g", group, "--json", env=NO_ENV_GORB)).stdout)
+    assert doc["status"] == "degraded 2/2 (VIP agent not running)" and doc["frontend"]["macvlan"]["agent"]["state"] == "exited"
+    r = ok(tesson_cmd("repair", group, env=NO_ENV_GORB))
+    assert f"recreated VIP agent {agent} (it was exited)" in r.stdout, r.stdout
+    assert docker_client.inspect_container(agent)["State"]["Running"]
+    assert ok(tesson_cmd("repair", group, env=NO_ENV_GORB)).stdout.count("VIP agent") == 0  # a running agent stays
+    # stop: the agent stops with the shards; start brings it back with them
+    ok(tesson_cmd("stop", "-g", group, "-t", "1", env=NO_ENV_GORB))
+    assert not docker_client.inspect_container(agent)["State"]["Running"]
+    r = ok(tesson_cmd("start", group, env=NO_ENV_GORB))
+    assert f"recreated VIP agent {agent}" in r.stdout and docker_client.inspect_container(agent)["State"]["Running"]
+    assert all(lo_vips(docker_client, n) == want for n in shards)
+    # stop --purge: nothing of the mechanism is left (agent, steps, the macvlan network)
+    ok(tesson_cmd("stop", "-g", group, "--purge", "-t", "1", env=NO_ENV_GORB))
+    assert docker_client.containers(all=True, filters={"label": [f"io.tesson.group={group}"]}) == []
+    assert docker_client.networks(names=[f"tesson-macvlan-{PARENT}"]) == []
+
+
+def test_two_loopback_steps_at_once_in_one_namespace_both_succeed(wire):
+    """tesson's step and the agent's may run at once after a start of tesson's own: the script
+    forgives the loser of the race (ip addr add: File exists) and adds each address once."""
+    from tesson.frontend.macvlan import loopback_script
+
+    ns = "t16drrace"
+    sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "netns", "add", ns)
+    try:
+        script = loopback_script([PARENT_IP, "198.18.1.1"])
+        procs = [subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c", script], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True) for _ in range(8)]
+        outs = [(p.communicate(timeout=30)[0], p.returncode) for p in procs]
+        assert [code for _, code in outs] == [0] * 8
+        said = "".join(out for out, _ in outs).split("\n")
+        assert sorted(w for w in said if w) == [f"added {PARENT_IP}", "added 198.18.1.1"]
+        addrs = sh("ip", "netns", "exec", ns, "ip", "-4", "-o", "addr", "show", "dev", "lo").stdout
+        assert addrs.count(f"{PARENT_IP}/32") == 1 and addrs.count("198.18.1.1/32") == 1
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -46,7 +46,6 @@ import queue
 import signal
 import socket
 import sys
-import threading
 import time
 
 from tesson import log, nft
@@ -114,23 +113,6 @@ def check_other_tables(group: str, doors) -> None:
                               f"tesson stop -g {other} --purge, or as root 'nft delete table ip {name}'")
 
 
-def _events(client, group: str, q: queue.Queue) -> None:
-    from tesson.labels import GROUP
-
-    while True:
-        log.debug("following the daemon's events", group=group)
-        try:
-            for ev in client.events(decode=True, filters={"type": ["container"], "label": [f"{GROUP}={group}"]}):
-                action = ev.get("Action") or ev.get("status") or ""
-                log.debug("event", action=action, container=((ev.get("Actor") or {}).get("Attributes") or {}).get("name"))
-                if action in EVENTS or action.startswith("health_status"):
-                    q.put((action, ev.get("id") or (ev.get("Actor") or {}).get("ID") or ""))
-        except Exception as e:  # the daemon went away for a moment: check the state and listen again
-            log.warning("event stream lost", error=str(e))
-        q.put(("reconnect", ""))
-        time.sleep(1.0)
-
-
 def admit(w: T.Wanted) -> T.Wanted:
     """Try every shard of ``w`` that waits to listen once (all at once); those that accept are
     recorded (:data:`kernel_table.LISTENING`) and admitted."""
@@ -164,7 +146,8 @@ def run(group: str) -> int:
     shards an event said are down are kept out of rotation until an event says they are up; and the
     state is read again a moment after each event, until it agrees. Probers (shards that do not
     listen yet) report on the same queue as the events."""
-    from tesson import docker_client
+    from tesson import docker_client, docker_events
+    from tesson.labels import GROUP
 
     client = docker_client.connect()
     os.makedirs(T.STATE_DIR, exist_ok=True)
@@ -179,8 +162,8 @@ def run(group: str) -> int:
     check_other_tables(group, w.doors)
     write(group, admit(w))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the rules stay; nft's transaction is whole or nothing
-    q: queue.Queue = queue.Queue()
-    threading.Thread(target=_events, args=(client, group, q), daemon=True).start()
+    q = docker_events.follow(client, {"type": ["container"], "label": [f"{GROUP}={group}"]},
+                             lambda action: action in EVENTS or action.startswith("health_status"))
     down: set[str] = set()
     probers: dict[str, L.Prober] = {}
     rechecks: list[float] = []
@@ -188,15 +171,10 @@ def run(group: str) -> int:
     while True:
         now = time.monotonic()
         wait = min([RESYNC] + [max(0.0, t - now) for t in rechecks])
-        items = []
-        if not first:  # the first pass starts the probers of the shards the start found waiting
-            try:
-                items = [q.get(timeout=wait)]
-            except queue.Empty:
-                pass
+        # a burst of events: one rewrite; the first pass starts at once the probers of the shards
+        # the start found waiting
+        items = docker_events.take(q, 0.0 if first else wait)
         first = False
-        while not q.empty():  # a burst of events: one rewrite
-            items.append(q.get_nowait())
         now = time.monotonic()
         rechecks = [t for t in rechecks if t > now]
         heard, forget = set(), set()

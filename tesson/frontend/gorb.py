@@ -7,7 +7,9 @@ device's IPv4 address (or the binding's own address) and the shard's published p
 
 With ``--gorb-forward dr`` (IPVS direct routing) the shards publish nothing: they join a macvlan
 network on the URI's device, carry the service address on their loopback, and each backend is the
-shard's own macvlan address at the service port, method ``dr`` (tesson.frontend.macvlan).
+shard's own macvlan address at the service port, method ``dr`` (tesson.frontend.macvlan). The
+address goes back on a shard's loopback after every start, tesson's own or Docker's (the group's
+VIP agent ``GROUP-vip``): tesson.frontend.vip_agentctl.
 ``tunnel`` is refused: why is in :func:`gorb_services.check_forward`.
 
 The Gorb URI is kept in a label, so ``stop``, ``ps`` and ``repair`` find Gorb without ``--gorb``.
@@ -38,13 +40,14 @@ from tesson.frontend.gorb_services import (
     services_of,
 )
 from tesson.frontend.none import publish
+from tesson.frontend.vip_agentctl import VipControl
 
 if TYPE_CHECKING:
     from tesson.placement import Shard
     from tesson.request import RunRequest
 
 
-class GorbFrontend(Frontend):
+class GorbFrontend(VipControl, Frontend):
     kind = "gorb"
 
     def __init__(self, uri: G.GorbURI, method: str = "", forward: str = "nat", macvlan_range: str = "") -> None:
@@ -54,7 +57,7 @@ class GorbFrontend(Frontend):
         self.macvlan_range = macvlan_range
         self._client: G.GorbClient | None = None
         self._stop_errors: list[str] = []
-        self._vip_set: set[str] = set()  # dr: containers whose loopback got the VIP in this command
+        self._vip_seen: set[tuple[str, str]] = set()  # dr: the shard starts given the VIP in this command
 
     # construction ---------------------------------------------------------------------------------
     @classmethod
@@ -123,19 +126,6 @@ class GorbFrontend(Frontend):
             return (ip, svc.port) if ip else None
         return published(inspect, svc, device_ip)
 
-    def _put_vips(self, ctx: Context, inspects: dict[int, dict]) -> list[str]:
-        """dr: the VIPs on the loopback of these shards (index -> inspect), those done already in
-        this command skipped; returns the names of the shards that lacked them."""
-        from tesson import default_image
-
-        ids = {ctx.shard_name(i): ins["Id"] for i, ins in inspects.items() if ins["Id"] not in self._vip_set}
-        if not self.dr or not ids:
-            return []
-        added = MV.put_vip_on_loopback(ctx.docker, default_image(), ids, [v.host for v in self.services(ctx)],
-                                       ctx.base_labels(L.ROLE_LO_STEP))
-        self._vip_set.update(ids.values())
-        return added
-
     @property
     def client(self) -> G.GorbClient:
         if self._client is None:
@@ -172,10 +162,12 @@ class GorbFrontend(Frontend):
     def after_start(self, ctx: Context, indexes: list[int]) -> None:
         """dr: a started shard has a new network namespace, without the VIP: put it on its lo."""
         if self.dr:
-            self._put_vips(ctx, {i: ctx.started.get(i) or ctx.docker.inspect_container(ctx.shard_name(i))
+            self.put_vips(ctx, {i: ctx.started.get(i) or ctx.docker.inspect_container(ctx.shard_name(i))
                                  for i in indexes})
 
     def after_shards(self, ctx: Context) -> None:
+        if self.dr:  # every shard has its VIP: the agent gives it back after Docker's own restarts
+            self.start_agent(ctx, record=True)
         device_ip = self.device_ip()
         client = self.client
         for svc in self.services(ctx):
@@ -214,6 +206,8 @@ class GorbFrontend(Frontend):
         An unknown service is a warning. Any other failure does not keep the containers running:
         it is remembered and reported (exit 1) once they have stopped."""
         self._stop_errors = []
+        if self.dr:
+            self.stop_agent(ctx)
         for svc in services_of(ctx.group, ctx.ports):
             try:
                 if self.client.remove_service(svc.name, missing_ok=True):
@@ -227,13 +221,17 @@ class GorbFrontend(Frontend):
                 self._stop_errors.append(str(e))
 
     def after_stop(self, ctx: Context) -> None:
+        left = []
         if self.dr and ctx.purge:
+            left = [f"a loopback step of the VIP agent was not removed ({why})" for why in self.purge_steps(ctx)]
             try:
                 MV.remove_if_unused(ctx.docker, self.uri.device)
             except Exception as e:
-                self._stop_errors.append(f"the macvlan network {self.network} was not removed: {e}")
+                left.append(f"the macvlan network {self.network} was not removed: {e}")
         if self._stop_errors:
             raise TessonError(f"the containers stopped, but the group is still registered with Gorb: {self._stop_errors[0]}")
+        if left:
+            raise TessonError(f"group {ctx.group}: its containers are removed, but {'; '.join(left)}")
 
     # repair -------------------------------------------------------------------------------------------
     def repair(self, ctx: Context, recreated: list[int]) -> list[str]:
@@ -248,9 +246,10 @@ class GorbFrontend(Frontend):
         running = {i: ins for i, ins in inspects.items() if (ins.get("State") or {}).get("Running")}
         lines: list[str] = []
         if self.dr:  # one Docker (re)started by itself has a new network namespace, without the VIP
-            for name in self._put_vips(ctx, running):
+            for name in self.put_vips(ctx, running):
                 lines.append(f"put the service address back on {name}'s loopback (started outside tesson: "
                              "a new network namespace)")
+            lines += self.agent_repair(ctx)
         for svc in self.services(ctx):
             if client.create_service(svc.name, svc.options(self.method), exist_ok=True):
                 ctx.undo.add(f"Gorb service {svc.name}", _remover(client, svc.name))
@@ -329,7 +328,8 @@ class GorbFrontend(Frontend):
         doc: dict = {"kind": "gorb", "uri": str(self.uri), "status": "", "ports": [s.front() for s in services], "services": []}
         if self.dr:
             doc["forward"] = "dr"
-            doc["macvlan"] = {"network": self.network, "range": self.macvlan_range, "addresses": MV.addresses(ctx, self.network)}
+            doc["macvlan"] = {"network": self.network, "range": self.macvlan_range, "addresses": MV.addresses(ctx, self.network),
+                              "agent": self.agent_state(ctx)}
         names = ctx.shard_names()
         try:
             up_total, rs_total, parts = 0, 0, []
@@ -370,11 +370,14 @@ class GorbFrontend(Frontend):
             doc["status"] = f"{self.uri}: " + "; ".join(parts)
             if self.dr:
                 shown = ", ".join(f"{n} {ip}" for n, ip in doc["macvlan"]["addresses"].items()) or "no shard up"
-                doc["status"] += f"; dr via {self.network}: {shown}"
+                agent = doc["macvlan"]["agent"]
+                doc["status"] += f"; dr via {self.network}: {shown}; VIP agent {agent['container']} {agent['state']}"
             if up_total < rs_total or not all(e.get("registered") for e in doc["services"]):
                 doc["degraded"] = "Gorb is missing entries" if any(
                     not e.get("registered") or any(b["status"] == "missing" for b in e.get("backends", []))
                     for e in doc["services"]) else "Gorb backends down"
+            if self.dr and doc["macvlan"]["agent"]["state"] != "running" and "degraded" not in doc:
+                doc["degraded"] = "VIP agent not running"
         except G.GorbUnreachable as e:
             doc["degraded"] = "Gorb unreachable"
             doc["status"] = f"Gorb unreachable at {self.uri.url} ({e.message})"

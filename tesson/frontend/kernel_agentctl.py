@@ -10,16 +10,15 @@ What the agent does once it runs is :mod:`tesson.commands.kernel_agent` (its sta
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from tesson import labels as L
 from tesson import log
-from tesson.docker_client import create_named
+from tesson.docker_client import create_named, docker_socket
 from tesson.docker_client import explain as _explain
 from tesson.docker_client import remove_container as _remove_container
-from tesson.engine_lite import DEFAULT_SOCKET, unix_path
+from tesson.engine_lite import DEFAULT_SOCKET
 from tesson.errors import TessonError
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import nginx_io as nio
@@ -32,12 +31,6 @@ if TYPE_CHECKING:
 READY_TIMEOUT = 20.0
 SOCKET_IN_AGENT = DEFAULT_SOCKET  # where the agent's client looks when DOCKER_HOST does not say
 ONEOFF_LABEL = "io.tesson.kernel-oneoff"  # on the short-lived containers that drain or purge
-
-
-def docker_socket() -> str:
-    """The daemon's socket on its own machine, mounted into the agent: TESSON_DOCKER_SOCKET, the
-    path of a unix:// DOCKER_HOST, else the default socket."""
-    return os.environ.get("TESSON_DOCKER_SOCKET") or unix_path(os.environ.get("DOCKER_HOST") or "") or DEFAULT_SOCKET
 
 
 class AgentControl:

@@ -23,15 +23,16 @@ clients would reach a shard straight away, bypassing the balancer). Here:
   already (saying so), and is removed. The address lives as long as the namespace, and Docker
   makes a new namespace at every start of a container (measured on Docker 20.10: ``docker
   restart``, ``docker stop`` + ``start``, and a restart by the ``unless-stopped`` policy after a
-  crash all come back with a bare ``lo``). So the frontend's ``after_start`` hook runs the step for
-  every shard tesson starts (``run``, ``start``, ``restart``, ``repair``, ``scale``, ``update``),
-  and ``repair`` (so ``start`` too) runs it on every other running shard, putting the VIP back on
-  one Docker restarted by itself.
+  crash all come back with a bare ``lo``). So the step runs after every start: tesson's own
+  (the ``after_start`` hook: ``run``, ``start``, ``restart``, ``repair``, ``scale``, ``update``),
+  and Docker's own (a restart by its policy, ``docker restart``), by the group's VIP agent
+  ``GROUP-vip``, which follows the daemon's events (:mod:`tesson.frontend.vip_agentctl`: why an
+  agent, and what it costs); ``repair`` also checks every other running shard.
 
-Hazards: between a restart by Docker itself (the shard crashed) and the next ``tesson repair`` the
-shard has no VIP: IPVS still sends it connections (Gorb's health check reaches the shard at its
-own address, which still answers) and it drops them. The device's IPv4 and netmask are read on the machine tesson runs on (as Gorb's URI
-device is); macvlan children cannot talk to their parent's own address (the kernel's macvlan
+Hazards: between a start Docker makes by itself and the agent's step (0.2 s measured) the shard
+has no VIP, and drops what IPVS sends it (Gorb's health check reaches the shard at its own
+address, which answers). The device's IPv4 and netmask are read on the machine tesson runs on
+(as Gorb's URI device is); macvlan children cannot talk to their parent's own address (the kernel's macvlan
 isolation): clients must come from the wire, as IPVS's real traffic does.
 """
 
@@ -194,19 +195,23 @@ def addresses(ctx: Context, network: str) -> dict[str, str]:
 
 def loopback_script(vips: Iterable[str]) -> str:
     """The step's shell script: each missing VIP added to lo (``added VIP`` printed), one already
-    there left alone; any other failure of ``ip`` ends it non-zero with ip's own message."""
-    return " && ".join(f'{{ [ -n "$(ip -o -4 addr show dev lo to {v}/32)" ] || {{ ip addr add {v}/32 dev lo && echo added {v}; }}; }}'
-                       for v in sorted(set(vips)))
+    there left alone. Two steps may run at once in one namespace (tesson's own after a start, and
+    the VIP agent's on that start's event): an ``ip addr add`` that fails is forgiven when the
+    address is there after all; any other failure ends the script non-zero with ip's own message."""
+    def one(v: str) -> str:
+        there = f'[ -n "$(ip -o -4 addr show dev lo to {v}/32)" ]'
+        return f"{{ {there} || {{ ip addr add {v}/32 dev lo && echo added {v}; }} || {there}; }}"
+
+    return " && ".join(one(v) for v in sorted(set(vips)))
 
 
-def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips: list[str], labels: dict) -> list[str]:
+def loopback_steps(client: Any, image: str, shard_ids: dict[str, str], vips: list[str], labels: dict) -> dict[str, str | bool]:
     """The one-shot NET_ADMIN step (see the module's docstring) for every shard, concurrently.
-    ``shard_ids``: shard name -> container id. Returns the names of the shards whose loopback
-    lacked a VIP (a shard that already had them all is left as it was). TessonError naming the
-    first shard that failed."""
+    ``shard_ids``: shard name -> container id. Each shard's outcome, by name: True when its
+    loopback lacked a VIP (added now), False when it had them all, else why the step failed."""
     script = loopback_script(vips)
 
-    def one(item: tuple[str, str]) -> tuple[str | None, bool]:
+    def one(item: tuple[str, str]) -> str | bool:
         name, cid = item
         host_config = client.create_host_config(network_mode=f"container:{cid}", cap_drop=["ALL"],
                                                 cap_add=["NET_ADMIN"], security_opt=["no-new-privileges"])
@@ -219,10 +224,10 @@ def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips
             code = client.wait(step, timeout=60).get("StatusCode")
             out = (client.logs(step, stdout=True, stderr=True, tail=5) or b"").decode(errors="replace")
             if code != 0:
-                return f"{name}: {' '.join(out.split()) or f'exit {code}'}", False
-            return None, "added " in out
+                return " ".join(out.split()) or f"exit {code}"
+            return "added " in out
         except Exception as e:
-            return f"{name}: {explain(e)}", False
+            return explain(e)
         finally:
             if step is not None:
                 try:
@@ -232,8 +237,15 @@ def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips
 
     items = sorted(shard_ids.items())
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(items)))) as pool:
-        results = list(pool.map(one, items))
-    errors = [e for e, _ in results if e]
+        return dict(zip((name for name, _ in items), pool.map(one, items)))
+
+
+def put_vip_on_loopback(client: Any, image: str, shard_ids: dict[str, str], vips: list[str], labels: dict) -> list[str]:
+    """:func:`loopback_steps`, for tesson's own starts: the names of the shards whose loopback
+    lacked a VIP (a shard that had them all is left as it was); TessonError naming the first
+    shard whose step failed."""
+    done = loopback_steps(client, image, shard_ids, vips, labels)
+    errors = [f"{name}: {why}" for name, why in done.items() if isinstance(why, str)]
     if errors:
         raise TessonError(f"could not put the service address on the shards' loopback ({image}): {errors[0]}")
-    return [name for (name, _), (_, added) in zip(items, results) if added]
+    return [name for name, added in done.items() if added is True]

@@ -258,20 +258,21 @@ def last_words(client: Any, cid: str) -> str:
     return " | ".join(lines)[:400] or "no output"
 
 
-def wait_ready(client: Any, cid: str, name: str, pid_file: str) -> None:
+def wait_ready(client: Any, cid: str, name: str, pid_file: str, what: str = "balancer") -> None:
     """Until nginx wrote its pid file: it has parsed the config and opened every listening
-    socket. Fail with nginx's own words if it exits instead."""
+    socket. Fail with nginx's own words if it exits instead. (Any container that says it is ready
+    by writing a file: ``what`` names it in errors, Gorb dr's VIP agent say.)"""
     deadline = time.monotonic() + READY_TIMEOUT
     delay = 0.02
     while True:
         if not Container(client.inspect_container(cid)).steadily_running:
-            raise TessonError(f"balancer {name} exited: {last_words(client, cid)}")
+            raise TessonError(f"{what} {name} exited: {last_words(client, cid)}")
         got = unless_gone(client.get_archive, cid, pid_file)
         if got is not None:
             for _ in got[0]:
                 pass
             return
         if time.monotonic() > deadline:
-            raise TessonError(f"balancer {name} did not come up in {READY_TIMEOUT:.0f}s: {last_words(client, cid)}")
+            raise TessonError(f"{what} {name} did not come up in {READY_TIMEOUT:.0f}s: {last_words(client, cid)}")
         time.sleep(delay)
         delay = min(delay * 2, 0.25)
