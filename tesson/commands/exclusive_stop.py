@@ -15,6 +15,7 @@ def purge_exclusive(client: Any, ctx, fe, grp, where: tuple = ("/", False)) -> i
     from tesson.errors import TessonError
     from tesson.runtime.replan import topology_of
 
+    topo = topology_of(client, where)  # first: a probe that fails must leave the group as it is
     image = grp.image or "busybox"
     with daemon_lock.held(client, image):
         errors = runtime.stop(ctx, fe)
@@ -22,7 +23,6 @@ def purge_exclusive(client: Any, ctx, fe, grp, where: tuple = ("/", False)) -> i
         if errors:
             raise TessonError(f"group {grp.name}: {len(errors)} of {n} could not be removed: {'; '.join(errors)} "
                               f"(it still holds its CPUs; run the stop again)")
-        topo = topology_of(client, where)
         after, why = daemon_claims.load(topo, client)
         if after is None:
             raise TessonError(f"group {grp.name} is removed, but the groups on the daemon could not be listed "
