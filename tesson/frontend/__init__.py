@@ -95,6 +95,16 @@ if TYPE_CHECKING:
 KINDS = ("nginx", "none", "gorb", "kernel")
 
 
+class NotAdmitted(TessonError):
+    """``add_backends`` could not take shards ``indexes`` in, for a reason that is theirs (the kernel
+    door admits a shard only once it accepts connections, within a bound): a rolling update puts
+    their previous versions back instead of keeping them."""
+
+    def __init__(self, message: str, indexes: list[int]):
+        super().__init__(message)
+        self.indexes = list(indexes)
+
+
 class Undo:
     """What a ``run`` (or ``repair``) has made so far, to be undone if it fails.
 

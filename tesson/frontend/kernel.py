@@ -56,7 +56,7 @@ from tesson.docker_client import explain as _explain
 from tesson.docker_client import remove_container as _remove_container
 from tesson.docker_client import unless_gone
 from tesson.errors import TessonError, UsageError
-from tesson.frontend import Context
+from tesson.frontend import Context, NotAdmitted
 from tesson.frontend import kernel_listen as listen
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import nginx as _nginx
@@ -245,9 +245,10 @@ class KernelFrontend(AgentControl, _nginx.NginxFrontend):
             took = time.monotonic() - began
             if deaf and took > LISTEN_TIMEOUT:
                 ports = ", ".join(f"{p}/tcp" for p in listen.tcp_ports(self.doors))
-                raise TessonError(f"{', '.join(missing)} not in rotation after {LISTEN_TIMEOUT:.0f}s: not listening on "
+                raise NotAdmitted(f"{', '.join(missing)} not in rotation after {LISTEN_TIMEOUT:.0f}s: not listening on "
                                   f"{ports} (the kernel door admits a shard once it accepts connections; see docker logs "
-                                  f"{missing[0]}); tesson ps -g {ctx.group} says when it does")
+                                  f"{missing[0]}); tesson ps -g {ctx.group} says when it does",
+                                  [i for i in indexes if ctx.shard_name(i) in missing])
             if absent and took > ADD_TIMEOUT:
                 raise TessonError(f"{', '.join(absent)} not in rotation after {ADD_TIMEOUT:.0f}s: not running on the "
                                   f"group's network {network_name(ctx.group)} (see tesson ps -g {ctx.group})")

@@ -149,6 +149,7 @@ class _Run:
         self.brought_back: list[int] = []  # for fe.repair: restarted, recreated, restored
         self.done: dict[int, str] = {}
         self.lock = threading.Lock()
+        self.door_error: Exception | None = None  # the last hook failure (tesson.frontend.NotAdmitted says whose)
 
     def auto(self, index: int) -> dict:
         """Shard ``index``'s 'auto' limits where the plan puts it: they go with a re-pin."""
@@ -271,6 +272,7 @@ class _Run:
             getattr(self.fe, hook)(self.ctx, sorted(indexes))
             return True
         except Exception as e:
+            self.door_error = e
             why = str(e) if isinstance(e, TessonError) else explain(e)
             if self.out.fe_error is None:  # the first is the cause (putting back what a failed removal took out fails too)
                 self.out.fe_error = f"{self.fe.kind} front door, {hook.replace('_', ' ')} {', '.join(map(self.ctx.shard_name, indexes))}: {why}"

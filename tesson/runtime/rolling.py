@@ -6,9 +6,9 @@ CPUs and memory nodes, started, healthy (:func:`health`: its Docker healthcheck 
 one, else the settle check), set up by ``fe.after_start`` and put in the door (``fe.add_backends``),
 and only then the previous container removed. A successor that does not become healthy is removed,
 the previous container renamed back, started and put back in the door (:func:`put_back`), and the
-rolling stops there; so it does when the door does not take a healthy successor in (the kernel door
-admits a shard only once it listens, within a bound), and when it refuses to take a chunk out
-(nothing is touched then).
+rolling stops there; so it does when the door says it will not take a healthy successor in
+(:class:`tesson.frontend.NotAdmitted`: the kernel door admits a shard only once it listens, within
+a bound), and when it refuses to take a chunk out (nothing is touched then).
 
 The functions work on the executor's run (``converge._Run``: its context, frontend, outcome, pool
 and door hooks); a process that dies halfway leaves a ``.prev`` container, which the next plan
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tesson import cpulist, log, names
 from tesson.docker_client import explain, remove_container, unless_gone
+from tesson.frontend import NotAdmitted
 from tesson.runtime import plan as P
 from tesson.runtime.body import start_shard
 from tesson.runtime.drain import drain
@@ -88,16 +89,19 @@ def replace_some(run: _Run, chunk: list[P.Step]) -> bool:
             and not put_back(run, s, created.get(s.index), aside[s.index])]
     ctx.draining -= set(idx)
     back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
+    run.door_error = None
     back_in = not back or (run.door("after_start", back) and run.door("add_backends", back))
-    if not back_in and good:
-        # The door did not take the successors in (the kernel door: one never listened within its
-        # bound): healthy or not, they do not serve, so their previous versions come back.
-        why = run.out.fe_error or "the front door did not take it in"
-        for i in good:
+    refused: list[int] = run.door_error.indexes if isinstance(run.door_error, NotAdmitted) else []
+    deaf = [i for i in good if i in refused]
+    if deaf:
+        # The door would not take these successors in (the kernel door: they never listened within
+        # its bound): healthy or not, they do not serve, so their previous versions come back. Any
+        # other door failure stops the rolling with the successors kept, as before.
+        why = str(run.door_error)
+        for i in deaf:
             bad[i] = f"its successor was not taken into the front door ({why})"
-        returned = [s.index for s in chunk if s.index in good and put_back(run, s, created.get(s.index), aside[s.index])]
-        lost += [i for i in good if i not in returned]
-        good = []
+        good = [i for i in good if i not in deaf]
+        returned = [s.index for s in chunk if s.index in deaf and put_back(run, s, created.get(s.index), aside[s.index])]
         if returned:
             run.door("after_start", returned) and run.door("add_backends", returned)
     for step in chunk:
