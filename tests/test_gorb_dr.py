@@ -298,6 +298,7 @@ def test_a_shard_docker_restarts_by_itself_gets_its_vip_back_from_the_agent(wire
     assert info["State"]["Running"] and info["Config"]["Labels"]["io.tesson.role"] == "vip-agent"
     assert info["Config"]["Cmd"][-4:] == ["--group", group, "--vip", PARENT_IP]
     assert hc["NetworkMode"] == "none" and hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd") and not hc.get("Privileged")
+    assert "no-new-privileges" in (hc.get("SecurityOpt") or []), hc.get("SecurityOpt")
     assert hc["RestartPolicy"]["Name"] == "unless-stopped" and hc["Binds"] == ["/var/run/docker.sock:/var/run/docker.sock"]
     assert all(not docker_client.inspect_container(n)["HostConfig"].get("CapAdd") for n in shards)
     (doc,) = json.loads(ok(tesson_cmd("ps", "-g", group, "--json", env=NO_ENV_GORB)).stdout)

@@ -32,12 +32,11 @@ import time
 from tesson import labels as L
 from tesson import log
 from tesson.container import Container, daemon_ns
+from tesson.frontend.vip_agentctl import READY, STATE_DIR
 
 RESYNC = 30.0  # seconds between readings of the state when no event came
 RETRY = 2.0  # seconds after a step that failed: look again
 REPLAY = 1.0  # seconds of events before the subscription the daemon replays (tesson.docker_events)
-STATE_DIR = "/run/tesson-vip"
-READY = STATE_DIR + "/ready"
 
 
 class Keeper:
@@ -100,6 +99,13 @@ def run(group: str, vips: list[str]) -> int:
 
     if not vips:
         raise TessonError("vip-agent run needs at least one --vip ADDRESS")
+    import ipaddress
+
+    for v in vips:  # they go into the loopback step's script: addresses only
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise TessonError(f"vip-agent run: --vip {v!r} is not an IPv4 address") from None
     client = docker_client.connect()
     os.makedirs(STATE_DIR, exist_ok=True)
     try:

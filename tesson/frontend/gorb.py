@@ -229,7 +229,9 @@ class GorbFrontend(VipControl, Frontend):
             except Exception as e:
                 left.append(f"the macvlan network {self.network} was not removed: {e}")
         if self._stop_errors:
-            raise TessonError(f"the containers stopped, but the group is still registered with Gorb: {self._stop_errors[0]}")
+            also = f"; and {'; '.join(left)}" if left else ""
+            raise TessonError(f"the containers stopped, but the group is still registered with Gorb: "
+                              f"{self._stop_errors[0]}{also}")
         if left:
             raise TessonError(f"group {ctx.group}: its containers are removed, but {'; '.join(left)}")
 

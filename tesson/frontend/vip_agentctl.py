@@ -62,7 +62,8 @@ if TYPE_CHECKING:
     from tesson.frontend import Context
     from tesson.frontend.gorb_services import VService
 
-READY = "/run/tesson-vip/ready"  # in the agent's container: written once it follows the events
+STATE_DIR = "/run/tesson-vip"  # in the agent's container (tesson.commands.vip_agent)
+READY = STATE_DIR + "/ready"  # written once the agent follows the events
 STOP_TIMEOUT = 10  # seconds the agent gets to finish a step before it is killed
 
 
