@@ -50,12 +50,13 @@ import time
 
 from tesson import log, nft
 from tesson.errors import TessonError
-from tesson.frontend import kernel_listen as L
+from tesson.frontend import kernel_listen as listen
 from tesson.frontend import kernel_rules as K
 from tesson.frontend import kernel_table as T
 from tesson.frontend.kernel_table import status, write, written
 
 RESYNC = 30.0  # seconds between checks of the daemon's state when no event came
+REPLAY = 1.0  # seconds of events before a subscription the daemon replays (tesson.docker_events)
 EVENTS = {"start", "restart", "die", "stop", "kill", "destroy", "pause", "unpause", "oom",
           "health_status", "health_status: healthy", "health_status: unhealthy", "connect", "disconnect"}
 
@@ -118,13 +119,13 @@ def admit(w: T.Wanted) -> T.Wanted:
     recorded (:data:`kernel_table.LISTENING`) and admitted."""
     if not w.waiting:
         return w
-    ok = L.probe_once({x.cid: x.backend.address for x in w.waiting}, L.tcp_ports(w.doors))
+    ok = listen.probe_once({x.cid: x.backend.address for x in w.waiting}, listen.tcp_ports(w.doors))
     if ok:
         T.note_listening(add=ok)
     return w.admitted(ok)
 
 
-def follow_probes(w: T.Wanted, probers: dict[str, L.Prober], q: queue.Queue) -> None:
+def follow_probes(w: T.Wanted, probers: dict[str, listen.Prober], q: queue.Queue) -> None:
     """One prober per shard that waits to listen (a new one when its address changed); those whose
     shard no longer waits (down, gone, paused) are cancelled."""
     waiting = {x.cid: x for x in w.waiting}
@@ -134,7 +135,7 @@ def follow_probes(w: T.Wanted, probers: dict[str, L.Prober], q: queue.Queue) -> 
             probers.pop(cid).cancel()
     for cid, x in waiting.items():
         if cid not in probers:
-            p = L.Prober(cid, x.backend.name, x.backend.address, L.tcp_ports(w.doors), q)
+            p = listen.Prober(cid, x.backend.name, x.backend.address, listen.tcp_ports(w.doors), q)
             probers[cid] = p
             p.start()
 
@@ -162,10 +163,12 @@ def run(group: str) -> int:
     check_other_tables(group, w.doors)
     write(group, admit(w))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the rules stay; nft's transaction is whole or nothing
+    # with replay: a shard that died and started again while the stream was broken still brings
+    # its die (its admission is forgotten, so it is tried again: tesson.docker_events's hazards)
     q = docker_events.follow(client, {"type": ["container"], "label": [f"{GROUP}={group}"]},
-                             lambda action: action in EVENTS or action.startswith("health_status"))
+                             lambda action: action in EVENTS or action.startswith("health_status"), replay=REPLAY)
     down: set[str] = set()
-    probers: dict[str, L.Prober] = {}
+    probers: dict[str, listen.Prober] = {}
     rechecks: list[float] = []
     first = True
     while True:
@@ -179,7 +182,7 @@ def run(group: str) -> int:
         rechecks = [t for t in rechecks if t > now]
         heard, forget = set(), set()
         for action, cid in items:
-            if action == "listening":
+            if action == listen.HEARD:
                 p = probers.get(cid)
                 if p is not None and p.ok:  # not a prober cancelled since (the shard died)
                     del probers[cid]

@@ -92,8 +92,11 @@ def probe_once(targets: dict[str, str], ports: list[int], timeout: float = CONNE
         return set(found)
 
 
+HEARD = "listening"  # what a Prober puts on the agent's event queue: (HEARD, container id)
+
+
 class Prober(threading.Thread):
-    """Checks one waiting shard until it listens (then puts ``("listening", cid)`` on ``q`` and
+    """Checks one waiting shard until it listens (then puts ``(HEARD, cid)`` on ``q`` and
     ends, :attr:`ok` set) or until :meth:`cancel` (it died, or no longer waits)."""
 
     def __init__(self, cid: str, name: str, address: str, ports: list[int], q: queue.Queue) -> None:
@@ -112,7 +115,7 @@ class Prober(threading.Thread):
             pending = [p for p in pending if not accepts(self.address, p)]
             if not pending:
                 self.ok = True
-                self.q.put(("listening", self.cid))
+                self.q.put((HEARD, self.cid))
                 log.info("shard listens: admitted", shard=self.shard, after=round(time.monotonic() - self.began, 3))
                 return
             waited = time.monotonic() - self.began
