@@ -11,8 +11,9 @@ import gc
 # A command is a short process that allocates many objects that live as long as it does (argparse's
 # parsers, the topology's tree, the daemon's listing) and makes almost no reference cycles; at the
 # default threshold (700) the cyclic collector walks them over and over: 10-20 ms of a 256-CPU
-# `run --dry-run` (benchmarks/README.md, issue 12). Collections still happen, less often, in the
-# verbs that run for long (kernel-agent, demo-server, logs -f).
+# `run --dry-run` (benchmarks/README.md, issue 12). The verbs that live for days get the defaults
+# back (main: cli_verbs.LONG_RUNNING).
+GC_DEFAULTS = gc.get_threshold()
 gc.set_threshold(50_000, 20, 20)
 
 import argparse  # after the collector's threshold: its imports allocate too
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in GROUP_VERBS:
         _resolve_group(args, parser.verb_parsers[args.verb].parser)
 
+    if args.verb in V.LONG_RUNNING:
+        gc.set_threshold(*GC_DEFAULTS)
     from tesson import log, plugin_socket
     from tesson.errors import TessonError
 

@@ -42,6 +42,8 @@ HIDDEN_VERBS = {
     "kernel-agent": "kernel_agent",  # the kernel front door's agent, in its GROUP-lb container
     "vip-agent": "vip_agent",  # Gorb dr's VIP agent, in its GROUP-vip container
 }
+# Verbs whose process lives for days: tesson.cli gives them the cyclic collector's default thresholds.
+LONG_RUNNING = frozenset({"kernel-agent", "vip-agent", "demo-server"})
 
 # Verbs that take the group positionally (``tesson logs web``) or with -g (ps: optionally).
 GROUP_VERBS = ("logs", "exec", "stats", "top", "start", "restart", "stop", "repair", "ps", "scale", "update")

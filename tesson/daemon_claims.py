@@ -28,6 +28,7 @@ class Listing:
     def __init__(self, client=None) -> None:
         self.client, self._why, self.path = client, "", ""
         self._answer: Callable[[], list[dict]] | None = None
+        self._result: tuple[list[dict] | None, str] | None = None
         if client is not None:
             return
         from tesson import engine_lite
@@ -44,7 +45,13 @@ class Listing:
 
     def result(self) -> tuple[list[dict] | None, str]:
         """Every container carrying ``io.tesson.group`` (summaries, as ``docker ps -a``), and ``""``;
-        or ``(None, why)`` when the daemon cannot be reached."""
+        or ``(None, why)`` when the daemon cannot be reached. The answer is read once (later calls
+        give the same)."""
+        if self._result is None:
+            self._result = self._read()
+        return self._result
+
+    def _read(self) -> tuple[list[dict] | None, str]:
         if self._why:
             return None, self._why
         if self._answer is not None:
