@@ -34,23 +34,36 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+
+from tesson.request import Value
+
+TYPE_CHECKING = False  # typing is not imported on ps's path
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class FormatError(ValueError):
     """A --format that cannot be used; the message is one line, ready to print."""
 
 
-@dataclass(frozen=True)
-class Action:
-    field: str  # a field name, or "." for the whole row (only with json)
-    json: bool
+class Action(Value):
+    """One ``{{...}}`` of a template."""
+
+    __slots__ = ("field", "json")
+
+    def __init__(self, field: str, json: bool):
+        self.field: Final = field  # a field name, or "." for the whole row (only with json)
+        self.json: Final = json
 
 
-@dataclass(frozen=True)
-class Format:
-    kind: str  # "default", "json", "table" or "template"
-    parts: tuple = ()  # str (text) and Action, in order
+class Format(Value):
+    """A parsed --format."""
+
+    __slots__ = ("kind", "parts")
+
+    def __init__(self, kind: str, parts: tuple = ()):
+        self.kind: Final = kind  # "default", "json", "table" or "template"
+        self.parts: Final = parts  # str (text) and Action, in order
 
 
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
