@@ -10,6 +10,11 @@ They are plain classes with ``__slots__`` (:class:`Value`), not frozen dataclass
 and compiles each class's methods, which cost that command more than its whole plan (a
 ``typing.NamedTuple`` still costs ``typing`` and the compiler). Their fields are ``Final``: mypy
 refuses an assignment; change one with ``_replace`` (as ``dataclasses.replace``).
+
+:class:`Record`, its mutable sibling, is the home of the same behaviour for the records the read
+verbs build (``tesson.group``'s ``Spec``, ``ShardState`` and ``Group``, ``frontend.Context``), and
+``Value`` that of their immutable ones (``Container``, ``Port``, ``psformat``'s): one place for
+equality, repr and ``_replace``, none of them a dataclass.
 """
 
 from __future__ import annotations

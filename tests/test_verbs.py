@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -251,6 +252,7 @@ def test_version_names_tesson_and_the_daemon(docker_client):
     assert re.search(rf"^Docker daemon: +{re.escape(daemon['Version'])}$", out, re.MULTILINE)
     doc = json.loads(_ok(tesson_cmd("version", "--format", "json")))
     assert doc["tesson"]["version"] == __version__ and doc["daemon"]["api_version"] == daemon["ApiVersion"]
+    assert doc["tesson"]["python"] == platform.python_version()  # the interpreter tesson_cmd runs
     # no daemon: tesson's own version still, then one line, exit 1
     r = tesson_cmd("version", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert r.returncode == 1 and __version__ in r.stdout
