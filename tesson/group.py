@@ -60,9 +60,11 @@ class Spec(Record):
         self.limits: list = [] if limits is None else limits  # each shard's HostConfig limits, by index ([] = none)
         self.machine = machine  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
         self.config_digest = config_digest  # config.digest of the body ("" = no config)
-        self.config_fields: list = [] if config_fields is None else config_fields  # config.fields of the body: names, no values
+        # config.fields of the body: names, no values
+        self.config_fields: list = [] if config_fields is None else config_fields
         self.no_isolated = no_isolated  # run --no-isolated: the kernel's isolated CPUs are not the group's
-        self.limits_auto: list = [] if limits_auto is None else limits_auto  # the limits' keys computed from the CPUs (quotas.auto_keys)
+        # the limits' keys computed from the CPUs (quotas.auto_keys)
+        self.limits_auto: list = [] if limits_auto is None else limits_auto
         if config:  # the digest and field names follow the body when there is one
             from tesson import config as C
 
