@@ -2,7 +2,7 @@
 """The everyday verbs against the docker CLI commands they replace, in the same run.
 
     .venv/bin/python benchmarks/verbs.py [--rounds 10] [--runs 5] [--tesson .venv/bin/tesson]
-                                         [--python PYTHON] [--plugin-image IMAGE]
+                                         [--python PYTHON] [--plugin-image IMAGE] [--compare TESSON]
 
 Starts one group (the test suite's shard image, `-u pu -n 2 --lb none`, named bench-verbs), then
 times whole processes, in rounds whose order rotates so that a machine whose load changes weighs
@@ -22,9 +22,11 @@ through the CLI plugin (installed into a temporary DOCKER_CONFIG, running that i
 container start: `docker run --rm --entrypoint true IMAGE`, and the floor of any plugin, installed
 beside it: `docker noop` (a sh script that does nothing: what the docker CLI costs to run a
 plugin) and `docker pynoop ps` (a Python script that imports argparse and parses its verb).
-Reports the median and best of each command and the ratios of the medians (target: at most
-1.3x). The group is removed at the end. No hyperfine needed: each run is a fork/exec timed with
-time.perf_counter, output discarded.
+With --compare TESSON (another tree's tesson, say a venv of main), also times that tesson's ps, ls,
+logs and --version in the same rounds (rows marked "[compare]", against the same group), and how
+many times faster this tesson is. Reports the median and best of each command and the ratios of the
+medians (target: at most 1.3x). The group is removed at the end. No hyperfine needed: each run is a
+fork/exec timed with time.perf_counter, output discarded.
 
 Bytecode: every command runs without PYTHONDONTWRITEBYTECODE (removed from the environment if set,
 as it is in some shells and CI images), after one warm-up run each. With it set, an editable install
@@ -98,6 +100,8 @@ def main() -> int:
     ap.add_argument("--plugin-image", metavar="IMAGE",
                     help="also time `docker tesson ps` through the plugin running IMAGE (build one from this tree "
                          "with scripts/build-image --tag IMAGE)")
+    ap.add_argument("--compare", metavar="TESSON",
+                    help="also time this other tesson's verbs in the same rounds (a venv of another tree, e.g. main's)")
     args = ap.parse_args()
     py = args.python or str(Path(args.tesson).with_name("python"))
     t = args.tesson
@@ -119,6 +123,10 @@ def main() -> int:
         "python -c 'import docker'": [py, "-c", "import docker"],
         "python -c 'import requests'": [py, "-c", "import requests"],
     }
+    mine = ("tesson ps -g G", "tesson ls", "tesson logs --tail 1 G", "tesson --version")
+    if args.compare:
+        for name in mine:
+            commands[f"{name} [compare]"] = [args.compare, *commands[name][1:]]
     envs: dict[str, dict] = {}
     config = None
     if args.plugin_image:
@@ -172,12 +180,23 @@ def main() -> int:
         pairs += [("docker tesson ps -g G", "docker ps"), ("docker tesson ls", "docker ps"),
                   ("docker tesson logs --tail 1 G", "docker logs --tail 1 G-0"),
                   ("docker noop (sh plugin)", "docker ps"), ("docker pynoop (python plugin)", "docker ps")]
+    if args.compare:
+        pairs += [(f"{name} [compare]", theirs) for name, theirs in pairs[:4]]
     for ours, theirs in pairs:
         ratio = med[ours] / med[theirs]
-        goal = ours not in floors  # a floor is shown, not judged
+        # the floors and --compare are shown, not judged
+        goal = ours not in floors and not ours.endswith("[compare]")
         met &= ratio <= TARGET or not goal
-        verdict = ("met" if ratio <= TARGET else "missed") + f" (<= {TARGET}x)" if goal else "floor"
+        shown = "compare" if ours.endswith("[compare]") else "floor"
+        verdict = ("met" if ratio <= TARGET else "missed") + f" (<= {TARGET}x)" if goal else shown
         print(f"| `{ours}` / `{theirs}` | {ratio:.2f}x | {best[ours] / best[theirs]:.2f}x | {verdict} |")
+    if args.compare:
+        print(f"\n--compare {args.compare} against --tesson {t}:\n\n| verb | median, compare / this | best |\n"
+              "| --- | ---: | ---: |")
+        for name in mine:
+            other = f"{name} [compare]"
+            print(f"| `{name}` | {med[other] / med[name]:.2f}x ({med[other] - med[name]:+.1f} ms) | "
+                  f"{best[other] / best[name]:.2f}x |")
     return 0 if met else 1
 
 

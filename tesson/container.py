@@ -9,19 +9,22 @@ no other module spells those keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tesson import labels as L
 from tesson import ports as P
+from tesson.request import Value
 
 TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
 
-@dataclass(frozen=True)
-class Container:
-    raw: dict
+class Container(Value):
+    """One container as docker-py gave it (``raw``: a summary or an inspect); immutable."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict):
+        self.raw: Final = raw
 
     @property
     def inspected(self) -> bool:

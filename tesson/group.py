@@ -9,11 +9,11 @@ and ``ps`` shows the group even when some shards are gone.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 from tesson import cpulist, names
 from tesson import labels as L
 from tesson.container import Container
+from tesson.request import Record
 
 TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
 if TYPE_CHECKING:
@@ -32,34 +32,44 @@ def make_shard(index: int, cpus: Iterable[int], mems: Iterable[int]) -> Shard:
     return Shard(index=index, cpus=tuple(cpus), mems=tuple(mems))
 
 
-@dataclass
-class Spec:
-    """Everything needed to (re)create any shard of a group."""
+class Spec(Record):
+    """Everything needed to (re)create any shard of a group. A :class:`~tesson.request.Record`
+    (compared by its fields, ``_replace`` for a changed copy); a list or dict field given as None
+    (or not given) is a new empty one."""
 
-    group: str
-    image: str
-    command: list[str]
-    port_specs: list[str]  # the -p specs as typed
-    config: dict | None  # the -c body; None when rebuilt from labels (config.recover reads it back)
-    unit: str
-    shards: list[Shard]  # the plan, by index
-    frontend: str = "none"
-    near: list = field(default_factory=list)  # run --near devices, as given
-    exclusive: str = ""  # run --exclusive: "packed" or "spread"; "": a shared-pool group
-    restrict: str | None = None  # the cpulist the group may use (--cpus AND --near); None: all allowed
-    limits: list = field(default_factory=list)  # each shard's HostConfig limits, by index ([] = none)
-    machine: str = ""  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
-    config_digest: str = ""  # config.digest of the body ("" = no config)
-    config_fields: list = field(default_factory=list)  # config.fields of the body: names, no values
-    no_isolated: bool = False  # run --no-isolated: the kernel's isolated CPUs are not the group's
-    limits_auto: list = field(default_factory=list)  # the limits' keys computed from the CPUs (quotas.auto_keys)
+    __slots__ = ("group", "image", "command", "port_specs", "config", "unit", "shards", "frontend", "near",
+                 "exclusive", "restrict", "limits", "machine", "config_digest", "config_fields", "no_isolated",
+                 "limits_auto")
 
-    def __post_init__(self) -> None:
-        if self.config:
+    def __init__(self, group: str, image: str, command: list[str], port_specs: list[str], config: dict | None,
+                 unit: str, shards: list[Shard], frontend: str = "none", near: list | None = None,
+                 exclusive: str = "", restrict: str | None = None, limits: list | None = None, machine: str = "",
+                 config_digest: str = "", config_fields: list | None = None, no_isolated: bool = False,
+                 limits_auto: list | None = None):
+        self.group = group
+        self.image = image
+        self.command = command
+        self.port_specs = port_specs  # the -p specs as typed
+        self.config = config  # the -c body; None when rebuilt from labels (config.recover reads it back)
+        self.unit = unit
+        self.shards = shards  # the plan, by index
+        self.frontend = frontend
+        self.near: list = [] if near is None else near  # run --near devices, as given
+        self.exclusive = exclusive  # run --exclusive: "packed" or "spread"; "": a shared-pool group
+        self.restrict = restrict  # the cpulist the group may use (--cpus AND --near); None: all allowed
+        self.limits: list = [] if limits is None else limits  # each shard's HostConfig limits, by index ([] = none)
+        self.machine = machine  # tesson.holdings.machine_id of the topology planned on ("" = unknown)
+        self.config_digest = config_digest  # config.digest of the body ("" = no config)
+        # config.fields of the body: names, no values
+        self.config_fields: list = [] if config_fields is None else config_fields
+        self.no_isolated = no_isolated  # run --no-isolated: the kernel's isolated CPUs are not the group's
+        # the limits' keys computed from the CPUs (quotas.auto_keys)
+        self.limits_auto: list = [] if limits_auto is None else limits_auto
+        if config:  # the digest and field names follow the body when there is one
             from tesson import config as C
 
-            self.config_digest, self.config_fields = C.digest(self.config), C.fields(self.config)
-        elif self.config is not None:  # no config: what config.digest and config.fields say of {}
+            self.config_digest, self.config_fields = C.digest(config), C.fields(config)
+        elif config is not None:  # no config: what config.digest and config.fields say of {}
             self.config_digest, self.config_fields = "", []
 
     @property
@@ -131,21 +141,25 @@ class Spec:
             raise ValueError(f"labels do not describe a tesson group ({type(e).__name__}: {e})") from None
 
 
-@dataclass
-class ShardState:
+class ShardState(Record):
     """One shard of a group as found: its container's state, or ``missing``."""
 
-    index: int
-    name: str
-    cpus: list[int]
-    mems: list[int]
-    id: str = ""  # full container id; "" when the container is gone
-    state: str = "missing"  # Docker's State (running, exited, dead, created, restarting, paused) or missing
-    status: str = "missing"  # Docker's Status text ("Up 3 minutes", "Exited (137) 2 seconds ago")
-    ports: list[str] = field(default_factory=list)  # as docker ps shows them
-    labels: dict[str, str] = field(default_factory=dict)
-    image_id: str = ""  # the image its container runs (Docker's ImageID), "" when missing
-    limits: dict | None = None  # its container's HostConfig limits as read (read_pins); None: not read
+    __slots__ = ("index", "name", "cpus", "mems", "id", "state", "status", "ports", "labels", "image_id", "limits")
+
+    def __init__(self, index: int, name: str, cpus: list[int], mems: list[int], id: str = "",
+                 state: str = "missing", status: str = "missing", ports: list[str] | None = None,
+                 labels: dict[str, str] | None = None, image_id: str = "", limits: dict | None = None):
+        self.index = index
+        self.name = name
+        self.cpus = cpus
+        self.mems = mems
+        self.id = id  # full container id; "" when the container is gone
+        self.state = state  # Docker's State (running, exited, dead, created, restarting, paused) or missing
+        self.status = status  # Docker's Status text ("Up 3 minutes", "Exited (137) 2 seconds ago")
+        self.ports: list[str] = [] if ports is None else ports  # as docker ps shows them
+        self.labels: dict[str, str] = {} if labels is None else labels
+        self.image_id = image_id  # the image its container runs (Docker's ImageID), "" when missing
+        self.limits = limits  # its container's HostConfig limits as read (read_pins); None: not read
 
     @property
     def up(self) -> bool:
@@ -156,16 +170,21 @@ class ShardState:
         return self.id[:12]
 
 
-@dataclass
-class Group:
-    name: str
-    labels: dict  # the group's labels (from its lowest shard, else any container)
-    spec: Spec | None  # None when the labels are not complete enough to rebuild the group
-    shards: list[ShardState]  # every index of the plan (missing ones included)
-    others: list[Container]  # the group's non-shard containers (the balancer)
-    extra: list[ShardState] = field(default_factory=list)  # shard containers whose index is not in the plan
-    # GROUP-INDEX.prev: a shard's previous container, kept by update until its successor is healthy
-    previous: dict[int, ShardState] = field(default_factory=dict)
+class Group(Record):
+    """A group as found on the daemon (a :class:`~tesson.request.Record`)."""
+
+    __slots__ = ("name", "labels", "spec", "shards", "others", "extra", "previous")
+
+    def __init__(self, name: str, labels: dict, spec: Spec | None, shards: list[ShardState], others: list[Container],
+                 extra: list[ShardState] | None = None, previous: dict[int, ShardState] | None = None):
+        self.name = name
+        self.labels = labels  # the group's labels (from its lowest shard, else any container)
+        self.spec = spec  # None when the labels are not complete enough to rebuild the group
+        self.shards = shards  # every index of the plan (missing ones included)
+        self.others = others  # the group's non-shard containers (the balancer)
+        self.extra: list[ShardState] = [] if extra is None else extra  # shard containers whose index is not in the plan
+        # GROUP-INDEX.prev: a shard's previous container, kept by update until its successor is healthy
+        self.previous: dict[int, ShardState] = {} if previous is None else previous
 
     @property
     def lock(self) -> Container | None:

@@ -9,27 +9,32 @@ and exit 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tesson.errors import UsageError
+from tesson.request import Value
+
+TYPE_CHECKING = False  # typing is not imported on the read-only verbs' path
+if TYPE_CHECKING:
+    from typing import Final
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(Value):
     """One container port of one ``-p`` spec, and where the host publishes it.
 
     ``host_ip`` is ``""`` for every address; ``host_port`` is ``""`` for an ephemeral port, else a
     port (``"8080"``) or a range of ports to choose from (``"8000-8010"``), as Docker's
-    ``PortBindings`` take them.
+    ``PortBindings`` take them. Immutable (a :class:`~tesson.request.Value`).
     """
 
-    spec: str
-    port: int
-    proto: str = "tcp"
-    host_ip: str = ""
-    host_port: str = ""
+    __slots__ = ("spec", "port", "proto", "host_ip", "host_port")
+
+    def __init__(self, spec: str, port: int, proto: str = "tcp", host_ip: str = "", host_port: str = ""):
+        self.spec: Final = spec
+        self.port: Final = port
+        self.proto: Final = proto
+        self.host_ip: Final = host_ip
+        self.host_port: Final = host_port
 
     @property
     def key(self) -> str:

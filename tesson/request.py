@@ -10,6 +10,11 @@ They are plain classes with ``__slots__`` (:class:`Value`), not frozen dataclass
 and compiles each class's methods, which cost that command more than its whole plan (a
 ``typing.NamedTuple`` still costs ``typing`` and the compiler). Their fields are ``Final``: mypy
 refuses an assignment; change one with ``_replace`` (as ``dataclasses.replace``).
+
+:class:`Record`, its mutable sibling, is the home of the same behaviour for the records the read
+verbs build (``tesson.group``'s ``Spec``, ``ShardState`` and ``Group``, ``frontend.Context``), and
+``Value`` that of their immutable ones (``Container``, ``Port``, ``psformat``'s): one place for
+equality, repr and ``_replace``, none of them a dataclass.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ if TYPE_CHECKING:
     from tesson.topology import Topology
 
 
-class Value:
-    """A value whose fields are its class's ``__slots__`` and its ``__init__``'s parameters (the
-    same names): compared and hashed by its fields, shown with them, copied with changes by
-    :meth:`_replace`."""
+class Record:
+    """A record whose fields are its class's ``__slots__`` and its ``__init__``'s parameters (the
+    same names, in the same order): compared by its fields, shown with them, copied with changes by
+    :meth:`_replace` (which calls ``__init__`` again, as ``dataclasses.replace`` does). Mutable and
+    unhashable, as a dataclass that is not frozen; :class:`Value` is the immutable one.
+
+    A field with a mutable default (a list, a dict) takes ``None`` for "a new empty one" in its
+    class's ``__init__``: one default shared by every instance would be a bug.
+    """
 
     __slots__: tuple[str, ...] = ()
 
@@ -45,12 +55,23 @@ class Value:
             return NotImplemented
         return self._fields() == other._fields()
 
-    def __hash__(self) -> int:
-        return hash(self._fields())
+    # No __hash__: a class that defines __eq__ alone gets __hash__ = None, so a Record is unhashable
+    # (as a dataclass that is not frozen); an explicit None here would be a type mypy refuses to let
+    # Value override.
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
         return f"{type(self).__name__}({inner})"
+
+
+class Value(Record):
+    """A :class:`Record` whose fields are ``Final`` (mypy refuses an assignment) and which is
+    hashed by its fields: a frozen dataclass's behaviour."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
 
 
 class FrontendOptions(Value):

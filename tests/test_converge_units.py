@@ -3,7 +3,6 @@ from labels, and the drain's connection count: no Docker."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -80,7 +79,7 @@ def test_a_scale_cut_short_is_finished_by_repair_once_the_record_says_the_new_si
 def test_update_replaces_outdated_shards_that_are_up_and_recreates_stopped_ones():
     old = spec(4)
     grp = group_of(old, (0, "running"), (1, "exited"), (2, "paused"), (3, "missing"))
-    new = dataclasses.replace(old, image="web:2")
+    new = old._replace(image="web:2")
     assert actions(P.plan(grp, new, update=True)) == [(0, "replace"), (1, "recreate"), (2, "leave"), (3, "recreate")]
     # without update (a repair), versions are not compared
     assert actions(P.plan(grp, new)) == [(0, "keep"), (1, "restart"), (2, "leave"), (3, "recreate")]
@@ -97,7 +96,7 @@ def test_config_command_or_env_changes_make_a_shard_outdated():
     s = spec(1)
     grp = group_of(s, (0, "running"))
     for change in ({"command": ["sh"]}, {"config": {"Env": ["A=1"]}}):
-        assert actions(P.plan(grp, dataclasses.replace(s, **change), update=True)) == [(0, "replace")]
+        assert actions(P.plan(grp, s._replace(**change), update=True)) == [(0, "replace")]
 
 
 def test_a_rolling_step_cut_short_is_finished_or_undone():
@@ -115,7 +114,7 @@ def test_a_rolling_step_cut_short_is_finished_or_undone():
 
 
 def test_the_newest_spec_record_is_the_groups_spec_and_a_lock_is_a_change_under_way():
-    old, new = spec(2), dataclasses.replace(spec(2), image="web:2")
+    old, new = spec(2), spec(2)._replace(image="web:2")
     rec = lambda s, gen: {"Id": f"r{gen}" * 32, "Names": [f"/web-spec.{gen}"], "State": "created",
                           "Labels": {**s.labels(), L.ROLE: "spec", L.GENERATION: str(gen)}}
     change = {"verb": "update", "image": "web:2", "old_image": "web:1", "by": "me@here", "pid": 1, "since": 0}
@@ -207,7 +206,7 @@ def test_update_env_sets_variables_in_the_config_and_refuses_a_bad_one():
     from tesson.commands.update import new_config
     from tesson.errors import UsageError
 
-    s = dataclasses.replace(spec(1), config={"Env": ["A=0", "B=1"], "User": "1"})
+    s = spec(1)._replace(config={"Env": ["A=0", "B=1"], "User": "1"})
     assert new_config(s, None, ["A=2", "C=3"]) == {"Env": ["A=2", "B=1", "C=3"], "User": "1"}
     assert s.config["Env"] == ["A=0", "B=1"]
     with pytest.raises(UsageError):

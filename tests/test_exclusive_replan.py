@@ -164,7 +164,6 @@ def test_replan_puts_a_shared_group_where_the_pool_has_it_now(two_root):
 def test_repair_plan_recreates_a_repinned_shard_on_the_pool_not_its_label_plan(two_root):
     """Shard 1 was re-pinned live from CPU 1 to CPU 0 (its labels still say 1), then died: repair
     recreates it on CPU 0; shard 0 stays. Planned from the labels alone it would land on CPU 1."""
-    import dataclasses
 
     from tesson import group as G
     from tesson.runtime import plan as P
@@ -175,7 +174,7 @@ def test_repair_plan_recreates_a_repinned_shard_on_the_pool_not_its_label_plan(t
     assert [s.shard.cpus for s in P.plan_repair(grp).steps] == [(0,), (1,)]  # the stale label plan
     me = holdings.mark_foreign(topo, holdings.claim_from_labels(grp.labels), grp.labels)
     shards, lims, _ = sharing.replan(topo, holdings.claims_from_containers(listing, topo), me)
-    want = dataclasses.replace(grp.spec, shards=shards)
+    want = grp.spec._replace(shards=shards)
     grp.shards[1].cpus = [0]  # read_pins: what its container has
     plan = P.plan(grp, want)
     assert [(s.action, s.shard.cpus) for s in plan.steps] == [("keep", (0,)), ("recreate", (0,))]
@@ -268,7 +267,6 @@ def test_update_body_sends_limit_swap_and_reservation_together():
 
 
 def test_moves_carry_the_auto_limits_and_the_plan_repins_for_limits(two_root):
-    import dataclasses
 
     from tesson import group as G
     from tesson import quotas
@@ -295,7 +293,7 @@ def test_moves_carry_the_auto_limits_and_the_plan_repins_for_limits(two_root):
     assert P.plan(grp, web).steps[0].action == "keep"
     assert grp.limits_of(0) == web.limits[0]
     # without auto limits nothing follows
-    plain = dataclasses.replace(web, limits_auto=[])
+    plain = web._replace(limits_auto=[])
     grp.shards[0].limits = {"Memory": 1, "CpuShares": 2}
     assert P.plan(grp, plain).steps[0].action == "keep" and grp.limits_of(0) == {"Memory": 1, "CpuShares": 2}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -198,6 +199,21 @@ def test_top_lists_every_shards_processes(group):
         assert "PID" in b.splitlines()[1] and "httpd" in b
 
 
+@pytest.mark.parametrize("argv", [("ps", "-g", G), ("ls",), ("logs", "--tail", "1", G), ("version",)],
+                         ids=["ps", "ls", "logs", "version"])
+def test_read_verbs_import_nothing_heavy(group, argv):
+    """The everyday read verbs stay light (issue 15's speed work): no docker-py or requests on the
+    local socket, and no ``dataclasses`` (with the ``inspect``, ``ast``, ``dis``... it imports)."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tesson", *argv], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip(), "the verb printed nothing"
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert f"tesson.commands.{argv[0]}" in imported and "tesson.docker_client" in imported, sorted(imported)
+    heavy = {m for m in imported if m.split(".")[0] in ("dataclasses", "inspect", "docker", "requests", "urllib3")}
+    assert not heavy, sorted(heavy)
+
+
 def test_stop_then_start_in_place(group, docker_client, shard_image):
     before = {c["Names"][0]: c["Id"] for c in group_containers(docker_client, G)}
     _ok(tesson_cmd("stop", "-g", G, "-t", "1"))
@@ -236,6 +252,7 @@ def test_version_names_tesson_and_the_daemon(docker_client):
     assert re.search(rf"^Docker daemon: +{re.escape(daemon['Version'])}$", out, re.MULTILINE)
     doc = json.loads(_ok(tesson_cmd("version", "--format", "json")))
     assert doc["tesson"]["version"] == __version__ and doc["daemon"]["api_version"] == daemon["ApiVersion"]
+    assert doc["tesson"]["python"] == platform.python_version()  # the interpreter tesson_cmd runs
     # no daemon: tesson's own version still, then one line, exit 1
     r = tesson_cmd("version", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert r.returncode == 1 and __version__ in r.stdout

@@ -6,7 +6,7 @@ import re
 
 from tesson.errors import UsageError
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"  # compiled on first use: only --since/--until need it
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -20,8 +20,8 @@ def parse_time(text: str, option: str, now: float | None = None) -> float:
     text = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
-    if re.fullmatch(f"(?:{_DURATION.pattern})+", text):
-        back = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(text))
+    if re.fullmatch(f"(?:{_DURATION})+", text):
+        back = sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_DURATION, text))
         return (time.time() if now is None else now) - back
     from datetime import datetime
 

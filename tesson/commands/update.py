@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 
 
 def new_config(spec, config_path: str | None, env: list[str]) -> dict:
@@ -45,10 +44,10 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
     if old.config is None and not config_path:  # the labels keep only a digest: read it back
         from tesson import config as config_mod
 
-        old = dataclasses.replace(old, config=config_mod.recover(client, grp))
+        old = old._replace(config=config_mod.recover(client, grp))
     cfg = new_config(old, config_path, env)
     command = command[1:] if command[:1] == ["--"] else command
-    want = dataclasses.replace(old, image=image or old.image, command=list(command) if command else list(old.command), config=cfg)
+    want = old._replace(image=image or old.image, command=list(command) if command else list(old.command), config=cfg)
     try:
         image_id = client.inspect_image(want.image)["Id"]
     except Exception as e:
@@ -63,8 +62,8 @@ def update(group: str, image: str | None, config_path: str | None, env: list[str
         grp = G.find(client, grp.name) or grp
         if replan.pooled(grp):  # successors go where the shards are now, not where the labels say they started
             here, _ = replan.spec_now(client, grp, replan.topology_of(client, where))
-            want = dataclasses.replace(want, shards=here.shards, limits=here.limits)
-            old = dataclasses.replace(old, shards=here.shards, limits=here.limits)
+            want = want._replace(shards=here.shards, limits=here.limits)
+            old = old._replace(shards=here.shards, limits=here.limits)
         G.read_pins(client, grp)
         plan = P.plan(grp, want, image_id=image_id, update=True)
         if not plan.work:

@@ -76,11 +76,11 @@ its :meth:`Frontend.labels` returns at ``run``; the context is :meth:`Context.fo
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 
 from tesson import labels as L
 from tesson import log, names
 from tesson.errors import TessonError
+from tesson.request import Record
 
 TYPE_CHECKING = False  # typing is not imported on ps's path
 if TYPE_CHECKING:
@@ -167,8 +167,7 @@ class Undo:
         return failed
 
 
-@dataclass
-class Context:
+class Context(Record):
     """What the runtime hands to every frontend hook; made by :meth:`for_run` (a new group) or
     :meth:`for_group` (a group found on the daemon) and nowhere else.
 
@@ -179,26 +178,40 @@ class Context:
     host ports) for the shards made by this run or repair. ``state`` is the group as found on the
     daemon in ``stop``/``repair``/``ps``, ``None`` in ``run``; ``topology`` is the one ``run``
     read, ``None`` elsewhere. ``labels`` are the labels every container of the group carries.
+    A :class:`~tesson.request.Record`: a list, dict, set or Undo left None is a new empty one.
     """
 
-    group: str
-    docker: Any
-    image: str = ""
-    command: list[str] = field(default_factory=list)
-    ports: list[Port] = field(default_factory=list)
-    shards: list[Shard] = field(default_factory=list)
-    unit: str = ""
-    config: dict | None = field(default_factory=dict)  # None: not read back yet (see load_config)
-    labels: dict = field(default_factory=dict)
-    state: Group | None = None
-    topology: Topology | None = None
-    undo: Undo = field(default_factory=Undo)
-    started: dict[int, dict] = field(default_factory=dict)
-    purge: bool = False  # stop --purge
-    limits: list[dict] = field(default_factory=list)  # each shard's HostConfig limits, by index
-    limits_auto: list[str] = field(default_factory=list)  # those of their keys that follow a re-pin (quotas.auto_keys)
-    timeout: int = 10  # stop -t (and how long scale/update give a shard to stop)
-    draining: set[int] = field(default_factory=set)  # shards out of the front door (scale/update)
+    __slots__ = ("group", "docker", "image", "command", "ports", "shards", "unit", "config", "labels", "state",
+                 "topology", "undo", "started", "purge", "limits", "limits_auto", "timeout", "draining")
+
+    _NO_CONFIG: dict = {}  # the default config's marker: None means "not read back yet", so {} stands for "none"
+
+    def __init__(self, group: str, docker: Any, image: str = "", command: list[str] | None = None,
+                 ports: list[Port] | None = None, shards: list[Shard] | None = None, unit: str = "",
+                 config: dict | None = _NO_CONFIG, labels: dict | None = None, state: Group | None = None,
+                 topology: Topology | None = None, undo: Undo | None = None, started: dict[int, dict] | None = None,
+                 purge: bool = False, limits: list[dict] | None = None, limits_auto: list[str] | None = None,
+                 timeout: int = 10, draining: set[int] | None = None):
+        self.group = group
+        self.docker = docker
+        self.image = image
+        self.command: list[str] = [] if command is None else command
+        self.ports: list[Port] = [] if ports is None else ports
+        self.shards: list[Shard] = [] if shards is None else shards
+        self.unit = unit
+        # None: not read back yet (see load_config)
+        self.config: dict | None = {} if config is Context._NO_CONFIG else config
+        self.labels: dict = {} if labels is None else labels
+        self.state = state
+        self.topology = topology
+        self.undo = Undo() if undo is None else undo
+        self.started: dict[int, dict] = {} if started is None else started
+        self.purge = purge  # stop --purge
+        self.limits: list[dict] = [] if limits is None else limits  # each shard's HostConfig limits, by index
+        # those of their keys that follow a re-pin (quotas.auto_keys)
+        self.limits_auto: list[str] = [] if limits_auto is None else limits_auto
+        self.timeout = timeout  # stop -t (and how long scale/update give a shard to stop)
+        self.draining: set[int] = set() if draining is None else draining  # shards out of the front door (scale/update)
 
     @classmethod
     def for_run(cls, req: RunRequest, client: Any, fe: Frontend) -> Context:

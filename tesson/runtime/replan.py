@@ -19,7 +19,6 @@ their size are planned from their labels, as before: no topology read, no lock.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +68,7 @@ def spec_now(client: Any, grp: Group, topo: Topology, size: int | None = None,
     claimed = {c.name: c for c in claims}
     for m in moves:
         m.containers = claimed[m.group].containers.get(m.index, [])
-    spec = dataclasses.replace(grp.spec, shards=list(shards), limits=list(lims) if lims else list(grp.spec.limits),
+    spec = grp.spec._replace(shards=list(shards), limits=list(lims) if lims else list(grp.spec.limits),
                                no_isolated=me.no_isolated)
     return spec, moves
 
