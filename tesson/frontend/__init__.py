@@ -217,8 +217,8 @@ class Context(Record):
     def for_run(cls, req: RunRequest, client: Any, fe: Frontend) -> Context:
         """The context of ``run``: the request's group, labelled with its spec and the frontend's."""
         from tesson import cpulist
-        from tesson.group import Spec
         from tesson.holdings import machine_id
+        from tesson.spec import Spec
 
         p = req.placement
         restrict = None if p.restrict is None else cpulist.format(cpulist.bits(p.restrict))

@@ -34,7 +34,8 @@ from tesson.docker_client import explain, is_status, remove_container, unless_go
 from tesson.errors import TessonError
 
 if TYPE_CHECKING:
-    from tesson.group import Group, Spec
+    from tesson.group import Group
+    from tesson.spec import Spec
 
 
 class GroupBusy(TessonError):

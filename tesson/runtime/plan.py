@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING
 from tesson.group import differs
 
 if TYPE_CHECKING:
-    from tesson.group import Group, ShardState, Spec
+    from tesson.group import Group, ShardState
     from tesson.placement import Shard
+    from tesson.spec import Spec
 
 KEEP = "keep"  # up where it should be: nothing to do
 RESTART = "restart"  # its container is there, stopped: start it again
@@ -174,7 +175,7 @@ def plan(grp: Group, want: Spec | None = None, image_id: str = "", update: bool 
     surplus = [st for st in grp.shards if st.index >= size and st.id]
     surplus += [st for st in grp.extra if st.index >= size]
     surplus += [st for i, st in sorted(grp.previous.items()) if i >= size]
-    from tesson.group import make_shard
+    from tesson.spec import make_shard
 
     for st in sorted(surplus, key=lambda s: (s.index, s.name)):
         where = make_shard(st.index, st.cpus, st.mems)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from tesson.errors import TessonError
 
 if TYPE_CHECKING:
-    from tesson.group import Group, Spec
+    from tesson.group import Group
+    from tesson.spec import Spec
     from tesson.topology import Topology
 
 Where = tuple  # (fsroot, fsroot_given): where the command line says the topology is
