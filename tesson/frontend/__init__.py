@@ -121,9 +121,9 @@ class Undo:
     def __init__(self) -> None:
         self.steps: list[tuple[str, Callable[[], Any], str | None]] = []
         self.undone: list[str] = []
-        import threading
+        import _thread  # threading's lock without importing threading (ps makes a Context, hence an Undo)
 
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def add(self, what: str, fn: Callable[[], Any], batch: str | None = None) -> None:
         with self._lock:
