@@ -18,7 +18,9 @@ cd "$(dirname "$0")/.."
 unset PYTHONDONTWRITEBYTECODE
 ROUNDS=${1:-8}
 RUNS=${2:-10}
-TESSON=.venv/bin/tesson
+# TESSON=PATH times another install (say a venv of the distribution's python3: the venv here may
+# be a slower interpreter build, see benchmarks/README.md)
+TESSON=${TESSON:-.venv/bin/tesson}
 DUMPS=tests/fixtures/hwloc-sysfs
 DEVICE=${DEVICE:-ib0}
 
@@ -50,12 +52,12 @@ export HWLOC_FSROOT="$root" HWLOC_THISSYSTEM=1 HWLOC_COMPONENTS=-x86
 cpus=$(hwloc-calc "os=$DEVICE")
 n=$("$TESSON" --fsroot "$root" run --dry-run --near "$DEVICE" -u core --format json bench | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["shards"]))')
 
-python3 - "$root" "$n" "$cpus" "$DEVICE" <<'PY'
+python3 - "$root" "$n" "$cpus" "$DEVICE" "$TESSON" <<'PY'
 import json, subprocess, sys
-root, n, cpus, dev = sys.argv[1:]
+root, n, cpus, dev, tesson = sys.argv[1:]
 hw = subprocess.run(["hwloc-distrib", "--restrict", cpus, "--taskset", "--to", "core", n], capture_output=True, text=True, check=True).stdout.split()
 hw = [[i for i in range(int(x, 16).bit_length()) if int(x, 16) >> i & 1] for x in hw]
-ts = json.loads(subprocess.run([".venv/bin/tesson", "--fsroot", root, "run", "--dry-run", "--near", dev, "-u", "core",
+ts = json.loads(subprocess.run([tesson, "--fsroot", root, "run", "--dry-run", "--near", dev, "-u", "core",
                                 "-n", n, "--format", "json", "bench"], capture_output=True, text=True, check=True).stdout)
 assert [s["cpus"] for s in ts["shards"]] == hw, "tesson and hwloc-distrib --restrict disagree"
 print(f"same {len(hw)} shards near {dev} from both")

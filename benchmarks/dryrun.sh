@@ -19,7 +19,9 @@ cd "$(dirname "$0")/.."
 unset PYTHONDONTWRITEBYTECODE
 ROUNDS=${1:-15}
 RUNS=${2:-10}
-TESSON=.venv/bin/tesson
+# TESSON=PATH times another install (say a venv of the distribution's python3: the venv here may
+# be a slower interpreter build, see benchmarks/README.md)
+TESSON=${TESSON:-.venv/bin/tesson}
 DUMPS=tests/fixtures/hwloc-sysfs
 
 for tool in hyperfine hwloc-distrib tar python3; do
@@ -52,7 +54,7 @@ import json, subprocess, sys
 root, n = sys.argv[1], sys.argv[2]
 hw = subprocess.run(["hwloc-distrib", "--taskset", "--to", "core", n], capture_output=True, text=True, check=True).stdout.split()
 hw = [[i for i in range(int(x, 16).bit_length()) if int(x, 16) >> i & 1] for x in hw]
-ts = json.loads(subprocess.run([".venv/bin/tesson", "--fsroot", root, "run", "--dry-run", "-u", "core", "-n", n,
+ts = json.loads(subprocess.run([tesson, "--fsroot", root, "run", "--dry-run", "-u", "core", "-n", n,
                                 "--format", "json", "bench"], capture_output=True, text=True, check=True).stdout)
 assert [s["cpus"] for s in ts["shards"]] == hw, "tesson and hwloc-distrib disagree"
 print(f"same {len(hw)} shards from both")

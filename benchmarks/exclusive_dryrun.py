@@ -3,6 +3,7 @@ groups on the daemon and plans around them, against a whole ``hwloc-distrib`` pr
 machine. Goal: tesson under 2x hwloc-distrib.
 
     flock /tmp/tesson-docker.lock .venv/bin/python benchmarks/exclusive_dryrun.py [ROUNDS]
+    (TESSON=/path/to/bin/tesson times that install instead of the venv's)
 
 The fixtures hold no 256-CPU dump, so one is built with tests/sysfs_builder.py: 4 packages x 2
 NUMA nodes x 16 cores x 2 threads (256 PUs, L3 per NUMA node). 50 groups are put on the daemon as
@@ -84,7 +85,8 @@ def main() -> int:
         topo = topology.read(root)
         assert len(topo.pus) == 256
         made = make_groups(client, topo)
-        tesson = str(ROOT / ".venv/bin/tesson")
+        # TESSON=PATH: another install (a venv of the distribution's python3, say: see the README)
+        tesson = os.environ.get("TESSON") or str(ROOT / ".venv/bin/tesson")
         env = dict(os.environ, HWLOC_FSROOT=root, HWLOC_THISSYSTEM="1", HWLOC_COMPONENTS="-x86")
         # timed as a user's install runs: with bytecode (compiled here, as pip does; without
         # PYTHONDONTWRITEBYTECODE, hyperfine's warm-up runs write any .pyc still missing)
