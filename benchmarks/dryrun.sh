@@ -49,9 +49,9 @@ hw_cmd="hwloc-distrib --to core $n"
 ts_cmd="$TESSON --fsroot $root run --dry-run -u core -n $n --format json bench"
 
 # same answer first
-python3 - "$root" "$n" <<'EOF'
+python3 - "$root" "$n" "$TESSON" <<'EOF'
 import json, subprocess, sys
-root, n = sys.argv[1], sys.argv[2]
+root, n, tesson = sys.argv[1:4]
 hw = subprocess.run(["hwloc-distrib", "--taskset", "--to", "core", n], capture_output=True, text=True, check=True).stdout.split()
 hw = [[i for i in range(int(x, 16).bit_length()) if int(x, 16) >> i & 1] for x in hw]
 ts = json.loads(subprocess.run([tesson, "--fsroot", root, "run", "--dry-run", "-u", "core", "-n", n,

@@ -781,3 +781,34 @@ def test_an_update_whose_successor_never_listens_puts_the_previous_version_back(
         assert ps_json(group)["image"] == a
     finally:
         _remove_images(docker_client, [deaf])
+
+
+def test_an_update_whose_successor_dies_before_the_door_takes_it_puts_the_previous_version_back(group, images,
+                                                                                                docker_client):
+    """A successor that passes the settle check, then exits before the kernel door took it in: the
+    door's wait fails, and the previous version (the same container) serves again, in the map."""
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    a = images[0]
+    brief = "t14-test:brief"
+    line = 'ENTRYPOINT ["sh", "-c", "sleep 2; exit 1", "sh"]'
+    for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=brief, rm=True,
+                                 network_mode="none", decode=True):
+        pass
+    try:
+        run_kernel_group(group, a, 28412)
+        before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
+        r = tesson_cmd("update", "-g", group, "--image", brief, "--drain-timeout", "0", env=NO_GORB, timeout=180)
+        assert r.returncode == 1, r.stdout + r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and f"stopped at {group}-0" in err[0] and "not taken into the front door" in err[0] \
+            and "its previous version serves again" in err[0], err
+        now = shard_inspects(docker_client, group)
+        assert {n: i["Id"] for n, i in now.items()} == before
+        assert all(i["State"]["Running"] and i["Config"]["Image"] == a for i in now.values()), now
+        states = shard_states(docker_client, group)
+        deadline = time.monotonic() + 30
+        while sorted(nft_backends(group) or []) != sorted(addr for _, _, addr in states.values()):
+            assert time.monotonic() < deadline, (nft_backends(group), states)
+            time.sleep(0.2)
+    finally:
+        _remove_images(docker_client, [brief])

@@ -8,7 +8,8 @@ and only then the previous container removed. A successor that does not become h
 the previous container renamed back, started and put back in the door (:func:`put_back`), and the
 rolling stops there; so it does when the door says it will not take a healthy successor in
 (:class:`tesson.frontend.NotAdmitted`: the kernel door admits a shard only once it listens, within
-a bound), and when it refuses to take a chunk out (nothing is touched then).
+a bound) or fails while a successor has stopped since its settle check, and when it refuses to take
+a chunk out (nothing is touched then).
 
 The functions work on the executor's run (``converge._Run``: its context, frontend, outcome, pool
 and door hooks); a process that dies halfway leaves a ``.prev`` container, which the next plan
@@ -18,7 +19,7 @@ finishes or restores.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tesson import cpulist, log, names
 from tesson.docker_client import explain, remove_container, unless_gone
@@ -91,12 +92,14 @@ def replace_some(run: _Run, chunk: list[P.Step]) -> bool:
     back = [i for i in idx if i not in lost]  # each one started again: a successor, or put back
     run.door_error = None
     back_in = not back or (run.door("after_start", back) and run.door("add_backends", back))
-    refused: list[int] = run.door_error.indexes if isinstance(run.door_error, NotAdmitted) else []
+    refused: list[int] = list(run.door_error.indexes) if isinstance(run.door_error, NotAdmitted) else []
+    if not back_in:  # a successor that died (or was restarted) since its settle check: that is the news
+        refused += [i for i in good if i not in refused and not _steady(client, created.get(i))]
     deaf = [i for i in good if i in refused]
     if deaf:
         # The door would not take these successors in (the kernel door: they never listened within
-        # its bound): healthy or not, they do not serve, so their previous versions come back. Any
-        # other door failure stops the rolling with the successors kept, as before.
+        # its bound), or they stopped meanwhile: they do not serve, so their previous versions come
+        # back. Any other door failure stops the rolling with the successors kept, as before.
         why = str(run.door_error)
         for i in deaf:
             bad[i] = f"its successor was not taken into the front door ({why})"
@@ -116,6 +119,14 @@ def replace_some(run: _Run, chunk: list[P.Step]) -> bool:
         run.out.stopped_at = ", ".join(s.name for s in chunk if s.index in bad)
         return False
     return back_in  # a door that could not take them back: take no other shard out
+
+
+def _steady(client: Any, cid: str | None) -> bool:
+    """Whether container ``cid`` (a successor made moments ago) has run without a break since it
+    started: running, not restarting, never restarted by its policy (False when it is gone)."""
+    info = unless_gone(client.inspect_container, cid) if cid else None
+    state = (info or {}).get("State") or {}
+    return bool(state.get("Running") and not state.get("Restarting") and not (info or {}).get("RestartCount"))
 
 
 def put_back(run: _Run, step: P.Step, successor: str | None, previous: str) -> bool:
