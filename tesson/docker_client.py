@@ -243,6 +243,23 @@ def create_named(client: APIClient, body: dict, name: str, what: str) -> str:
         raise TessonError(f"{what} could not be created: {explain(e)}") from None
 
 
+def create_and_start(client: APIClient, body: dict, name: str, what: str, start: Callable[[str], Any],
+                     undo: Any = None) -> tuple[str, Any]:
+    """A front door's own container (the balancer, an agent): :func:`create_named`, its removal
+    recorded in ``undo`` (a tesson.frontend.Undo) when one is given, then ``start(id)`` (start it
+    and wait until it is ready); ``(id, what start returned)``. When ``start`` fails and no undo
+    records the container (repair), it is removed at once: no broken one is left behind."""
+    cid = create_named(client, body, name, what)
+    if undo is not None:
+        undo.add(what, lambda: remove_container(client, cid))
+    try:
+        return cid, start(cid)
+    except BaseException:
+        if undo is None:
+            remove_container(client, cid)
+        raise
+
+
 def docker_py_module(name: str) -> Any:
     """docker-py's module ``docker.NAME`` (one that imports nothing of docker-py itself: ``utils.ports``,
     ``_version``), loaded from its file under a private name without importing the package, whose

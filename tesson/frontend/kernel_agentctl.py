@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tesson import labels as L
 from tesson import log
-from tesson.docker_client import create_named, docker_socket
+from tesson.docker_client import create_and_start, docker_socket
 from tesson.docker_client import explain as _explain
 from tesson.docker_client import remove_container as _remove_container
 from tesson.engine_lite import DEFAULT_SOCKET
@@ -66,18 +66,19 @@ class AgentControl:
         client, name = ctx.docker, lb_name(ctx.group)
         labels = {**ctx.labels, **self.labels(), L.ROLE: L.ROLE_LB, L.GROUP: ctx.group}
         body = self._agent_body(ctx, ["run"], labels, restart=True)
-        cid = create_named(client, body, name, f"kernel agent {name}")
-        if record:
-            ctx.undo.add(f"kernel agent {name}", lambda: _remove_container(client, cid))
-        try:
+
+        def start(cid: str) -> dict:
             try:
                 client.start(cid)
             except Exception as e:
                 raise TessonError(f"kernel agent {name} could not start: {_explain(e)}") from None
-            wrote = self._wait_ready(client, cid, name)
+            return self._wait_ready(client, cid, name)
+
+        try:
+            cid, wrote = create_and_start(client, body, name, f"kernel agent {name}", start,
+                                          ctx.undo if record else None)
         except BaseException:
-            if not record:  # repair: leave no broken agent (nor its rules) behind
-                _remove_container(client, cid)
+            if not record:  # repair: leave no broken agent's rules behind (create_and_start removed it)
                 try:
                     self._oneoff(ctx, "purge")
                 except TessonError as e:

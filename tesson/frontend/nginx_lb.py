@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from tesson import IMAGE_ENV, cpulist
 from tesson import ports as P
-from tesson.docker_client import create_named, explain, is_status, remove_container
+from tesson.docker_client import create_and_start, explain, is_status
 from tesson.errors import TessonError
 from tesson.frontend import Context
 from tesson.frontend import nginx_conf as nc
@@ -72,12 +72,9 @@ def create(ctx: Context, name: str, body: dict, files: bytes, host: bool, record
     fails; else (repair) a balancer that does not start is removed at once. A host port that is
     taken (Docker's publishing, or in the host network nginx's bind()) is named in the error."""
     client = ctx.docker
-    cid = create_named(client, body, name, f"balancer {name}")
-    if record:
-        ctx.undo.add(f"balancer {name}", lambda: remove_container(client, cid))
     from tesson.runtime.body import start_container  # the runtime (~25 ms of imports) is not ps's
 
-    try:
+    def start(cid: str) -> None:
         try:
             client.put_archive(cid, "/", files)
             start_container(client, cid)
@@ -93,11 +90,8 @@ def create(ctx: Context, name: str, body: dict, files: bytes, host: bool, record
             if taken:
                 raise TessonError(f"balancer {name}: {taken}") from None
             raise
-    except BaseException:
-        if not record:  # repair: do not leave a broken balancer behind
-            remove_container(client, cid)
-        raise
-    return cid
+
+    return create_and_start(client, body, name, f"balancer {name}", start, ctx.undo if record else None)[0]
 
 
 def reload(client: Any, cid: str, name: str, staged: bytes) -> None:

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from tesson import labels as L
 from tesson import log
 from tesson.container import Container
-from tesson.docker_client import create_named, docker_socket, explain, remove_container, unless_gone
+from tesson.docker_client import create_and_start, docker_socket, explain, remove_container, unless_gone
 from tesson.engine_lite import DEFAULT_SOCKET
 from tesson.errors import TessonError
 from tesson.frontend import macvlan as MV
@@ -120,19 +120,15 @@ class VipControl:
         from tesson.frontend import nginx_io as nio
 
         client, name, image = ctx.docker, vip_agent_name(ctx.group), default_image()
-        cid = create_named(client, self.agent_body(ctx, image), name, f"VIP agent {name}")
-        if record:
-            ctx.undo.add(f"VIP agent {name}", lambda: remove_container(client, cid))
-        try:
+        def start(cid: str) -> None:
             try:
                 client.start(cid)
             except Exception as e:
                 raise TessonError(f"VIP agent {name} could not start: {explain(e)}") from None
             nio.wait_ready(client, cid, name, READY, what="VIP agent")
-        except BaseException:
-            if not record:
-                remove_container(client, cid)
-            raise
+
+        cid, _ = create_and_start(client, self.agent_body(ctx, image), name, f"VIP agent {name}", start,
+                                  ctx.undo if record else None)
         log.info("VIP agent started", container=name, id=cid[:12], vips=",".join(self.vips(ctx)))
         seen = {cid_ for cid_, _ in self._vip_seen}
         again = {}
