@@ -750,37 +750,45 @@ def test_an_update_and_a_scale_to_a_late_listener_through_the_kernel_door_drop_n
           f"{result['socket_errors']} socket errors")
 
 
-def test_an_update_whose_successor_never_listens_puts_the_previous_version_back(group, images, docker_client):
-    """A successor that runs but never listens is never taken into the kernel door: past the door's
-    bound the update stops, and the previous version (the same container) serves again, in the map."""
-    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
-    a = images[0]
-    deaf = "t14-test:deaf"
-    line = 'ENTRYPOINT ["sh", "-c", "exec sleep 3600", "sh"]'
-    for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=deaf, rm=True,
+def _update_to_a_successor_the_door_never_takes(docker_client, group: str, a: str, tag: str, entrypoint: str,
+                                                port: int) -> str:
+    """Run a kernel-door group of ``a``, update it to ``tag`` (``a`` with ``entrypoint``), which the
+    door never takes in: the update stops at shard 0 with one line (returned), and the previous
+    version (the same containers, image ``a``) serves again, in the map."""
+    line = f'ENTRYPOINT {entrypoint}'
+    for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=tag, rm=True,
                                  network_mode="none", decode=True):
         pass
     try:
-        run_kernel_group(group, a, 28411)
+        run_kernel_group(group, a, port)
         before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
-        r = tesson_cmd("update", "-g", group, "--image", deaf, "--drain-timeout", "0", env=NO_GORB, timeout=180)
+        r = tesson_cmd("update", "-g", group, "--image", tag, "--drain-timeout", "0", env=NO_GORB, timeout=180)
         assert r.returncode == 1, r.stdout + r.stderr
         err = r.stderr.strip().splitlines()
         assert len(err) == 1 and f"stopped at {group}-0" in err[0] and "not taken into the front door" in err[0] \
-            and "not listening" in err[0], err
-        assert "its previous version serves again" in err[0] and "no shard was replaced" in err[0], err
-        print(err[0])
+            and "its previous version serves again" in err[0], err
         now = shard_inspects(docker_client, group)
-        assert {n: i["Id"] for n, i in now.items()} == before  # the same containers, nothing of deaf left
+        assert {n: i["Id"] for n, i in now.items()} == before  # the same containers, nothing of tag left
         assert all(i["State"]["Running"] and i["Config"]["Image"] == a for i in now.values()), now
         states = shard_states(docker_client, group)
         deadline = time.monotonic() + 30
         while sorted(nft_backends(group) or []) != sorted(addr for _, _, addr in states.values()):
             assert time.monotonic() < deadline, (nft_backends(group), states)
             time.sleep(0.2)
-        assert ps_json(group)["image"] == a
+        return err[0]
     finally:
-        _remove_images(docker_client, [deaf])
+        _remove_images(docker_client, [tag])
+
+
+def test_an_update_whose_successor_never_listens_puts_the_previous_version_back(group, images, docker_client):
+    """A successor that runs but never listens is never taken into the kernel door: past the door's
+    bound the update stops, and the previous version (the same container) serves again, in the map."""
+    require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
+    err = _update_to_a_successor_the_door_never_takes(docker_client, group, images[0], "t14-test:deaf",
+                                                      '["sh", "-c", "exec sleep 3600", "sh"]', 28411)
+    assert "not listening" in err and "no shard was replaced" in err, err
+    print(err)
+    assert ps_json(group)["image"] == images[0]
 
 
 def test_an_update_whose_successor_dies_before_the_door_takes_it_puts_the_previous_version_back(group, images,
@@ -788,27 +796,5 @@ def test_an_update_whose_successor_dies_before_the_door_takes_it_puts_the_previo
     """A successor that passes the settle check, then exits before the kernel door took it in: the
     door's wait fails, and the previous version (the same container) serves again, in the map."""
     require(os.geteuid() == 0 and shutil.which("nft") is not None, "needs root and nft to read the kernel's map")
-    a = images[0]
-    brief = "t14-test:brief"
-    line = 'ENTRYPOINT ["sh", "-c", "sleep 2; exit 1", "sh"]'
-    for _ in docker_client.build(fileobj=io.BytesIO(f"FROM {a}\n{line}\n".encode()), tag=brief, rm=True,
-                                 network_mode="none", decode=True):
-        pass
-    try:
-        run_kernel_group(group, a, 28412)
-        before = {n: i["Id"] for n, i in shard_inspects(docker_client, group).items()}
-        r = tesson_cmd("update", "-g", group, "--image", brief, "--drain-timeout", "0", env=NO_GORB, timeout=180)
-        assert r.returncode == 1, r.stdout + r.stderr
-        err = r.stderr.strip().splitlines()
-        assert len(err) == 1 and f"stopped at {group}-0" in err[0] and "not taken into the front door" in err[0] \
-            and "its previous version serves again" in err[0], err
-        now = shard_inspects(docker_client, group)
-        assert {n: i["Id"] for n, i in now.items()} == before
-        assert all(i["State"]["Running"] and i["Config"]["Image"] == a for i in now.values()), now
-        states = shard_states(docker_client, group)
-        deadline = time.monotonic() + 30
-        while sorted(nft_backends(group) or []) != sorted(addr for _, _, addr in states.values()):
-            assert time.monotonic() < deadline, (nft_backends(group), states)
-            time.sleep(0.2)
-    finally:
-        _remove_images(docker_client, [brief])
+    _update_to_a_successor_the_door_never_takes(docker_client, group, images[0], "t14-test:brief",
+                                                '["sh", "-c", "sleep 2; exit 1", "sh"]', 28412)
