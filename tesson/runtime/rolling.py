@@ -19,9 +19,10 @@ finishes or restores.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tesson import cpulist, log, names
+from tesson.container import Container
 from tesson.docker_client import explain, remove_container, unless_gone
 from tesson.frontend import NotAdmitted
 from tesson.runtime import plan as P
@@ -94,7 +95,10 @@ def replace_some(run: _Run, chunk: list[P.Step]) -> bool:
     back_in = not back or (run.door("after_start", back) and run.door("add_backends", back))
     refused: list[int] = list(run.door_error.indexes) if isinstance(run.door_error, NotAdmitted) else []
     if not back_in:  # a successor that died (or was restarted) since its settle check: that is the news
-        refused += [i for i in good if i not in refused and not _steady(client, created.get(i))]
+        def steady(i: int) -> bool:
+            return i in created and Container(unless_gone(client.inspect_container, created[i]) or {}).steadily_running
+
+        refused += [i for i in good if i not in refused and not steady(i)]
     deaf = [i for i in good if i in refused]
     if deaf:
         # The door would not take these successors in (the kernel door: they never listened within
@@ -119,14 +123,6 @@ def replace_some(run: _Run, chunk: list[P.Step]) -> bool:
         run.out.stopped_at = ", ".join(s.name for s in chunk if s.index in bad)
         return False
     return back_in  # a door that could not take them back: take no other shard out
-
-
-def _steady(client: Any, cid: str | None) -> bool:
-    """Whether container ``cid`` (a successor made moments ago) has run without a break since it
-    started: running, not restarting, never restarted by its policy (False when it is gone)."""
-    info = unless_gone(client.inspect_container, cid) if cid else None
-    state = (info or {}).get("State") or {}
-    return bool(state.get("Running") and not state.get("Restarting") and not (info or {}).get("RestartCount"))
 
 
 def put_back(run: _Run, step: P.Step, successor: str | None, previous: str) -> bool:
